@@ -1,0 +1,123 @@
+"""The one exception tree of quick-connect dispatch.
+
+Every error a user can cause or meet maps one-to-one onto a protocol error
+``code`` (PROTOCOL.md) and an HTTP status::
+
+    DispatchError                      code               status
+    ├── BadInput                       bad_message        400
+    │   ├── InvalidField               invalid_field      422
+    │   └── ConsentRequired            consent_required   422
+    ├── Unauthorized                   unauthorized       401
+    ├── Forbidden                      forbidden          403
+    ├── NotFound                       not_found          404
+    ├── Conflict                       conflict           409
+    │   ├── Taken                      taken              409
+    │   ├── Busy                       busy               409
+    │   ├── NotEligible                not_eligible       409
+    │   └── RequestExists              request_exists     409
+    ├── InsufficientFunds              insufficient_funds 402
+    ├── RateLimited                    rate_limited       429
+    └── Unavailable                    unavailable        503   (a dependency is down)
+
+This module imports nothing of the project so that the pure pool core can
+raise these errors without depending on the web layer.
+"""
+
+from __future__ import annotations
+
+
+class DispatchError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    code = "internal"
+    status = 500
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None, **fields: object) -> None:
+        self.message = message or self.default_message
+        self.fields = fields
+        super().__init__(self.message)
+
+    def as_body(self) -> dict[str, object]:
+        """The error in the HTTP shape ``{"error": {"code", "message", ...}}``."""
+        return {"error": {"code": self.code, "message": self.message, **self.fields}}
+
+
+class BadInput(DispatchError):
+    code = "bad_message"
+    status = 400
+    default_message = "bad input"
+
+
+class InvalidField(BadInput):
+    code = "invalid_field"
+    status = 422
+    default_message = "a field is invalid"
+
+
+class ConsentRequired(BadInput):
+    code = "consent_required"
+    status = 422
+    default_message = "a guardian's consent is required for a client under 18"
+
+
+class Unauthorized(DispatchError):
+    code = "unauthorized"
+    status = 401
+    default_message = "missing, expired or invalid token"
+
+
+class Forbidden(DispatchError):
+    code = "forbidden"
+    status = 403
+    default_message = "not allowed for this user"
+
+
+class NotFound(DispatchError):
+    code = "not_found"
+    status = 404
+    default_message = "no such thing"
+
+
+class Conflict(DispatchError):
+    code = "conflict"
+    status = 409
+    default_message = "conflicts with the current state"
+
+
+class Taken(Conflict):
+    code = "taken"
+    default_message = "the request is no longer waiting"
+
+
+class Busy(Conflict):
+    code = "busy"
+    default_message = "you already hold a claim or an open session"
+
+
+class NotEligible(Conflict):
+    code = "not_eligible"
+    default_message = "you may not take this request"
+
+
+class RequestExists(Conflict):
+    code = "request_exists"
+    default_message = "you already have a request waiting or claimed"
+
+
+class InsufficientFunds(DispatchError):
+    code = "insufficient_funds"
+    status = 402
+    default_message = "not enough funds in the wallet"
+
+
+class RateLimited(DispatchError):
+    code = "rate_limited"
+    status = 429
+    default_message = "too many messages; slow down"
+
+
+class Unavailable(DispatchError):
+    code = "unavailable"
+    status = 503
+    default_message = "a dependency is unavailable; try again"

@@ -1,0 +1,133 @@
+"""Who must be told what when a request changes. Pure: no I/O.
+
+A :class:`Change` is what an adapter returns for every state change it made.
+:func:`effects` turns it into :class:`Effect` values; the dispatch layer
+publishes them on the bus and every server delivers them to the connections
+it holds. Broadcasts carry the request so that each server decides locally,
+with :func:`pool.rules.may_see`, which of its therapists get the frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pool.model import Request, Session, State, TherapistProfile, rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One atomic state change of one request."""
+
+    before: Request | None
+    after: Request
+    therapist: TherapistProfile | None = None  # the claimer, for the offer
+    session: Session | None = None  # set when the request was matched
+    lost_therapist: str | None = None  # set when a claim was dropped past the grace
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """A message for the bus.
+
+    ``kind`` is one of:
+
+    - ``new``: ``request`` entered ``waiting``; every available, idle therapist
+      who may see it gets ``request.new``.
+    - ``gone``: ``request`` left ``waiting``; therapists who may take it get
+      ``request.gone`` with ``reason``.
+    - ``client_state``: the owning client gets ``request.state`` (the server
+      hosting it adds the position).
+    - ``user``: ``frame`` goes to every connection of user ``to``.
+    - ``positions``: the waiting queue moved; servers refresh their waiting
+      clients' positions.
+    """
+
+    kind: str
+    request: Request | None = None
+    reason: str | None = None
+    to: str | None = None
+    frame: dict[str, Any] = field(default_factory=dict)
+
+
+_GONE_REASON = {
+    State.CLAIMED: "claimed",
+    State.CANCELLED: "cancelled",
+    State.EXPIRED: "expired",
+    State.MATCHED: "claimed",
+}
+
+
+def effects(change: Change, ice_servers: list[dict[str, Any]] | None = None) -> list[Effect]:
+    """Everything users must learn from ``change``, in the order to send it."""
+    before, after = change.before, change.after
+    was = before.state if before is not None else None
+    now_state = after.state
+    out: list[Effect] = []
+    rid = after.id
+
+    if was is now_state and was is not None:
+        return out
+
+    # Therapists' lists: a request entering or leaving the pool.
+    if was is State.WAITING:
+        out.append(Effect("gone", request=after, reason=_GONE_REASON[now_state]))
+        out.append(Effect("positions"))
+
+    # The therapist who held the claim, when it ends without a match.
+    if was is State.CLAIMED and before is not None and before.claimed_by is not None:
+        tid = before.claimed_by
+        if now_state is State.WAITING:
+            if after.reason == "declined":
+                out.append(_to(tid, {"type": "claim.declined", "request_id": rid}))
+            elif after.reason == "released":
+                out.append(_to(tid, {"type": "claim.released", "request_id": rid}))
+            else:
+                out.append(
+                    _to(tid, {"type": "claim.expired", "request_id": rid, "reason": after.reason})
+                )
+        elif now_state is State.CANCELLED:
+            out.append(_to(tid, {"type": "claim.cancelled", "request_id": rid}))
+        elif now_state is State.EXPIRED:
+            out.append(
+                _to(tid, {"type": "claim.expired", "request_id": rid, "reason": after.reason})
+            )
+
+    if now_state is State.CLAIMED and after.claimed_by is not None:
+        expires = rfc3339(after.expires_at) if after.expires_at is not None else None
+        frame = {"type": "claim.ok", "request_id": rid, "expires_at": expires}
+        out.append(_to(after.claimed_by, frame))
+
+    out.append(Effect("client_state", request=after, to=after.client_id))
+
+    if now_state is State.CLAIMED and change.therapist is not None:
+        expires = rfc3339(after.expires_at) if after.expires_at is not None else None
+        out.append(
+            _to(
+                after.client_id,
+                {
+                    "type": "request.offer",
+                    "request_id": rid,
+                    "therapist": change.therapist.public(),
+                    "expires_at": expires,
+                },
+            )
+        )
+
+    if now_state is State.MATCHED and change.session is not None:
+        frame: dict[str, Any] = {
+            "type": "session.ready",
+            "session": change.session.public(ice_servers or []),
+        }
+        out.append(_to(change.session.therapist_id, frame))
+        out.append(_to(change.session.client_id, frame))
+
+    if now_state is State.WAITING:
+        out.append(Effect("new", request=after))
+        if was is not None:
+            out.append(Effect("positions"))
+    return out
+
+
+def _to(user_id: str, frame: dict[str, Any]) -> Effect:
+    return Effect("user", to=user_id, frame=frame)

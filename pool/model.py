@@ -1,0 +1,307 @@
+"""Value types of the pool. Pure: no I/O, no ``await``.
+
+Times are floats of seconds since the epoch (UTC); they become RFC 3339
+strings only at the protocol edge (:func:`rfc3339`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    WAITING = "waiting"
+    CLAIMED = "claimed"
+    MATCHED = "matched"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+#: States in which a request still belongs to the pool (the client may not open another).
+ACTIVE_STATES = frozenset({State.WAITING, State.CLAIMED})
+FINAL_STATES = frozenset({State.MATCHED, State.CANCELLED, State.EXPIRED})
+
+
+class Reason(StrEnum):
+    """Why a request left ``waiting`` or ``claimed`` (the ``reason`` field)."""
+
+    CLAIMED = "claimed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    NO_THERAPIST = "no_therapist"
+    CLIENT_NO_RESPONSE = "client_no_response"
+    DECLINED = "declined"
+    RELEASED = "released"
+    THERAPIST_LOST = "therapist_lost"
+    MATCHED = "matched"
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    THERAPIST = "therapist"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The pool's clocks, in seconds (PROTOCOL.md §1)."""
+
+    claim_confirm_s: float = 60.0
+    request_max_wait_s: float = 600.0
+    reconnect_grace_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated "talk now" body, before it has an id."""
+
+    region: str
+    language: str
+    topics: tuple[str, ...] = ()
+    notes: str = ""
+    age: int | None = None
+    guardian_consent: bool = False
+
+    @property
+    def minor(self) -> bool:
+        return self.age is not None and self.age < 18
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One "talk now" request. ``declined`` is private: never shown to users."""
+
+    id: str
+    client_id: str
+    region: str
+    language: str
+    topics: tuple[str, ...]
+    notes: str
+    age: int | None
+    guardian_consent: bool
+    created_at: float
+    state: State = State.WAITING
+    claimed_by: str | None = None
+    claimed_at: float | None = None
+    expires_at: float | None = None
+    session_id: str | None = None
+    reason: str | None = None
+    updated_at: float = 0.0
+    declined: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def minor(self) -> bool:
+        return self.age is not None and self.age < 18
+
+    def replace(self, **changes: Any) -> Request:
+        return dataclasses.replace(self, **changes)
+
+    def public(self, position: int | None = None) -> dict[str, Any]:
+        """The request object R of PROTOCOL.md §3 (``position`` from the store)."""
+        return {
+            "id": self.id,
+            "state": str(self.state),
+            "created_at": rfc3339(self.created_at),
+            "client_id": self.client_id,
+            "region": self.region,
+            "language": self.language,
+            "topics": list(self.topics),
+            "notes": self.notes,
+            "age": self.age,
+            "guardian_consent": self.guardian_consent,
+            "position": position if self.state is State.WAITING else None,
+            "claimed_by": self.claimed_by,
+            "expires_at": rfc3339(self.expires_at) if self.expires_at is not None else None,
+            "session_id": self.session_id,
+            "reason": self.reason,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for storage (msgpack/JSON-safe)."""
+        return {
+            "id": self.id,
+            "client_id": self.client_id,
+            "region": self.region,
+            "language": self.language,
+            "topics": list(self.topics),
+            "notes": self.notes,
+            "age": self.age,
+            "guardian_consent": self.guardian_consent,
+            "created_at": self.created_at,
+            "state": str(self.state),
+            "claimed_by": self.claimed_by,
+            "claimed_at": self.claimed_at,
+            "expires_at": self.expires_at,
+            "session_id": self.session_id,
+            "reason": self.reason,
+            "updated_at": self.updated_at,
+            "declined": sorted(self.declined),
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Request:
+        return cls(
+            id=str(rec["id"]),
+            client_id=str(rec["client_id"]),
+            region=str(rec["region"]),
+            language=str(rec["language"]),
+            topics=tuple(str(t) for t in rec.get("topics") or ()),
+            notes=str(rec.get("notes") or ""),
+            age=None if rec.get("age") is None else int(rec["age"]),
+            guardian_consent=bool(rec.get("guardian_consent")),
+            created_at=float(rec["created_at"]),
+            state=State(rec["state"]),
+            claimed_by=_opt_str(rec.get("claimed_by")),
+            claimed_at=_opt_float(rec.get("claimed_at")),
+            expires_at=_opt_float(rec.get("expires_at")),
+            session_id=_opt_str(rec.get("session_id")),
+            reason=_opt_str(rec.get("reason")),
+            updated_at=float(rec.get("updated_at") or 0.0),
+            declined=frozenset(str(d) for d in rec.get("declined") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TherapistProfile:
+    id: str
+    name: str
+    bio: str = ""
+    photo_url: str = ""
+    regions: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    works_with_minors: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "bio": self.bio,
+            "photo_url": self.photo_url,
+            "regions": list(self.regions),
+            "languages": list(self.languages),
+            "topics": list(self.topics),
+            "works_with_minors": self.works_with_minors,
+        }
+
+    to_record = public
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> TherapistProfile:
+        return cls(
+            id=str(rec["id"]),
+            name=str(rec.get("name") or ""),
+            bio=str(rec.get("bio") or ""),
+            photo_url=str(rec.get("photo_url") or ""),
+            regions=tuple(str(x) for x in rec.get("regions") or ()),
+            languages=tuple(str(x) for x in rec.get("languages") or ()),
+            topics=tuple(str(x) for x in rec.get("topics") or ()),
+            works_with_minors=bool(rec.get("works_with_minors")),
+        )
+
+
+class SessionState(StrEnum):
+    READY = "ready"
+    LIVE = "live"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The session object S (PROTOCOL.md §5); ``ice_servers`` is added at the edge."""
+
+    id: str
+    request_id: str
+    client_id: str
+    therapist_id: str
+    state: SessionState = SessionState.READY
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+    def public(self, ice_servers: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request_id": self.request_id,
+            "client_id": self.client_id,
+            "therapist_id": self.therapist_id,
+            "state": str(self.state),
+            "ice_servers": ice_servers,
+            "started_at": rfc3339(self.started_at) if self.started_at is not None else None,
+            "ended_at": rfc3339(self.ended_at) if self.ended_at is not None else None,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request_id": self.request_id,
+            "client_id": self.client_id,
+            "therapist_id": self.therapist_id,
+            "state": str(self.state),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "end_reason": self.end_reason,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Session:
+        return cls(
+            id=str(rec["id"]),
+            request_id=str(rec["request_id"]),
+            client_id=str(rec["client_id"]),
+            therapist_id=str(rec["therapist_id"]),
+            state=SessionState(rec.get("state") or "ready"),
+            created_at=float(rec.get("created_at") or 0.0),
+            started_at=_opt_float(rec.get("started_at")),
+            ended_at=_opt_float(rec.get("ended_at")),
+            end_reason=_opt_str(rec.get("end_reason")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What a therapist holds: a claim on a request, or an open session."""
+
+    kind: str  # "claim" or "session"
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """The ``pool.stats`` frame's fields (PROTOCOL.md §5, Operator)."""
+
+    waiting: int
+    claimed: int
+    therapists_online: int
+    therapists_available: int
+    therapists_busy: int
+    oldest_wait_s: float
+    wait_p50_s: float | None
+    wait_p95_s: float | None
+    created_15m: int
+    matched_15m: int
+    expired_15m: int
+    cancelled_15m: int
+
+    def public(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def rfc3339(ts: float) -> str:
+    """UTC, millisecond precision, ``Z`` suffix."""
+    dt = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None or v == "" else str(v)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None or v == "" else float(v)

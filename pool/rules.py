@@ -1,0 +1,213 @@
+"""The pool's rules as pure functions (PROTOCOL.md §4). No I/O, no ``await``.
+
+Each transition takes the current request (and whatever else it needs to
+know, read atomically by the adapter) and returns the next request, or raises
+a :mod:`dispatch.errors` error and changes nothing. Both adapters apply
+exactly these rules; the Redis adapter's Lua scripts mirror them and the
+contract tests (``tests/test_pool_contract.py``) hold the two to the same
+answers.
+
+State machine::
+
+    waiting --claim--> claimed --client accepts--> matched
+       ^                  |  client declines / therapist releases /
+       +------------------+  therapist gone past the grace
+    waiting|claimed --client cancels--> cancelled
+    waiting --max wait passes--> expired ("no_therapist")
+    claimed --confirm timeout passes--> expired ("client_no_response")
+
+A request's ``expires_at`` is the one deadline of its current state; the
+adapters keep it in a single timer index, so a request never has two timers.
+"""
+
+from __future__ import annotations
+
+from dispatch.errors import Busy, Forbidden, NotEligible, NotFound, Taken
+from pool.model import Draft, Hold, Reason, Request, State, TherapistProfile, Timeouts
+
+
+def may_take(profile: TherapistProfile, request: Request | Draft) -> bool:
+    """Whether a therapist is qualified for a request (ignores declines and holds).
+
+    Region and language must be among the therapist's; the request's topics
+    must be empty or share one with the therapist's; a minor needs a therapist
+    who works with minors.
+    """
+    if request.region not in profile.regions:
+        return False
+    if request.language not in profile.languages:
+        return False
+    if request.topics and not set(request.topics) & set(profile.topics):
+        return False
+    return not (request.minor and not profile.works_with_minors)
+
+
+def may_see(profile: TherapistProfile, request: Request) -> bool:
+    """Whether a request belongs on this therapist's list: qualified and not declined."""
+    return profile.id not in request.declined and may_take(profile, request)
+
+
+def new_request(draft: Draft, request_id: str, client_id: str, now: float, t: Timeouts) -> Request:
+    return Request(
+        id=request_id,
+        client_id=client_id,
+        region=draft.region,
+        language=draft.language,
+        topics=draft.topics,
+        notes=draft.notes,
+        age=draft.age,
+        guardian_consent=draft.guardian_consent,
+        created_at=now,
+        state=State.WAITING,
+        expires_at=waiting_deadline_at(now, now, t),
+        updated_at=now,
+    )
+
+
+def waiting_deadline_at(created_at: float, now: float, t: Timeouts) -> float:
+    """When a waiting request expires: its max wait counts from creation.
+
+    A request that comes back to ``waiting`` (declined, released, therapist
+    lost) keeps its original deadline, so nobody waits longer than the max
+    wait in all; if that is already past it expires on the next tick.
+    """
+    del now  # the deadline does not move; kept for the signature's symmetry
+    return created_at + t.request_max_wait_s
+
+
+def claim(
+    request: Request | None,
+    therapist: TherapistProfile,
+    hold: Hold | None,
+    now: float,
+    t: Timeouts,
+) -> Request:
+    """After this returns, the request is claimed by ``therapist``; else it raised.
+
+    Checks, in this order: the request exists and is live (``not_found``), the
+    therapist holds nothing else (``busy``), is qualified and was not declined
+    (``not_eligible``), the request is waiting (``taken``).
+    """
+    if request is None or request.state in (State.CANCELLED, State.EXPIRED):
+        raise NotFound("no such request")
+    if hold is not None:
+        if hold.kind == "claim" and hold.id == request.id:
+            raise Taken("you already hold this claim")
+        raise Busy()
+    if not may_see(therapist, request):
+        raise NotEligible()
+    if request.state is not State.WAITING:
+        raise Taken()
+    return request.replace(
+        state=State.CLAIMED,
+        claimed_by=therapist.id,
+        claimed_at=now,
+        expires_at=now + t.claim_confirm_s,
+        reason=None,
+        updated_at=now,
+    )
+
+
+def back_to_waiting(request: Request, reason: Reason, now: float, t: Timeouts) -> Request:
+    """A claimed request returns to the pool (decline, release, therapist lost)."""
+    declined = request.declined
+    if reason is Reason.DECLINED and request.claimed_by is not None:
+        declined = declined | {request.claimed_by}
+    return request.replace(
+        state=State.WAITING,
+        claimed_by=None,
+        claimed_at=None,
+        expires_at=waiting_deadline_at(request.created_at, now, t),
+        reason=str(reason),
+        updated_at=now,
+        declined=declined,
+    )
+
+
+def release(request: Request | None, therapist_id: str, now: float, t: Timeouts) -> Request:
+    """The claiming therapist lets go; the request is waiting again."""
+    if request is None:
+        raise NotFound("no such request")
+    if request.state is not State.CLAIMED or request.claimed_by != therapist_id:
+        raise Forbidden("you do not hold a claim on this request")
+    return back_to_waiting(request, Reason.RELEASED, now, t)
+
+
+def _own_claimed(request: Request | None, client_id: str) -> Request:
+    if request is None or request.client_id != client_id:
+        raise NotFound("no such request")
+    if request.state is not State.CLAIMED:
+        raise Taken("there is no offer on this request")
+    return request
+
+
+def decline(request: Request | None, client_id: str, now: float, t: Timeouts) -> Request:
+    """The client declines the therapist; that therapist never sees it again."""
+    req = _own_claimed(request, client_id)
+    return back_to_waiting(req, Reason.DECLINED, now, t)
+
+
+def accept(request: Request | None, client_id: str, session_id: str, now: float) -> Request:
+    """The client accepts the offer; the request is matched to a new session."""
+    req = _own_claimed(request, client_id)
+    return req.replace(
+        state=State.MATCHED,
+        session_id=session_id,
+        expires_at=None,
+        reason=str(Reason.MATCHED),
+        updated_at=now,
+    )
+
+
+def cancel(request: Request | None, client_id: str, now: float) -> Request:
+    """The owning client cancels while ``waiting`` or ``claimed``."""
+    if request is None or request.client_id != client_id:
+        raise NotFound("no such request")
+    if request.state not in (State.WAITING, State.CLAIMED):
+        raise Taken("the request can no longer be cancelled")
+    return request.replace(
+        state=State.CANCELLED,
+        expires_at=None,
+        reason=str(Reason.CANCELLED),
+        updated_at=now,
+    )
+
+
+def on_deadline(request: Request, now: float) -> Request | None:
+    """The request's timer fired. Returns the expired request, or None if stale."""
+    if request.expires_at is None or now < request.expires_at:
+        return None
+    if request.state is State.WAITING:
+        reason = Reason.NO_THERAPIST
+    elif request.state is State.CLAIMED:
+        reason = Reason.CLIENT_NO_RESPONSE
+    else:
+        return None
+    return request.replace(state=State.EXPIRED, expires_at=None, reason=str(reason), updated_at=now)
+
+
+def on_therapist_lost(
+    request: Request, therapist_id: str, now: float, t: Timeouts
+) -> Request | None:
+    """The claiming therapist stayed away past the grace: back to waiting."""
+    if request.state is not State.CLAIMED or request.claimed_by != therapist_id:
+        return None
+    return back_to_waiting(request, Reason.THERAPIST_LOST, now, t)
+
+
+def hold_after(request: Request) -> Hold | None:
+    """What the claiming therapist holds once ``request`` is in its state."""
+    if request.state is State.CLAIMED and request.claimed_by is not None:
+        return Hold("claim", request.id)
+    if request.state is State.MATCHED and request.session_id is not None:
+        return Hold("session", request.session_id)
+    return None
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
