@@ -95,8 +95,8 @@ def effects(change: Change, ice_servers: list[dict[str, Any]] | None = None) -> 
 
     if now_state is State.CLAIMED and after.claimed_by is not None:
         expires = rfc3339(after.expires_at) if after.expires_at is not None else None
-        frame = {"type": "claim.ok", "request_id": rid, "expires_at": expires}
-        out.append(_to(after.claimed_by, frame))
+        ok = {"type": "claim.ok", "request_id": rid, "expires_at": expires}
+        out.append(_to(after.claimed_by, ok))
 
     out.append(Effect("client_state", request=after, to=after.client_id))
 
@@ -115,12 +115,9 @@ def effects(change: Change, ice_servers: list[dict[str, Any]] | None = None) -> 
         )
 
     if now_state is State.MATCHED and change.session is not None:
-        frame: dict[str, Any] = {
-            "type": "session.ready",
-            "session": change.session.public(ice_servers or []),
-        }
-        out.append(_to(change.session.therapist_id, frame))
-        out.append(_to(change.session.client_id, frame))
+        ready = {"type": "session.ready", "session": change.session.public(ice_servers or [])}
+        out.append(_to(change.session.therapist_id, ready))
+        out.append(_to(change.session.client_id, ready))
 
     if now_state is State.WAITING:
         out.append(Effect("new", request=after))
