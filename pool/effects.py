@@ -41,6 +41,7 @@ class Effect:
     - ``user``: ``frame`` goes to every connection of user ``to``.
     - ``positions``: the waiting queue moved; servers refresh their waiting
       clients' positions.
+    - ``profile``: therapist ``to`` changed its profile; servers reload it.
     """
 
     kind: str
@@ -48,6 +49,35 @@ class Effect:
     reason: str | None = None
     to: str | None = None
     frame: dict[str, Any] = field(default_factory=dict)
+    #: The connection whose frame caused this effect and the ``ref`` it carried:
+    #: that connection alone gets the ``ref`` echoed (set by the dispatch layer).
+    conn: str | None = None
+    ref: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-safe map for the bus."""
+        return {
+            "kind": self.kind,
+            "request": self.request.to_record() if self.request is not None else None,
+            "reason": self.reason,
+            "to": self.to,
+            "frame": self.frame,
+            "conn": self.conn,
+            "ref": self.ref,
+        }
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Effect:
+        req = m.get("request")
+        return cls(
+            kind=str(m["kind"]),
+            request=Request.from_record(req) if req is not None else None,
+            reason=m.get("reason"),
+            to=m.get("to"),
+            frame=dict(m.get("frame") or {}),
+            conn=m.get("conn"),
+            ref=m.get("ref"),
+        )
 
 
 _GONE_REASON = {

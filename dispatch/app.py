@@ -1,0 +1,95 @@
+"""The Starlette application: wiring of settings, pool, bus, hub and routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import WebSocketRoute
+
+from dispatch import demo, routes, ws
+from dispatch.bus import Bus, LocalBus, RedisBus
+from dispatch.context import AppContext
+from dispatch.errors import DispatchError
+from dispatch.hub import Hub
+from dispatch.logs import configure, get_logger
+from dispatch.metrics import Metrics
+from dispatch.service import Dispatcher
+from dispatch.settings import Settings
+from pool.memory import MemoryPool
+from pool.store import PoolStore
+
+log = get_logger(component="app")
+
+def build_context(settings: Settings, clock: Callable[[], float] = time.time) -> AppContext:
+    store: PoolStore
+    bus: Bus
+    if settings.redis_url:
+        from pool.redis_store import RedisPool
+
+        redis_pool = RedisPool.from_url(
+            settings.redis_url,
+            settings.timeouts(),
+            max_connections=settings.redis_max_connections,
+        )
+        store, bus = redis_pool, RedisBus(redis_pool.client)
+    else:
+        store, bus = MemoryPool(settings.timeouts()), LocalBus()
+    metrics = Metrics()
+    hub = Hub(store, metrics)
+    dispatcher = Dispatcher(store, bus, metrics, list(settings.ice_servers), clock)
+    return AppContext(settings, store, bus, metrics, hub, dispatcher, clock)
+
+
+async def _dispatch_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DispatchError)
+    request.app.state.ctx.metrics.errors.labels(code=exc.code).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.as_body(), status_code=exc.status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    body = {"error": {"code": code, "message": str(exc.detail)}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("http.unhandled", path=request.url.path, error=type(exc).__name__)
+    body = {"error": {"code": "internal", "message": "internal error"}}
+    return JSONResponse(body, status_code=500)
+
+
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
+    configure(settings.log_level, settings.log_json)
+    ctx = build_context(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.demo:
+            await demo.seed(ctx.store)
+        await ctx.start()
+        try:
+            yield
+        finally:
+            await ctx.stop()
+
+    app = Starlette(
+        routes=[*routes.ROUTES, WebSocketRoute("/v1/ws", ws.endpoint)],
+        exception_handlers={
+            DispatchError: _dispatch_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    return app
+
+

@@ -1,0 +1,190 @@
+"""The ``dispatch`` command: ``dispatch serve`` runs the server, ``dispatch
+token`` prints a signed token for demos and tests (PROTOCOL.md §1, §2).
+
+Exit codes: 0 done, 2 bad usage or configuration (the message goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, Final
+
+from dispatch import demo, tokens
+from dispatch.settings import ConfigError, Settings, load_settings
+from pool.model import Role
+
+#: uvicorn's "websockets" implementation imports ``websockets.legacy``, which
+#: websockets >= 14 deprecates (a DeprecationWarning at import); the sans-I/O
+#: one honours the same ``ws_max_size``/``ws_ping_*`` settings.
+WS_IMPL: Final = "websockets-sansio"
+SUBPROTOCOLS: Final = ("qc.v1.json", "qc.v1.msgpack")
+DEMO_TOKEN_TTL_S: Final = 12 * 3600
+EXIT_USAGE: Final = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dispatch", description="quick-connect dispatch: realtime therapist dispatch"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Flags override DISPATCH_* environment variables.",
+    )
+    serve.add_argument("--host", help="address to bind (DISPATCH_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (DISPATCH_PORT, default 8000)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="development: make a random secret and derive a data key if none are set",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="seed demo therapists (with --dev, also print demo tokens)",
+    )
+    serve.add_argument("--redis-url", help="Redis for the pool (DISPATCH_REDIS_URL)")
+    serve.add_argument("--database-url", help="durable records (DISPATCH_DATABASE_URL)")
+    serve.add_argument("--log-level", help="debug, info, warning, error (DISPATCH_LOG_LEVEL)")
+
+    token = sub.add_parser(
+        "token",
+        help="print a signed token",
+        description="Print an HS256 token signed with --secret or DISPATCH_SECRET.",
+    )
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--sub", required=True, help="the user's id: 1..64 of [A-Za-z0-9_.-]")
+    token.add_argument("--name", help="display name (optional)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
+    token.add_argument("--secret", help="signing key (default: $DISPATCH_SECRET)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dispatch`` console script and ``python -m dispatch``."""
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args, os.environ)
+    return _serve(args, os.environ)
+
+
+def _fail(message: str) -> int:
+    print(f"dispatch: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    secret = args.secret or env.get("DISPATCH_SECRET", "").strip()
+    if not secret:
+        return _fail("no secret: pass --secret or set DISPATCH_SECRET (the server's key)")
+    try:
+        print(tokens.mint(secret, args.role, args.sub, name=args.name, ttl_s=args.ttl))
+    except ValueError as e:
+        return _fail(str(e))
+    return 0
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "dev": args.dev,
+        "demo": args.demo,
+        "redis_url": args.redis_url,
+        "database_url": args.database_url,
+        "log_level": args.log_level,
+    }
+    try:
+        settings = load_settings(overrides, env)
+    except ConfigError as e:
+        return _fail(str(e))
+    if settings.dev:
+        print_banner(settings, sys.stdout)
+    run(settings)
+    return 0
+
+
+def run(settings: Settings) -> None:
+    """Configure logging and run the app under uvicorn until it is stopped."""
+    import uvicorn
+
+    from dispatch import logs
+    from dispatch.app import create_app  # imported late: the app pulls in everything
+
+    logs.configure(settings.log_level, settings.log_json)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+
+
+def uvicorn_config(app: Any, settings: Settings) -> Any:
+    """The ``uvicorn.Config`` the service runs with: frames over
+    ``max_frame_bytes`` close with 1009, pings keep idle sockets honest, and
+    ``log_config=None`` leaves logging to :mod:`dispatch.logs`."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws=WS_IMPL,
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+    )
+
+
+def print_banner(settings: Settings, out: IO[str]) -> None:
+    """What ``serve --dev`` prints before it starts: the secret when it was made
+    up for this run, where to connect, and with ``--demo`` a token per demo user.
+
+    Dev only: these are throwaway credentials for a local run.
+    """
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    base = f"{shown_host}:{settings.port}"
+    lines = ["quick-connect dispatch: development mode (never use --dev in production)"]
+    if settings.secret_generated:
+        lines += [
+            f"  DISPATCH_SECRET={settings.secret}",
+            "    (random for this run: export it to keep tokens valid across restarts;",
+            "     the data key is derived from it, so chat and notes stay readable too)",
+        ]
+    else:
+        lines.append("  DISPATCH_SECRET: from the environment")
+    lines += [
+        f"  HTTP       http://{base}   (GET /healthz, /readyz, /metrics)",
+        f"  websocket  ws://{base}/v1/ws   subprotocol {' or '.join(SUBPROTOCOLS)}",
+        '             first frame {"type": "auth", "token": "<token>"}',
+        "             (or the header Authorization: Bearer <token> on the upgrade)",
+        "  more tokens: dispatch token --role client|therapist|operator --sub ID --secret S",
+    ]
+    if settings.demo:
+        hours = DEMO_TOKEN_TTL_S // 3600
+        lines += ["", f"demo users (tokens valid {hours} h):"]
+        users: list[tuple[Role, str, str | None]] = [
+            (Role.THERAPIST, p.id, p.name) for p in demo.DEMO_THERAPISTS
+        ]
+        users += [
+            (Role.CLIENT, cid, f"Demo client {i}") for i, cid in enumerate(demo.DEMO_CLIENTS, 1)
+        ]
+        users.append((Role.OPERATOR, demo.DEMO_OPERATOR, "Demo operator"))
+        for role, sub, name in users:
+            tok = tokens.mint(settings.secret, role, sub, name=name, ttl_s=DEMO_TOKEN_TTL_S)
+            lines.append(f"  {role.value:<9} {sub:<17} {tok}")
+        op = tokens.mint(settings.secret, Role.OPERATOR, demo.DEMO_OPERATOR, ttl_s=3600)
+        lines += [
+            "",
+            "try:",
+            f"  curl -H 'Authorization: Bearer {op}' http://{base}/v1/pool/stats",
+        ]
+    print("\n".join(lines), file=out, flush=True)

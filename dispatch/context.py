@@ -1,0 +1,161 @@
+"""Everything one server process holds, wired together, and its background loops.
+
+Loops (each survives its dependency being down and logs why):
+
+- timers: every ``timer_tick_s`` fire due deadlines and graces (the store makes
+  each fire exactly once across servers);
+- stats: every ``stats_interval_s`` read the pool's numbers, push ``pool.stats``
+  to local operators and set the gauges;
+- heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
+  silent for ``server_dead_after_s`` so their users' graces start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatch import frames
+from dispatch.bus import Bus
+from dispatch.errors import BadInput, DispatchError, Forbidden
+from dispatch.hub import Conn, Hub
+from dispatch.logs import get_logger
+from dispatch.metrics import Metrics
+from dispatch.ratelimit import KeyedLimiter
+from dispatch.service import Dispatcher
+from dispatch.settings import Settings
+from dispatch.tokens import User
+from pool import rules
+from pool.model import Request, State, TherapistProfile, rfc3339
+from pool.store import PoolStore
+
+log = get_logger(component="context")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: PoolStore
+    bus: Bus
+    metrics: Metrics
+    hub: Hub
+    dispatcher: Dispatcher
+    clock: Callable[[], float] = time.time
+    #: HTTP calls per user: a sustained 10 a second, bursts of 30.
+    http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def ice_servers(self) -> list[dict[str, Any]]:
+        return list(self.settings.ice_servers)
+
+    # -- frames built from the store -----------------------------------------
+    async def snapshot_for(self, profile: TherapistProfile | None) -> dict[str, Any]:
+        """``pool.snapshot``: every waiting request this therapist may take."""
+        requests: list[dict[str, Any]] = []
+        if profile is not None:
+            for i, req in enumerate(await self.store.waiting(), start=1):
+                if rules.may_see(profile, req):
+                    requests.append(req.public(i))
+        return {"type": "pool.snapshot", "requests": requests}
+
+    @staticmethod
+    def claim_ok_frame(req: Request) -> dict[str, Any]:
+        expires = rfc3339(req.expires_at) if req.expires_at is not None else None
+        return {"type": "claim.ok", "request_id": req.id, "expires_at": expires}
+
+    async def offer_frame(self, req: Request) -> dict[str, Any] | None:
+        if req.state is not State.CLAIMED or req.claimed_by is None:
+            return None
+        profile = await self.store.get_profile(req.claimed_by)
+        if profile is None:
+            return None
+        return {
+            "type": "request.offer",
+            "request_id": req.id,
+            "therapist": profile.public(),
+            "expires_at": rfc3339(req.expires_at) if req.expires_at is not None else None,
+        }
+
+    async def session_frame(self, user: User, conn: Conn, frame: frames.Inbound) -> None:
+        """Frames inside a session (signaling, chat, notes)."""
+        session_id = getattr(frame, "session_id", None)
+        session = await self.store.get_session(session_id) if session_id else None
+        if session is None or user.id not in (session.client_id, session.therapist_id):
+            raise Forbidden("you are not a participant of this session")
+        raise BadInput(f"{type(frame).__name__} is not served by this version of the server")
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        await self.bus.start(self.hub.deliver, self.resync)
+        s = self.settings
+        self.tasks = [
+            asyncio.create_task(self._every(s.timer_tick_s, self._tick), name="timers"),
+            asyncio.create_task(self._every(s.stats_interval_s, self._stats), name="stats"),
+            asyncio.create_task(self._every(s.heartbeat_s, self._heartbeat), name="heartbeat"),
+        ]
+        log.info("server.started", server_id=s.server_id)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks = []
+        await self.hub.close_all(1001, "server shutting down")
+        await self.bus.aclose()
+        await self.store.aclose()
+
+    async def resync(self) -> None:
+        """After the bus missed events: re-send every local user its state."""
+        for conn in self.hub.all():
+            if conn.profile is not None:
+                conn.send_frame(await self.snapshot_for(conn.profile))
+            if conn.request_id is not None:
+                req = await self.store.get(conn.request_id)
+                if req is not None:
+                    position = await self.store.position(req.id)
+                    conn.last_position = position
+                    conn.send_frame({"type": "request.state", "request": req.public(position)})
+        await self.hub.refresh_positions()
+
+    async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        failing = False
+        while True:
+            try:
+                await step()
+                if failing:
+                    log.info("loop.recovered", loop=step.__name__)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except DispatchError as exc:
+                if not failing:
+                    log.warning("loop.failing", loop=step.__name__, code=exc.code)
+                failing = True
+            except Exception:
+                log.exception("loop.crashed", loop=step.__name__)
+                failing = True
+            await asyncio.sleep(interval)
+
+    async def _tick(self) -> None:
+        while await self.dispatcher.tick() > 0:
+            pass
+
+    async def _stats(self) -> None:
+        stats = await self.store.stats(self.clock())
+        self.metrics.set_pool(stats)
+        if self.hub.operators:
+            self.hub.broadcast_operators({"type": "pool.stats", **stats.public()})
+
+    async def _heartbeat(self) -> None:
+        now = self.clock()
+        await self.store.heartbeat(self.settings.server_id, now)
+        reaped = await self.store.reap_servers(now, self.settings.server_dead_after_s)
+        for server_id in reaped:
+            log.warning("server.reaped", server_id=server_id)

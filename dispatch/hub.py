@@ -1,0 +1,231 @@
+"""The connections this process holds, and local fan-out of bus effects.
+
+Each :class:`Conn` owns a bounded send queue drained by its own writer task,
+so a broadcast never waits on a slow console: when a queue is full the
+connection is closed (1013, try again later) and the console reconnects and
+gets a fresh snapshot. A broadcast frame is encoded once per codec
+(:class:`dispatch.codec.Encoded`), not once per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatch.codec import Codec, Encoded
+from dispatch.logs import get_logger
+from dispatch.metrics import Metrics
+from dispatch.tokens import User
+from pool import rules
+from pool.effects import Effect
+from pool.model import Request, Role, State, TherapistProfile
+from pool.store import PoolStore
+
+log = get_logger(component="hub")
+
+CLOSE_SLOW_CONSUMER = 1013
+
+#: Frames to a therapist that end its hold (it may get offers again).
+_FREES = frozenset(
+    {"claim.declined", "claim.released", "claim.expired", "claim.cancelled", "session.ended"}
+)
+_HOLDS = frozenset({"claim.ok", "session.ready"})
+
+Closer = Callable[[int, str], Coroutine[None, None, None]]
+
+
+@dataclass(eq=False)
+class Conn:
+    id: str
+    user: User
+    codec: Codec
+    queue_size: int
+    closer: Closer
+    profile: TherapistProfile | None = None
+    available: bool = False
+    busy: bool = False
+    #: The client's active request and the last position sent for it.
+    request_id: str | None = None
+    last_position: int | None = None
+    queue: asyncio.Queue[str | bytes | None] = field(init=False)
+    closing: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.queue_size)
+
+    def send(self, frame: Encoded) -> bool:
+        """Queue a frame; never waits. False (and the connection is being
+        closed) when the console is too slow to keep up."""
+        if self.closing:
+            return False
+        try:
+            self.queue.put_nowait(frame.for_codec(self.codec))
+        except asyncio.QueueFull:
+            self.closing = True
+            log.warning("ws.slow_consumer", conn_id=self.id, user_id=self.user.id)
+            asyncio.get_running_loop().create_task(
+                self.closer(CLOSE_SLOW_CONSUMER, "send queue full")
+            )
+            return False
+        return True
+
+    def send_frame(self, frame: dict[str, Any]) -> bool:
+        return self.send(Encoded(frame))
+
+
+class Hub:
+    def __init__(self, store: PoolStore, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._by_user: dict[str, set[Conn]] = {}
+        self._by_id: dict[str, Conn] = {}
+        self.operators: set[Conn] = set()
+        self.therapists: set[Conn] = set()
+
+    # -- registry ----------------------------------------------------------
+    def add(self, conn: Conn) -> None:
+        self._by_id[conn.id] = conn
+        self._by_user.setdefault(conn.user.id, set()).add(conn)
+        if conn.user.role is Role.THERAPIST:
+            self.therapists.add(conn)
+        elif conn.user.role is Role.OPERATOR:
+            self.operators.add(conn)
+        self._metrics.connections.labels(role=str(conn.user.role)).inc()
+
+    def remove(self, conn: Conn) -> None:
+        if self._by_id.pop(conn.id, None) is None:
+            return
+        conns = self._by_user.get(conn.user.id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_user[conn.user.id]
+        self.therapists.discard(conn)
+        self.operators.discard(conn)
+        self._metrics.connections.labels(role=str(conn.user.role)).dec()
+
+    def conns_of(self, user_id: str) -> set[Conn]:
+        return self._by_user.get(user_id, set())
+
+    def all(self) -> list[Conn]:
+        return list(self._by_id.values())
+
+    # -- delivery ----------------------------------------------------------
+    async def deliver(self, effects: list[Effect]) -> None:
+        """Send each effect to the local connections it concerns."""
+        for effect in effects:
+            if effect.kind == "new" and effect.request is not None:
+                await self._broadcast_new(effect.request)
+            elif effect.kind == "gone" and effect.request is not None:
+                self._broadcast_gone(effect.request, effect.reason or "claimed")
+            elif effect.kind == "client_state" and effect.request is not None:
+                await self._client_state(effect)
+            elif effect.kind == "user" and effect.to is not None:
+                self._to_user(effect)
+            elif effect.kind == "positions":
+                await self.refresh_positions()
+            elif effect.kind == "profile" and effect.to is not None:
+                await self._reload_profile(effect.to)
+
+    async def _broadcast_new(self, request: Request) -> None:
+        targets = [
+            c
+            for c in self.therapists
+            if c.available
+            and not c.busy
+            and c.profile is not None
+            and rules.may_see(c.profile, request)
+        ]
+        if not targets:
+            return
+        position = await self._store.position(request.id)
+        if position is None:  # claimed or gone meanwhile: nothing to announce
+            return
+        frame = Encoded({"type": "request.new", "request": request.public(position)})
+        for conn in targets:
+            conn.send(frame)
+        self._metrics.frames_out.labels(type="request.new").inc(len(targets))
+
+    def _broadcast_gone(self, request: Request, reason: str) -> None:
+        frame = Encoded({"type": "request.gone", "request_id": request.id, "reason": reason})
+        n = 0
+        for conn in self.therapists:
+            if conn.profile is not None and rules.may_take(conn.profile, request):
+                conn.send(frame)
+                n += 1
+        self._metrics.frames_out.labels(type="request.gone").inc(n)
+
+    async def _client_state(self, effect: Effect) -> None:
+        assert effect.request is not None
+        conns = self.conns_of(effect.request.client_id)
+        if not conns:
+            return
+        req = effect.request
+        position = await self._store.position(req.id) if req.state is State.WAITING else None
+        public = req.public(position)
+        plain = Encoded({"type": "request.state", "request": public})
+        for conn in conns:
+            conn.request_id = req.id if req.state in (State.WAITING, State.CLAIMED) else None
+            conn.last_position = position
+            if effect.ref is not None and conn.id == effect.conn:
+                conn.send_frame({"type": "request.state", "request": public, "ref": effect.ref})
+            else:
+                conn.send(plain)
+
+    def _to_user(self, effect: Effect) -> None:
+        assert effect.to is not None
+        ftype = effect.frame.get("type")
+        plain = Encoded(effect.frame)
+        for conn in self.conns_of(effect.to):
+            if conn.user.role is Role.THERAPIST:
+                if ftype in _HOLDS:
+                    conn.busy = True
+                elif ftype in _FREES:
+                    conn.busy = False
+                elif ftype == "status.ok":
+                    conn.available = bool(effect.frame.get("available"))
+            if effect.ref is not None and conn.id == effect.conn:
+                conn.send_frame({**effect.frame, "ref": effect.ref})
+            else:
+                conn.send(plain)
+        if ftype is not None:
+            self._metrics.frames_out.labels(type=str(ftype)).inc()
+
+    async def refresh_positions(self) -> None:
+        """Send ``request.state`` to each local waiting client whose place moved."""
+        conns = [c for c in self._by_id.values() if c.request_id is not None]
+        if not conns:
+            return
+        ids = sorted({c.request_id for c in conns if c.request_id is not None})
+        positions = await self._store.positions(ids)
+        for conn in conns:
+            assert conn.request_id is not None
+            pos = positions.get(conn.request_id)
+            if pos is None or pos == conn.last_position:
+                continue
+            req = await self._store.get(conn.request_id)
+            if req is None or req.state is not State.WAITING:
+                continue
+            conn.last_position = pos
+            conn.send_frame({"type": "request.state", "request": req.public(pos)})
+
+    async def _reload_profile(self, therapist_id: str) -> None:
+        conns = [c for c in self.conns_of(therapist_id) if c.user.role is Role.THERAPIST]
+        if not conns:
+            return
+        profile = await self._store.get_profile(therapist_id)
+        for conn in conns:
+            conn.profile = profile
+
+    def broadcast_operators(self, frame: dict[str, Any]) -> None:
+        encoded = Encoded(frame)
+        for conn in self.operators:
+            conn.send(encoded)
+
+    async def close_all(self, code: int, reason: str) -> None:
+        for conn in self.all():
+            with contextlib.suppress(Exception):
+                await conn.closer(code, reason)

@@ -1,0 +1,130 @@
+"""HTTP calls of PROTOCOL.md §3: requests, therapist profiles, pool stats, health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dispatch import validation
+from dispatch.context import AppContext
+from dispatch.errors import DispatchError, Forbidden, NotFound, RateLimited, Unauthorized
+from dispatch.metrics import CONTENT_TYPE_LATEST
+from dispatch.tokens import User, bearer, verify
+from pool.model import Role
+
+
+def _ctx(request: HttpRequest) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def _user(request: HttpRequest, *roles: Role) -> User:
+    """The signed-in caller; 401 without a valid token, 403 for another role."""
+    ctx = _ctx(request)
+    token = bearer(request.headers.get("authorization"))
+    if token is None:
+        raise Unauthorized("missing bearer token")
+    user = verify(ctx.settings.secret, token)
+    if not ctx.http_limiter.allow(user.id, time.monotonic()):
+        raise RateLimited()
+    if roles and user.role not in roles:
+        raise Forbidden(f"a {user.role} may not do this")
+    return user
+
+
+async def _body(request: HttpRequest) -> Any:
+    return validation.parse_json_body(await request.body())
+
+
+def _request_body(ctx: AppContext, req: Any, position: int | None) -> dict[str, Any]:
+    return {"request": req.public(position)}
+
+
+async def create_request(request: HttpRequest) -> Response:
+    ctx = _ctx(request)
+    user = _user(request, Role.CLIENT)
+    key = validation.parse_idempotency_key(request.headers.get("idempotency-key"))
+    draft = validation.parse_draft(await _body(request))
+    req, created = await ctx.dispatcher.create_request(user, draft, key)
+    position = await ctx.store.position(req.id)
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    return JSONResponse(_request_body(ctx, req, position), status_code=201, headers=headers)
+
+
+async def get_request(request: HttpRequest) -> Response:
+    ctx = _ctx(request)
+    user = _user(request, Role.CLIENT, Role.OPERATOR)
+    rid = validation.validate_id(request.path_params["request_id"], "request_id")
+    req, position = await ctx.dispatcher.get_request(user, rid)
+    return JSONResponse(_request_body(ctx, req, position))
+
+
+async def cancel_request(request: HttpRequest) -> Response:
+    ctx = _ctx(request)
+    user = _user(request, Role.CLIENT)
+    rid = validation.validate_id(request.path_params["request_id"], "request_id")
+    change = await ctx.dispatcher.cancel(user, rid)
+    return JSONResponse(_request_body(ctx, change.after, None))
+
+
+async def put_therapist(request: HttpRequest) -> Response:
+    ctx = _ctx(request)
+    _user(request, Role.OPERATOR)
+    tid = validation.validate_id(request.path_params["therapist_id"], "id")
+    profile = validation.parse_profile(tid, await _body(request))
+    existed = await ctx.store.get_profile(tid) is not None
+    await ctx.dispatcher.put_profile(profile)
+    return JSONResponse(profile.public(), status_code=200 if existed else 201)
+
+
+async def get_therapist(request: HttpRequest) -> Response:
+    ctx = _ctx(request)
+    _user(request)
+    tid = validation.validate_id(request.path_params["therapist_id"], "id")
+    profile = await ctx.store.get_profile(tid)
+    if profile is None:
+        raise NotFound("no such therapist")
+    return JSONResponse(profile.public())
+
+
+async def pool_stats(request: HttpRequest) -> Response:
+    ctx = _ctx(request)
+    _user(request, Role.OPERATOR)
+    stats = await ctx.store.stats(ctx.clock())
+    return JSONResponse(stats.public())
+
+
+async def metrics(request: HttpRequest) -> Response:
+    return Response(_ctx(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def healthz(request: HttpRequest) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: HttpRequest) -> Response:
+    try:
+        await _ctx(request).store.ping()
+    except DispatchError as exc:
+        return JSONResponse(
+            {"status": "unavailable", "error": {"code": exc.code, "message": exc.message}},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready"})
+
+
+ROUTES = [
+    Route("/v1/requests", create_request, methods=["POST"]),
+    Route("/v1/requests/{request_id}", get_request, methods=["GET"]),
+    Route("/v1/requests/{request_id}", cancel_request, methods=["DELETE"]),
+    Route("/v1/therapists/{therapist_id}", put_therapist, methods=["PUT"]),
+    Route("/v1/therapists/{therapist_id}", get_therapist, methods=["GET"]),
+    Route("/v1/pool/stats", pool_stats, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

@@ -1,0 +1,159 @@
+"""What users can do to the pool, with the side effects the protocol promises.
+
+Each method applies one atomic store step, then publishes the resulting
+effects on the bus, so every server tells its own connections. ``origin``
+(the connection id and the ``ref`` of the frame that asked) travels with the
+effects so that only the asking connection sees its ``ref`` echoed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dispatch.bus import Bus
+from dispatch.errors import DispatchError, Forbidden, NotFound
+from dispatch.logs import get_logger
+from dispatch.metrics import Metrics
+from dispatch.tokens import User
+from pool import effects as fx
+from pool.effects import Change, Effect
+from pool.model import Draft, Request, Role, State, TherapistProfile
+from pool.store import PoolStore
+
+log = get_logger(component="service")
+
+Origin = tuple[str, str | None]  # (conn_id, ref)
+Clock = Callable[[], float]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: PoolStore,
+        bus: Bus,
+        metrics: Metrics,
+        ice_servers: list[dict[str, Any]],
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.metrics = metrics
+        self.ice_servers = ice_servers
+        self.clock = clock
+
+    # -- publishing --------------------------------------------------------
+    async def publish(
+        self, change: Change, actor: str | None = None, origin: Origin | None = None
+    ) -> None:
+        out = fx.effects(change, self.ice_servers)
+        if origin is not None and actor is not None:
+            conn, ref = origin
+            out = [
+                dataclasses.replace(e, conn=conn, ref=ref) if e.to == actor else e for e in out
+            ]
+        self._log_change(change)
+        await self.bus.publish(out)
+
+    def _log_change(self, change: Change) -> None:
+        after = change.after
+        log.info(
+            "request.state",
+            request_id=after.id,
+            user_id=after.client_id,
+            therapist_id=after.claimed_by or change.lost_therapist,
+            state=str(after.state),
+            previous=str(change.before.state) if change.before is not None else None,
+            reason=after.reason,
+            session_id=after.session_id,
+        )
+
+    # -- therapists ----------------------------------------------------------
+    async def put_profile(self, profile: TherapistProfile) -> None:
+        await self.store.put_profile(profile)
+        await self.bus.publish([Effect("profile", to=profile.id)])
+        log.info("therapist.profile_saved", user_id=profile.id)
+
+    async def set_status(self, user: User, available: bool, origin: Origin | None) -> bool:
+        now_available = await self.store.set_available(user.id, available)
+        conn, ref = origin if origin is not None else (None, None)
+        frame = {"type": "status.ok", "available": now_available}
+        await self.bus.publish([Effect("user", to=user.id, frame=frame, conn=conn, ref=ref)])
+        log.info("therapist.status", user_id=user.id, available=now_available)
+        return now_available
+
+    async def claim(self, user: User, request_id: str, origin: Origin | None) -> Change:
+        profile = await self.store.get_profile(user.id)
+        if profile is None:
+            self.metrics.claims.labels(outcome="not_eligible").inc()
+            raise Forbidden("no therapist profile for this user")
+        try:
+            change = await self.store.claim(request_id, profile, self.clock())
+        except DispatchError as exc:
+            self.metrics.claims.labels(outcome=exc.code).inc()
+            raise
+        self.metrics.claims.labels(outcome="won").inc()
+        await self.publish(change, user.id, origin)
+        return change
+
+    async def release(self, user: User, request_id: str, origin: Origin | None) -> Change:
+        change = await self.store.release(request_id, user.id, self.clock())
+        await self.publish(change, user.id, origin)
+        return change
+
+    # -- clients -------------------------------------------------------------
+    async def create_request(
+        self, user: User, draft: Draft, idempotency_key: str | None
+    ) -> tuple[Request, bool]:
+        """Returns the request and whether it was created now (False: a replay)."""
+        request, change = await self.store.create(
+            draft, user.id, new_id("req"), self.clock(), idempotency_key
+        )
+        if change is not None:
+            self.metrics.requests_created.inc()
+            await self.publish(change)
+        return request, change is not None
+
+    async def get_request(self, user: User, request_id: str) -> tuple[Request, int | None]:
+        request = await self.store.get(request_id)
+        if request is None or (user.role is not Role.OPERATOR and request.client_id != user.id):
+            raise NotFound("no such request")
+        position = await self.store.position(request_id)
+        return request, position
+
+    async def cancel(self, user: User, request_id: str, origin: Origin | None = None) -> Change:
+        change = await self.store.cancel(request_id, user.id, self.clock())
+        self.metrics.cancellations.inc()
+        await self.publish(change, user.id, origin)
+        return change
+
+    async def accept(self, user: User, request_id: str, origin: Origin | None) -> Change:
+        change = await self.store.accept(request_id, user.id, new_id("ses"), self.clock())
+        after = change.after
+        self.metrics.matches.inc()
+        if change.before is not None and change.before.claimed_at is not None:
+            self.metrics.wait_time.observe(change.before.claimed_at - after.created_at)
+        await self.publish(change, user.id, origin)
+        return change
+
+    async def decline(self, user: User, request_id: str, origin: Origin | None) -> Change:
+        change = await self.store.decline(request_id, user.id, self.clock())
+        await self.publish(change, user.id, origin)
+        return change
+
+    # -- timers --------------------------------------------------------------
+    async def tick(self) -> int:
+        """Fire whatever is due; returns how many changes were made."""
+        changes = await self.store.fire_due(self.clock())
+        for change in changes:
+            if change.after.state is State.EXPIRED:
+                self.metrics.expiries.labels(reason=change.after.reason or "unknown").inc()
+            await self.publish(change)
+        return len(changes)

@@ -1,0 +1,344 @@
+"""The service's settings: one frozen :class:`Settings`, loaded by :func:`load_settings`.
+
+Every field ``foo`` comes from the environment variable ``DISPATCH_FOO``
+(PROTOCOL.md §1 names the important ones); a command-line flag, passed in as an
+override, wins over the environment, which wins over the default. An empty
+variable counts as unset, so ``DISPATCH_REDIS_URL=`` means "no Redis".
+
+Two values are secrets and have no default: ``secret`` (the HS256 key of the
+tokens) and ``data_key`` (the Fernet key that encrypts chat and notes at rest).
+Without them the service refuses to start, unless ``dev`` is set, in which case
+a random secret is made and a data key derived from it for that run.
+
+Any bad value raises :class:`ConfigError`, whose message names the variable.
+``ConfigError`` is deliberately not a :class:`dispatch.errors.DispatchError`:
+it is the operator's fault at start-up, never a user's at run time.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from dispatch.tokens import MIN_SECRET_BYTES
+from pool.model import Timeouts
+
+ENV_PREFIX: Final = "DISPATCH_"
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+_CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_DATA_KEY_INFO: Final = b"quick-connect dispatch: dev data key v1"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a field: ``claim_confirm_timeout_s`` ->
+    ``DISPATCH_CLAIM_CONFIRM_TIMEOUT_S``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _default_server_id() -> str:
+    host = socket.gethostname().split(".")[0] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable, validated. Build it with :func:`load_settings`
+    (or directly in tests: the same validation runs in ``__post_init__``).
+
+    After construction ``secret`` and ``data_key`` are always set and valid;
+    ``secret_generated`` tells whether ``secret`` was made up for this run
+    (only possible with ``dev``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret: str = field(default="", repr=False)
+    redis_url: str | None = None
+    database_url: str = "sqlite+aiosqlite:///./dispatch.db"
+    claim_confirm_timeout_s: float = 60.0
+    request_max_wait_s: float = 600.0
+    reconnect_grace_s: float = 15.0
+    data_key: str = field(default="", repr=False)
+    dev: bool = False
+    demo: bool = False
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    server_id: str = field(default_factory=_default_server_id)
+    redis_max_connections: int = 64
+    ws_rate_per_s: float = 20.0
+    ws_rate_burst: int = 40
+    #: Frames buffered per connection before a slow consumer is dropped.
+    ws_send_queue: int = 256
+    auth_timeout_s: float = 5.0
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    stats_interval_s: float = 1.0
+    timer_tick_s: float = 0.2
+    heartbeat_s: float = 2.0
+    server_dead_after_s: float = 10.0
+    max_frame_bytes: int = 65536
+    log_level: str = "info"
+    log_json: bool = True
+    # -- wallet and earnings (PROTOCOL.md §6) --------------------------------
+    currency: str = "GBP"
+    price_per_minute_minor: int = 150
+    min_balance_minutes: int = 10
+    therapist_share_pct: int = 60
+    timezone: str = "Europe/London"
+
+    secret_generated: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.init:
+                _check(f.name, getattr(self, f.name))
+        object.__setattr__(self, "log_level", self.log_level.lower())
+        if not self.secret:
+            if not self.dev:
+                raise ConfigError(
+                    f"{env_name('secret')} is not set: the server needs the HS256 key that "
+                    "signs tokens (use --dev for a random one)"
+                )
+            object.__setattr__(self, "secret", secrets.token_urlsafe(32))
+            object.__setattr__(self, "secret_generated", True)
+        if len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{env_name('secret')} is too short: at least {MIN_SECRET_BYTES} bytes "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if not self.data_key:
+            if not self.dev:
+                raise ConfigError(
+                    f"{env_name('data_key')} is not set: the server needs the key that "
+                    "encrypts chat and notes (a Fernet key: 32 random bytes, URL-safe "
+                    "base64; python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'); --dev derives one"
+                )
+            object.__setattr__(self, "data_key", derive_data_key(self.secret))
+        try:
+            Fernet(self.data_key)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{env_name('data_key')} is not a Fernet key: it must be 32 random bytes "
+                "in URL-safe base64 (44 characters)"
+            ) from None
+
+    def timeouts(self) -> Timeouts:
+        """The pool's clocks."""
+        return Timeouts(
+            claim_confirm_s=self.claim_confirm_timeout_s,
+            request_max_wait_s=self.request_max_wait_s,
+            reconnect_grace_s=self.reconnect_grace_s,
+        )
+
+
+def derive_data_key(secret: str) -> str:
+    """A Fernet key derived from ``secret`` (HKDF-SHA256); for ``--dev`` only."""
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_DATA_KEY_INFO).derive(
+        secret.encode()
+    )
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+_FIELDS: Final = {f.name: f for f in dataclasses.fields(Settings) if f.init}
+_FIELD_TYPES: Final = {
+    "host": str,
+    "port": int,
+    "secret": str,
+    "redis_url": str,
+    "database_url": str,
+    "data_key": str,
+    "dev": bool,
+    "demo": bool,
+    "ice_servers": list,
+    "server_id": str,
+    "log_level": str,
+    "log_json": bool,
+    "currency": str,
+    "timezone": str,
+}
+
+
+def _kind(name: str) -> type:
+    if name in _FIELD_TYPES:
+        return _FIELD_TYPES[name]
+    return float if str(_FIELDS[name].type) == "float" else int
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``overrides`` (flags; ``None`` values are ignored) over
+    ``env`` (default ``os.environ``) over the defaults.
+
+    Raises ``ConfigError`` naming the variable for anything missing or invalid.
+    """
+    overrides = overrides or {}
+    env = os.environ if env is None else env
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        var = env_name(name)
+        raw: Any = overrides.get(name)
+        if raw is None:
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+        values[name] = _parse(name, raw)
+    return Settings(**values)
+
+
+def _parse(name: str, raw: Any) -> Any:
+    """Turn a flag or variable value into the field's type (strings are parsed)."""
+    var = env_name(name)
+    kind = _kind(name)
+    if kind is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{var} must be a string")
+        return raw.strip()
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{var} must be a boolean (1/0, true/false, yes/no, on/off)")
+    if kind is list:
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError as e:
+                raise ConfigError(f"{var} is not valid JSON: {e}") from None
+        return raw
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{var} must be a whole number")
+        if isinstance(raw, int):
+            return raw
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f"{var} must be a whole number, not {raw!r}") from None
+    # float
+    if isinstance(raw, bool):
+        raise ConfigError(f"{var} must be a number")
+    if isinstance(raw, int | float):
+        return float(raw)
+    try:
+        return float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{var} must be a number, not {raw!r}") from None
+
+
+def _check(name: str, value: Any) -> None:
+    """Validate one field's value; raises ``ConfigError`` naming its variable."""
+    var = env_name(name)
+    kind = _kind(name)
+    if name == "redis_url":
+        if value is None:
+            return
+        _check_redis_url(var, value)
+        return
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{var} must be a string")
+        if name in ("secret", "data_key"):
+            return  # checked, or generated, in Settings.__post_init__
+        if not value.strip():
+            raise ConfigError(f"{var} must not be empty")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{var} must be a boolean")
+    elif kind is list:
+        _check_ice_servers(var, value)
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{var} must be a positive whole number, not {value!r}")
+    else:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError(f"{var} must be a positive number, not {value!r}")
+    _check_specific(name, var, value)
+
+
+def _check_specific(name: str, var: str, value: Any) -> None:
+    if name == "port" and value > 65535:
+        raise ConfigError(f"{var} must be a TCP port (1..65535), not {value}")
+    elif name == "therapist_share_pct" and value > 100:
+        raise ConfigError(f"{var} is a percentage (1..100), not {value}")
+    elif name == "log_level" and value.lower() not in LOG_LEVELS:
+        raise ConfigError(f"{var} must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    elif name == "currency" and not _CURRENCY_RE.fullmatch(value):
+        raise ConfigError(f"{var} must be an ISO 4217 code such as GBP, not {value!r}")
+    elif name == "timezone":
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{var} is not a known time zone: {value!r}") from None
+    elif name == "database_url" and "://" not in value:
+        raise ConfigError(f"{var} must be a database URL such as sqlite+aiosqlite:///./dispatch.db")
+
+
+def _check_redis_url(var: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(f"{var} must be a string")
+    scheme = urlsplit(value).scheme
+    if scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            f"{var} must start with redis://, rediss:// or unix://, not {scheme or value!r}"
+        )
+
+
+def _check_ice_servers(var: str, value: Any) -> None:
+    """A JSON array of RTCIceServer objects: ``urls`` (a string or a list of
+    strings) and optional string ``username`` and ``credential``."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{var} must be a JSON array of RTCIceServer objects")
+    for i, server in enumerate(value):
+        where = f"{var}[{i}]"
+        if not isinstance(server, dict):
+            raise ConfigError(f'{where} must be an object such as {{"urls": "stun:..."}}')
+        urls = server.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise ConfigError(f"{where}.urls must be a URL string or a non-empty list of them")
+        for u in urls:
+            if urlsplit(u).scheme not in ("stun", "stuns", "turn", "turns"):
+                raise ConfigError(
+                    f"{where}.urls: {u!r} is not a stun:, stuns:, turn: or turns: URL"
+                )
+        for key in ("username", "credential"):
+            if key in server and not isinstance(server[key], str):
+                raise ConfigError(f"{where}.{key} must be a string")

@@ -1,0 +1,1 @@
+"""Notifications to users who are not connected: built in a later issue."""

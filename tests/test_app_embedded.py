@@ -1,0 +1,194 @@
+"""The app end to end in one process on its embedded (in-process) pool.
+
+Starlette's TestClient drives the real ASGI app, websocket endpoint included;
+no network. The multi-server behaviour is in tests/integration/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from dispatch.app import create_app
+from dispatch.settings import load_settings
+from dispatch.tokens import mint
+
+SECRET = "test-secret-" + "x" * 40
+PROFILE = {
+    "name": "Dr Test",
+    "bio": "bio",
+    "photo_url": "",
+    "regions": ["GB-ENG"],
+    "languages": ["en"],
+    "topics": ["anxiety"],
+    "works_with_minors": False,
+}
+DRAFT = {"region": "GB-ENG", "language": "en", "topics": ["anxiety"], "notes": "hello"}
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    settings = load_settings({"dev": True, "secret": SECRET, "request_max_wait_s": 600.0}, env={})
+    app = create_app(settings)
+    with TestClient(app) as c:
+        yield c
+
+
+def token(role: str, sub: str, ttl: float = 600) -> str:
+    return mint(SECRET, role, sub, ttl_s=ttl)
+
+
+def auth(role: str, sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, sub)}"}
+
+
+def expect(ws: Any, ftype: str, limit: int = 20) -> dict[str, Any]:
+    """Receive frames until one of ``ftype`` arrives (bounded)."""
+    for _ in range(limit):
+        frame: dict[str, Any] = ws.receive_json()
+        if frame["type"] == ftype:
+            return frame
+    raise AssertionError(f"no {ftype} frame within {limit} frames")
+
+
+@contextlib.contextmanager
+def connect(client: TestClient, role: str, sub: str) -> Iterator[Any]:
+    with client.websocket_connect("/v1/ws", subprotocols=["qc.v1.json"]) as conn:
+        conn.send_json({"type": "auth", "token": token(role, sub)})
+        welcome = conn.receive_json()
+        assert welcome == {"type": "welcome", "user": {"id": sub, "role": role}}
+        yield conn
+
+
+def put_therapist(client: TestClient, tid: str, **changes: Any) -> None:
+    r = client.put(
+        f"/v1/therapists/{tid}", json={**PROFILE, **changes}, headers=auth("operator", "op")
+    )
+    assert r.status_code in (200, 201), r.text
+
+
+def test_talk_now_to_session(client: TestClient) -> None:
+    put_therapist(client, "t1")
+    with connect(client, "therapist", "t1") as t:
+        _talk_now(client, t)
+
+
+def _talk_now(client: TestClient, t: Any) -> None:
+    assert expect(t, "pool.snapshot")["requests"] == []
+    t.send_json({"type": "status", "available": True, "ref": "s1"})
+    assert expect(t, "status.ok") == {"type": "status.ok", "available": True, "ref": "s1"}
+
+    r = client.post("/v1/requests", json=DRAFT, headers=auth("client", "c1"))
+    assert r.status_code == 201, r.text
+    req = r.json()["request"]
+    assert req["state"] == "waiting" and req["position"] == 1
+    new = expect(t, "request.new")
+    assert new["request"]["id"] == req["id"]
+
+    with connect(client, "client", "c1") as c:
+        _claim_and_accept(client, t, c, req)
+
+
+def _claim_and_accept(client: TestClient, t: Any, c: Any, req: dict[str, Any]) -> None:
+    assert expect(c, "request.state")["request"]["position"] == 1
+
+    t.send_json({"type": "claim", "request_id": req["id"], "ref": "c1"})
+    ok = expect(t, "claim.ok")
+    assert ok["ref"] == "c1" and ok["request_id"] == req["id"]
+    state = expect(c, "request.state")["request"]
+    assert state["state"] == "claimed" and state["claimed_by"] == "t1"
+    offer = expect(c, "request.offer")
+    assert offer["therapist"]["name"] == "Dr Test"
+
+    c.send_json(
+        {"type": "offer.accept", "request_id": req["id"], "terms_version": "v1", "ref": "a"}
+    )
+    ready_c = expect(c, "session.ready")
+    ready_t = expect(t, "session.ready")
+    assert ready_c["session"]["id"] == ready_t["session"]["id"]
+    assert ready_c["ref"] == "a" and "ref" not in ready_t
+    assert ready_c["session"]["state"] == "ready"
+    got = client.get(f"/v1/requests/{req['id']}", headers=auth("client", "c1")).json()
+    assert got["request"]["state"] == "matched"
+    assert got["request"]["session_id"] == ready_c["session"]["id"]
+
+
+def test_idempotency_and_conflict(client: TestClient) -> None:
+    h = {**auth("client", "c2"), "Idempotency-Key": "k-1"}
+    a = client.post("/v1/requests", json=DRAFT, headers=h)
+    b = client.post("/v1/requests", json=DRAFT, headers=h)
+    assert a.status_code == b.status_code == 201
+    assert a.json()["request"]["id"] == b.json()["request"]["id"]
+    c = client.post("/v1/requests", json=DRAFT, headers=auth("client", "c2"))
+    assert c.status_code == 409 and c.json()["error"]["code"] == "request_exists"
+
+
+def test_http_errors_have_protocol_shape(client: TestClient) -> None:
+    assert client.post("/v1/requests", json=DRAFT).status_code == 401
+    r = client.post("/v1/requests", json=DRAFT, headers=auth("therapist", "t9"))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = client.post("/v1/requests", json={**DRAFT, "age": 15}, headers=auth("client", "c3"))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "consent_required"
+    r = client.get("/v1/requests/nope", headers=auth("client", "c3"))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.get("/v1/pool/stats", headers=auth("client", "c3"))
+    assert r.status_code == 403
+    r = client.get("/v1/pool/stats", headers=auth("operator", "op"))
+    assert r.status_code == 200 and r.json()["waiting"] == 0
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert b"dispatch_pool_waiting" in client.get("/metrics").content
+
+
+def test_bad_frames_keep_socket_open(client: TestClient) -> None:
+    with connect(client, "client", "c4") as c:
+        _bad_frames(c)
+
+
+def _bad_frames(c: Any) -> None:
+    c.send_text("not json")
+    assert expect(c, "error")["code"] == "bad_message"
+    c.send_json({"type": "nope", "ref": "r1"})
+    err = expect(c, "error")
+    assert err["code"] == "bad_message" and err["ref"] == "r1"
+    c.send_json({"type": "claim", "request_id": "x", "ref": "r2"})
+    err = expect(c, "error")
+    assert err["code"] == "forbidden" and err["ref"] == "r2"
+    c.send_json({"type": "ping", "ref": "p"})
+    assert expect(c, "pong")["ref"] == "p"
+    c.send_text("x" * (64 * 1024 + 1))
+    with pytest.raises(WebSocketDisconnect) as info:
+        for _ in range(5):
+            c.receive_json()
+    assert info.value.code == 1009
+
+
+def test_bad_token_closes_4401(client: TestClient) -> None:
+    with client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"type": "auth", "token": "garbage"})
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+        assert info.value.code == 4401
+    expired = mint(SECRET, "client", "c5", ttl_s=1, now=time.time() - 100)
+    with client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"type": "auth", "token": expired})
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+        assert info.value.code == 4401
+
+
+def test_header_auth_and_msgpack(client: TestClient) -> None:
+    with client.websocket_connect(
+        "/v1/ws", subprotocols=["qc.v1.msgpack"], headers=auth("operator", "op")
+    ) as ws:
+        welcome = msgpack.unpackb(ws.receive_bytes())
+        assert welcome["type"] == "welcome" and welcome["user"]["role"] == "operator"
+        stats = msgpack.unpackb(ws.receive_bytes())
+        assert stats["type"] == "pool.stats" and "wait_p95_s" in stats
