@@ -108,6 +108,12 @@ class AppContext:
                 await task
         self.tasks = []
         await self.hub.close_all(1001, "server shutting down")
+        # Let the readers record their disconnects (arming graces) before the
+        # store closes; whatever is left the other servers' reaper cleans up.
+        for _ in range(40):
+            if not self.hub.all():
+                break
+            await asyncio.sleep(0.05)
         await self.bus.aclose()
         await self.store.aclose()
 
