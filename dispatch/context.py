@@ -48,6 +48,7 @@ class AppContext:
     #: HTTP calls per user: a sustained 10 a second, bursts of 30.
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _beats: int = 0
 
     @property
     def ice_servers(self) -> list[dict[str, Any]]:
@@ -161,7 +162,19 @@ class AppContext:
 
     async def _heartbeat(self) -> None:
         now = self.clock()
-        await self.store.heartbeat(self.settings.server_id, now)
+        known = await self.store.heartbeat(self.settings.server_id, now)
+        if not known and self._beats > 0:
+            # Taken for dead (a long stall, or a partition from Redis): the
+            # other servers dropped our connections, so register them again
+            # and give every console the state as it now is.
+            log.warning("server.was_reaped", server_id=self.settings.server_id)
+            for conn in self.hub.all():
+                u = conn.user
+                await self.store.connect(u.id, u.role, conn.id, self.settings.server_id, now)
+                if conn.available:
+                    await self.store.set_available(u.id, True)
+            await self.resync()
+        self._beats += 1
         reaped = await self.store.reap_servers(now, self.settings.server_dead_after_s)
         for server_id in reaped:
             log.warning("server.reaped", server_id=server_id)

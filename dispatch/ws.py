@@ -187,10 +187,17 @@ class _Session:
                 if self.strikes >= _MAX_STRIKES:
                     await self._close(CLOSE_POLICY, "rate limit exceeded")
                     return
-                self.conn.send_frame(frames.error_from(RateLimited(), None))
+                self.conn.send_frame(frames.error_from(RateLimited(), self._ref_of(raw)))
                 continue
             self.strikes = 0
             await self._handle(raw)
+
+    def _ref_of(self, raw: str | bytes) -> str | None:
+        """The frame's ``ref``, if it has a readable one (for errors)."""
+        try:
+            return frames.ref_of(self.conn.codec.decode(raw))
+        except DispatchError:
+            return None
 
     async def _handle(self, raw: str | bytes) -> None:
         ref: str | None = None

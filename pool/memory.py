@@ -225,8 +225,10 @@ class MemoryPool:
     async def is_available(self, therapist_id: str) -> bool:
         return therapist_id in self._available
 
-    async def heartbeat(self, server_id: str, now: float) -> None:
+    async def heartbeat(self, server_id: str, now: float) -> bool:
+        known = server_id in self._servers
         self._servers[server_id] = now
+        return known
 
     async def reap_servers(self, now: float, dead_after_s: float) -> list[str]:
         dead = [s for s, at in self._servers.items() if at < now - dead_after_s]

@@ -84,12 +84,17 @@ def claim(
 ) -> Request:
     """After this returns, the request is claimed by ``therapist``; else it raised.
 
+    A request past its deadline counts as expired even before its timer has
+    fired, so nobody waits longer than the max wait in all.
+
     Checks, in this order: the request exists and is live (``not_found``), the
     therapist holds nothing else (``busy``), is qualified and was not declined
     (``not_eligible``), the request is waiting (``taken``).
     """
     if request is None or request.state in (State.CANCELLED, State.EXPIRED):
         raise NotFound("no such request")
+    if request.state is State.WAITING and past_deadline(request, now):
+        raise NotFound("the request has expired")
     if hold is not None:
         if hold.kind == "claim" and hold.id == request.id:
             raise Taken("you already hold this claim")
@@ -133,23 +138,30 @@ def release(request: Request | None, therapist_id: str, now: float, t: Timeouts)
     return back_to_waiting(request, Reason.RELEASED, now, t)
 
 
-def _own_claimed(request: Request | None, client_id: str) -> Request:
+def past_deadline(request: Request, now: float) -> bool:
+    """Whether the current state's deadline has passed (its timer may lag)."""
+    return request.expires_at is not None and now >= request.expires_at
+
+
+def _own_claimed(request: Request | None, client_id: str, now: float) -> Request:
+    """The client's request with a live offer: an offer past its confirm
+    deadline is treated as already expired."""
     if request is None or request.client_id != client_id:
         raise NotFound("no such request")
-    if request.state is not State.CLAIMED:
+    if request.state is not State.CLAIMED or past_deadline(request, now):
         raise Taken("there is no offer on this request")
     return request
 
 
 def decline(request: Request | None, client_id: str, now: float, t: Timeouts) -> Request:
     """The client declines the therapist; that therapist never sees it again."""
-    req = _own_claimed(request, client_id)
+    req = _own_claimed(request, client_id, now)
     return back_to_waiting(req, Reason.DECLINED, now, t)
 
 
 def accept(request: Request | None, client_id: str, session_id: str, now: float) -> Request:
     """The client accepts the offer; the request is matched to a new session."""
-    req = _own_claimed(request, client_id)
+    req = _own_claimed(request, client_id, now)
     return req.replace(
         state=State.MATCHED,
         session_id=session_id,
@@ -175,7 +187,7 @@ def cancel(request: Request | None, client_id: str, now: float) -> Request:
 
 def on_deadline(request: Request, now: float) -> Request | None:
     """The request's timer fired. Returns the expired request, or None if stale."""
-    if request.expires_at is None or now < request.expires_at:
+    if not past_deadline(request, now):
         return None
     if request.state is State.WAITING:
         reason = Reason.NO_THERAPIST

@@ -104,7 +104,11 @@ class PoolStore(Protocol):
 
     async def is_available(self, therapist_id: str) -> bool: ...
 
-    async def heartbeat(self, server_id: str, now: float) -> None: ...
+    async def heartbeat(self, server_id: str, now: float) -> bool:
+        """Mark a server alive. False when the pool did not know it as alive:
+        its first beat, or it was reaped meanwhile (its connections were
+        dropped, so it must register them again)."""
+        ...
 
     async def reap_servers(self, now: float, dead_after_s: float) -> list[str]:
         """Treat every connection of a server silent for ``dead_after_s`` as

@@ -299,7 +299,7 @@ class PoolMachine(RuleBasedStateMachine):
         expected: type[DispatchError] | None = None
         if m is None or m.client != client:
             expected = NotFound
-        elif m.state is not State.CLAIMED:
+        elif m.state is not State.CLAIMED or self._past_deadline(m):
             expected = Taken
         change = self._outcome(expected, rid, self.pool.decline(rid, client, self.now))
         if change is None:
@@ -318,7 +318,7 @@ class PoolMachine(RuleBasedStateMachine):
         expected: type[DispatchError] | None = None
         if m is None or m.client != client:
             expected = NotFound
-        elif m.state is not State.CLAIMED:
+        elif m.state is not State.CLAIMED or self._past_deadline(m):
             expected = Taken
         change = self._outcome(expected, rid, self.pool.accept(rid, client, sid, self.now))
         if change is None:
@@ -357,6 +357,10 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -- therapists --------------------------------------------------------
 
+    def _past_deadline(self, m: Any) -> bool:
+        exp = m.expires_at()
+        return exp is not None and self.now >= exp
+
     @precondition(lambda self: bool(self.reqs) and any(self._connected(t) for t in THERAPISTS))
     @rule(data=st.data())
     def claim(self, data: st.DataObject) -> None:
@@ -379,6 +383,8 @@ class PoolMachine(RuleBasedStateMachine):
         expected: type[DispatchError] | None = None
         if m is None or m.state in (State.CANCELLED, State.EXPIRED):
             expected = NotFound
+        elif m.state is State.WAITING and self._past_deadline(m):
+            expected = NotFound  # due but not yet fired: already counts as expired
         elif hold is not None:
             expected = Taken if hold == Hold("claim", rid) else Busy
         elif tid in m.declined or not qualifies(

@@ -1,0 +1,50 @@
+-- claim.lua: a therapist claims a waiting request (rules.claim).
+-- uses _lib.lua
+--
+-- KEYS[1]  req:<rid>   hash, the request
+-- KEYS[2]  holds       hash therapist -> "claim:<rid>" | "session:<sid>"
+-- KEYS[3]  waiting     zset rid -> created_at
+-- KEYS[4]  deadlines   zset rid -> expires_at
+-- KEYS[5]  claimed     set of claimed rids
+-- ARGV[1]  rid
+-- ARGV[2]  therapist id
+-- ARGV[3]  '1' when the therapist is qualified (rules.may_take, checked in
+--          Python: a request's fields and a profile do not change under us)
+-- ARGV[4]  now
+-- ARGV[5]  expires_at (now + claim confirm timeout)
+--
+-- Checks in the order of rules.claim and returns the first that fails:
+-- {'not_found'} / {'expired'}, {'taken_own'} / {'busy'}, {'not_eligible'}, {'taken'};
+-- else claims and returns {'ok', <flat hash before the claim>}.
+
+local rid, tid, now = ARGV[1], ARGV[2], ARGV[4]
+local req, flat = load(KEYS[1])
+if not req or req.state == 'cancelled' or req.state == 'expired' then
+  return {'not_found'}
+end
+-- Past its deadline a waiting request counts as expired (rules.past_deadline).
+if req.state == 'waiting' and req.expires_at and tonumber(req.expires_at) <= tonumber(now) then
+  return {'expired'}
+end
+local hold = redis.call('HGET', KEYS[2], tid)
+if hold then
+  if hold == 'claim:' .. rid then
+    return {'taken_own'}
+  end
+  return {'busy'}
+end
+if ARGV[3] ~= '1' or contains(cjson.decode(req.declined or '[]'), tid) then
+  return {'not_eligible'}
+end
+if req.state ~= 'waiting' then
+  return {'taken'}
+end
+
+redis.call('HSET', KEYS[1], 'state', 'claimed', 'claimed_by', tid, 'claimed_at', now,
+  'expires_at', ARGV[5], 'updated_at', now)
+redis.call('HDEL', KEYS[1], 'reason')
+redis.call('ZREM', KEYS[3], rid)
+redis.call('ZADD', KEYS[4], ARGV[5], rid)
+redis.call('SADD', KEYS[5], rid)
+redis.call('HSET', KEYS[2], tid, 'claim:' .. rid)
+return {'ok', flat}

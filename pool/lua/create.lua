@@ -1,0 +1,58 @@
+-- create.lua: a client's new request enters the pool (MemoryPool.create).
+-- uses _lib.lua
+--
+-- KEYS[1]  req:<rid>             hash, the new request
+-- KEYS[2]  active:<client>       string, the client's waiting or claimed request
+-- KEYS[3]  waiting               zset rid -> created_at
+-- KEYS[4]  deadlines             zset rid -> expires_at
+-- KEYS[5]  st:created            zset rid -> time (stats)
+-- KEYS[6]  st:matched            zset, trimmed here
+-- KEYS[7]  st:expired            zset, trimmed here
+-- KEYS[8]  st:cancelled          zset, trimmed here
+-- KEYS[9]  idem:<client>:<key>   string "<lapses at>|<rid>" (only with an idempotency key)
+-- ARGV[1]  key base "<prefix>:{pool}:" (to read the request an idempotency key names)
+-- ARGV[2]  rid
+-- ARGV[3]  now (= created_at)
+-- ARGV[4]  expires_at (created_at + max wait)
+-- ARGV[5]  when the idempotency key lapses (now + 24 h; unused without a key)
+-- ARGV[6]  idempotency key TTL, whole seconds
+-- ARGV[7]  stats entries scored below this are dropped
+-- ARGV[8..] the request's hash: field, value, field, value, ...
+--
+-- Returns {'ok'}; {'dup', <flat hash of the first request>} for a live
+-- idempotency key of this client; {'request_exists'}; {'id_used'}.
+
+local base, rid, now = ARGV[1], ARGV[2], ARGV[3]
+local idem = KEYS[9]
+
+if idem then
+  local hit = redis.call('GET', idem)
+  if hit then
+    local sep = string.find(hit, '|', 1, true)
+    if tonumber(string.sub(hit, 1, sep - 1)) > tonumber(now) then
+      local _, flat = load(base .. 'req:' .. string.sub(hit, sep + 1))
+      if #flat > 0 then
+        return {'dup', flat}
+      end
+    end
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'request_exists'}
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'id_used'}
+end
+
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('ZADD', KEYS[3], now, rid)
+redis.call('ZADD', KEYS[4], ARGV[4], rid)
+redis.call('SET', KEYS[2], rid)
+redis.call('ZADD', KEYS[5], now, rid)
+for i = 5, 8 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[7])
+end
+if idem then
+  redis.call('SET', idem, ARGV[5] .. '|' .. rid, 'EX', ARGV[6])
+end
+return {'ok'}

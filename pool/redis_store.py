@@ -1,0 +1,442 @@
+"""The Redis pool: the adapter that lets several servers form one service.
+
+It keeps exactly the contract of :class:`pool.memory.MemoryPool` (the
+reference; ``tests/test_pool_contract.py`` runs the same tests on both).
+Every state change is one Lua script (``pool/lua``), so it happens exactly
+once however many servers try at the same time; Python never reads, decides
+and writes back. A script checks what ``pool.rules`` checks, in the same
+order, writes the new state and every index, and returns the request as it
+was *before*; Python then applies the same pure rule to that ``before`` to
+build the :class:`Change` (the scripts mirror the rule, the rule names the
+result), so both adapters report identical changes.
+
+Key layout: :mod:`pool._redis_keys` (one hash tag for the whole pool).
+Encoding: :mod:`pool._redis_codec`. Redis being down or restarting surfaces
+as :class:`dispatch.errors.Unavailable`.
+
+Beyond MemoryPool: a finished request (matched, cancelled, expired) is kept
+:data:`FINISHED_TTL_S` and then forgotten, and the 15-minute stats counters
+are trimmed on every create as well as on every ``stats``, so Redis does not
+grow without bound when no operator looks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from dispatch.errors import Unavailable
+from pool import _redis_client, _redis_scripts, rules
+from pool._redis_client import unavailable_when_down
+from pool._redis_codec import (
+    decode_hold,
+    decode_request,
+    decode_session,
+    num,
+    request_draft,
+    request_fields,
+    text,
+)
+from pool._redis_keys import Keys
+from pool.effects import Change
+from pool.model import (
+    Draft,
+    Hold,
+    PoolStats,
+    Request,
+    Role,
+    Session,
+    SessionState,
+    TherapistProfile,
+    Timeouts,
+)
+
+if TYPE_CHECKING:
+    from pool.store import PoolStore
+
+_IDEMPOTENCY_TTL_S = 24 * 3600
+_STATS_WINDOW_S = 15 * 60.0
+#: Stats entries older than the window by this much are dropped on create; the
+#: slack keeps ``stats`` exact for callers whose clocks lag a little.
+_STATS_SLACK_S = 3600.0
+#: How long a finished request stays readable (longer than an idempotency key lives).
+FINISHED_TTL_S = 7 * 24 * 3600
+
+
+class RedisPool:
+    """A :class:`pool.store.PoolStore` on Redis; one per process, shared by its tasks."""
+
+    def __init__(self, client: Redis, timeouts: Timeouts, prefix: str = "qc") -> None:
+        self.timeouts = timeouts
+        self._client = client
+        self._keys = Keys(prefix)
+        self._scripts = _redis_scripts.register(client)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        timeouts: Timeouts,
+        *,
+        prefix: str = "qc",
+        max_connections: int = 64,
+        pool_timeout_s: float = 5.0,
+    ) -> RedisPool:
+        """A pool on its own bounded connection pool (see :func:`_redis_client.connect`)."""
+        client = _redis_client.connect(
+            url, max_connections=max_connections, pool_timeout_s=pool_timeout_s
+        )
+        return cls(client, timeouts, prefix=prefix)
+
+    @property
+    def client(self) -> Redis:
+        """The underlying client, for others that share its connections (the bus)."""
+        return self._client
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[script](keys=keys, args=args)
+
+    async def _step(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Request:
+        """Run a state-changing script; the request before the change, or raise its error."""
+        reply = await self._run(script, keys, args)
+        code = text(reply[0])
+        if code != "ok":
+            raise _redis_scripts.error(code)
+        before = decode_request(reply[1])
+        assert before is not None  # an "ok" step always found the request
+        return before
+
+    # -- profiles ----------------------------------------------------------
+    @unavailable_when_down
+    async def put_profile(self, profile: TherapistProfile) -> None:
+        await self._client.set(self._keys.profile(profile.id), json.dumps(profile.to_record()))
+
+    @unavailable_when_down
+    async def get_profile(self, therapist_id: str) -> TherapistProfile | None:
+        raw = await self._client.get(self._keys.profile(therapist_id))
+        return None if raw is None else TherapistProfile.from_record(json.loads(raw))
+
+    # -- requests ----------------------------------------------------------
+    @unavailable_when_down
+    async def create(
+        self,
+        draft: Draft,
+        client_id: str,
+        request_id: str,
+        now: float,
+        idempotency_key: str | None = None,
+    ) -> tuple[Request, Change | None]:
+        k = self._keys
+        req = rules.new_request(draft, request_id, client_id, now, self.timeouts)
+        assert req.expires_at is not None
+        keys = [k.req(request_id), k.active(client_id), k.waiting, k.deadlines, *k.stats]
+        if idempotency_key is not None:
+            keys.append(k.idem(client_id, idempotency_key))
+        fields = [x for pair in request_fields(req).items() for x in pair]
+        args = [
+            k.base,
+            request_id,
+            num(now),
+            num(req.expires_at),
+            num(now + _IDEMPOTENCY_TTL_S),
+            _IDEMPOTENCY_TTL_S,
+            num(now - _STATS_WINDOW_S - _STATS_SLACK_S),
+            *fields,
+        ]
+        reply = await self._run("create", keys, args)
+        code = text(reply[0])
+        if code == "dup":
+            first = decode_request(reply[1])
+            assert first is not None
+            return first, None
+        if code != "ok":
+            raise _redis_scripts.error(code)
+        return req, Change(None, req)
+
+    @unavailable_when_down
+    async def get(self, request_id: str) -> Request | None:
+        return decode_request(await self._client.hgetall(self._keys.req(request_id)))
+
+    async def position(self, request_id: str) -> int | None:
+        return (await self.positions([request_id]))[request_id]
+
+    @unavailable_when_down
+    async def positions(self, request_ids: list[str]) -> dict[str, int | None]:
+        """Every position in one round trip (a pipeline of ``ZRANK``)."""
+        if not request_ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for rid in request_ids:
+                pipe.zrank(self._keys.waiting, rid)
+            ranks = await pipe.execute()
+        pairs = zip(request_ids, ranks, strict=True)
+        return {rid: None if r is None else int(r) + 1 for rid, r in pairs}
+
+    @unavailable_when_down
+    async def waiting(self) -> list[Request]:
+        flats = await self._run("waiting", [self._keys.waiting], [self._keys.base])
+        return [r for r in map(decode_request, flats) if r is not None]
+
+    @unavailable_when_down
+    async def active_request_of(self, client_id: str) -> Request | None:
+        k = self._keys
+        return decode_request(await self._run("read_via", [k.active(client_id)], [k.req_prefix]))
+
+    @unavailable_when_down
+    async def claim(self, request_id: str, therapist: TherapistProfile, now: float) -> Change:
+        k = self._keys
+        # A request's fields never change, so qualification is read first and
+        # handed in; everything that does change is checked inside the script.
+        region, language, topics, age = await self._client.hmget(
+            k.req(request_id), ["region", "language", "topics", "age"]
+        )
+        qualified = region is not None and rules.may_take(
+            therapist, request_draft(region, language, topics, age)
+        )
+        before = await self._step(
+            "claim",
+            [k.req(request_id), k.holds, k.waiting, k.deadlines, k.claimed],
+            [
+                request_id,
+                therapist.id,
+                "1" if qualified else "0",
+                num(now),
+                num(now + self.timeouts.claim_confirm_s),
+            ],
+        )
+        after = rules.claim(before, therapist, None, now, self.timeouts)
+        return Change(before, after, therapist=therapist)
+
+    def _back_keys(self, request_id: str) -> list[str]:
+        k = self._keys
+        return [k.req(request_id), k.waiting, k.deadlines, k.claimed, k.holds]
+
+    @unavailable_when_down
+    async def release(self, request_id: str, therapist_id: str, now: float) -> Change:
+        args = [request_id, therapist_id, num(now), num(self.timeouts.request_max_wait_s)]
+        before = await self._step("release", self._back_keys(request_id), args)
+        return Change(before, rules.release(before, therapist_id, now, self.timeouts))
+
+    @unavailable_when_down
+    async def decline(self, request_id: str, client_id: str, now: float) -> Change:
+        args = [request_id, client_id, num(now), num(self.timeouts.request_max_wait_s)]
+        before = await self._step("decline", self._back_keys(request_id), args)
+        return Change(before, rules.decline(before, client_id, now, self.timeouts))
+
+    @unavailable_when_down
+    async def accept(self, request_id: str, client_id: str, session_id: str, now: float) -> Change:
+        k = self._keys
+        before = await self._step(
+            "accept",
+            [
+                k.req(request_id),
+                k.active(client_id),
+                k.deadlines,
+                k.claimed,
+                k.holds,
+                k.sess(session_id),
+                k.open_session(client_id),
+                k.stat("matched"),
+            ],
+            [k.base, request_id, client_id, session_id, num(now), FINISHED_TTL_S],
+        )
+        after = rules.accept(before, client_id, session_id, now)
+        assert before.claimed_by is not None  # the script found it claimed
+        session = Session(
+            id=session_id,
+            request_id=request_id,
+            client_id=client_id,
+            therapist_id=before.claimed_by,
+            state=SessionState.READY,
+            created_at=now,
+        )
+        return Change(before, after, session=session)
+
+    @unavailable_when_down
+    async def cancel(self, request_id: str, client_id: str, now: float) -> Change:
+        k = self._keys
+        before = await self._step(
+            "cancel",
+            [
+                k.req(request_id),
+                k.active(client_id),
+                k.waiting,
+                k.deadlines,
+                k.claimed,
+                k.holds,
+                k.stat("cancelled"),
+            ],
+            [request_id, client_id, num(now), FINISHED_TTL_S],
+        )
+        return Change(before, rules.cancel(before, client_id, now))
+
+    @unavailable_when_down
+    async def fire_due(self, now: float, limit: int = 100) -> list[Change]:
+        k = self._keys
+        t = self.timeouts
+        fired = await self._run(
+            "fire_due",
+            [k.deadlines, k.waiting, k.claimed, k.holds, k.graces, k.grace_seq, k.stat("expired")],
+            [k.base, num(now), limit, num(t.request_max_wait_s), FINISHED_TTL_S],
+        )
+        changes: list[Change] = []
+        for kind, user, flat in fired:
+            before = decode_request(flat)
+            assert before is not None
+            if text(kind) == "expired":
+                after = rules.on_deadline(before, now)
+                lost = None
+            else:
+                lost = text(user)
+                after = rules.on_therapist_lost(before, lost, now, t)
+            assert after is not None  # the script applied exactly this rule
+            changes.append(Change(before, after, lost_therapist=lost))
+        return changes
+
+    # -- therapists and sessions -------------------------------------------
+    @unavailable_when_down
+    async def hold_of(self, therapist_id: str) -> Hold | None:
+        return decode_hold(await self._client.hget(self._keys.holds, therapist_id))
+
+    @unavailable_when_down
+    async def get_session(self, session_id: str) -> Session | None:
+        return decode_session(await self._client.hgetall(self._keys.sess(session_id)))
+
+    @unavailable_when_down
+    async def open_session_of(self, user_id: str) -> Session | None:
+        k = self._keys
+        return decode_session(
+            await self._run("read_via", [k.open_session(user_id)], [k.sess_prefix])
+        )
+
+    # -- presence ----------------------------------------------------------
+    @unavailable_when_down
+    async def connect(
+        self, user_id: str, role: Role, conn_id: str, server_id: str, now: float
+    ) -> None:
+        k = self._keys
+        await self._run(
+            "connect",
+            [k.conns(user_id), k.server_conns(server_id), k.online, k.graces, k.grace_seq],
+            [
+                user_id,
+                f"{server_id}|{conn_id}",
+                f"{user_id}|{conn_id}",
+                "1" if role is Role.THERAPIST else "0",
+            ],
+        )
+
+    @unavailable_when_down
+    async def disconnect(
+        self, user_id: str, role: Role, conn_id: str, server_id: str, now: float
+    ) -> None:
+        k = self._keys
+        await self._run(
+            "disconnect",
+            [
+                k.conns(user_id),
+                k.server_conns(server_id),
+                k.open_session(user_id),
+                *self._presence_keys(),
+            ],
+            [
+                user_id,
+                f"{server_id}|{conn_id}",
+                f"{user_id}|{conn_id}",
+                num(now + self.timeouts.reconnect_grace_s),
+            ],
+        )
+
+    def _presence_keys(self) -> list[str]:
+        """The indexes ``drop_conn`` (``_lib.lua``) keeps, in the scripts' KEYS order."""
+        k = self._keys
+        return [k.available, k.online, k.holds, k.graces, k.grace_seq, k.seq]
+
+    @unavailable_when_down
+    async def set_available(self, therapist_id: str, available: bool) -> bool:
+        k = self._keys
+        now_available = await self._run(
+            "set_available",
+            [k.available, k.conns(therapist_id)],
+            [therapist_id, "1" if available else "0"],
+        )
+        return bool(now_available)
+
+    @unavailable_when_down
+    async def is_available(self, therapist_id: str) -> bool:
+        return bool(await self._client.sismember(self._keys.available, therapist_id))
+
+    @unavailable_when_down
+    async def heartbeat(self, server_id: str, now: float) -> bool:
+        k = self._keys
+        known = await self._run(
+            "heartbeat", [k.servers, k.server_seq, k.seq], [server_id, num(now)]
+        )
+        return bool(known)
+
+    @unavailable_when_down
+    async def reap_servers(self, now: float, dead_after_s: float) -> list[str]:
+        k = self._keys
+        dead = await self._run(
+            "reap_servers",
+            [k.servers, k.server_seq, *self._presence_keys()],
+            [k.base, num(now - dead_after_s), num(now + self.timeouts.reconnect_grace_s)],
+        )
+        return [text(s) for s in dead]
+
+    # -- operators ---------------------------------------------------------
+    @unavailable_when_down
+    async def stats(self, now: float) -> PoolStats:
+        """One round trip, one snapshot (MULTI): trims the 15-minute windows and reads."""
+        k = self._keys
+        since = f"({num(now - _STATS_WINDOW_S)}"
+        async with self._client.pipeline(transaction=True) as pipe:
+            for key in k.stats:
+                pipe.zremrangebyscore(key, "-inf", since)
+            for key in k.stats:
+                pipe.zcard(key)
+            pipe.zrange(k.stat("matched"), 0, -1)
+            pipe.zcard(k.waiting)
+            pipe.scard(k.claimed)
+            pipe.scard(k.online)
+            pipe.sintercard(2, [k.available, k.online])
+            pipe.hlen(k.holds)
+            pipe.zrange(k.waiting, 0, 0, withscores=True)
+            reply = await pipe.execute()
+        created, matched, expired, cancelled = (int(n) for n in reply[4:8])
+        matched_members, waiting, claimed, online, available, busy, oldest = reply[8:]
+        # st:matched members are "<request id>|<wait seconds>".
+        waits = [float(text(m).rsplit("|", 1)[1]) for m in matched_members]
+        oldest_at = float(oldest[0][1]) if oldest else now
+        return PoolStats(
+            waiting=int(waiting),
+            claimed=int(claimed),
+            therapists_online=int(online),
+            therapists_available=int(available),
+            therapists_busy=int(busy),
+            oldest_wait_s=round(max(0.0, now - oldest_at), 3),
+            wait_p50_s=rules.percentile(waits, 50),
+            wait_p95_s=rules.percentile(waits, 95),
+            created_15m=created,
+            matched_15m=matched,
+            expired_15m=expired,
+            cancelled_15m=cancelled,
+        )
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except redis.exceptions.RedisError as exc:
+            raise Unavailable("the pool's redis does not answer") from exc
+
+    async def aclose(self) -> None:
+        """Close the client and, when it owns one (``from_url``), its connection pool."""
+        await self._client.aclose()
+
+
+if TYPE_CHECKING:
+    _: type[PoolStore] = RedisPool

@@ -1,0 +1,304 @@
+"""Shared fixtures: a real ``redis-server`` of our own, and the pool adapters.
+
+The suite never touches a shared Redis: :class:`RedisServer` starts
+``redis-server`` from PATH on a free 127.0.0.1 port in a temporary directory,
+with the append-only file on (``appendfsync always``) as production runs it,
+so a test can kill it (``SIGKILL``) and start it again on the same port and
+directory and see its data replayed from the AOF.
+
+``pool_store`` runs a test once per adapter (``memory``, ``redis``); both must
+give the same answers (``tests/test_pool_contract.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import inspect
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import pytest_asyncio
+import redis
+import redis.asyncio as aredis
+
+from pool.memory import MemoryPool
+from pool.model import Timeouts
+from pool.store import PoolStore
+
+#: The clocks every pool fixture runs with (PROTOCOL.md §1 defaults).
+TIMEOUTS = Timeouts(claim_confirm_s=60, request_max_wait_s=600, reconnect_grace_s=15)
+
+_START_TIMEOUT_S = 15.0
+_STOP_TIMEOUT_S = 10.0
+
+PoolFactory = Callable[[], Awaitable[PoolStore]]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: have the kernel SIGKILL redis-server if pytest itself dies,
+    so a crashed or killed test run leaves no stray server behind."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class RedisServer:
+    """One ``redis-server`` process owned by the test run.
+
+    ``start`` and ``stop`` may be called any number of times; the port and
+    directory stay the same, so a restart replays the append-only file.
+    Every wait is bounded: a server that does not come up raises with the
+    tail of its log instead of hanging the suite.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not on PATH; the suite needs a real one")
+        self.executable = exe
+        self.directory = directory
+        self.port = port if port is not None else _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.logfile = directory / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Start the server (no-op if it is running) and wait until it answers PING."""
+        if self.running:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.executable,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.logfile),
+        ]
+        self._proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if os.name == "posix" else None,
+        )
+        self._wait_ready(timeout_s)
+
+    def stop(self, kill: bool = False, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+        """Stop the server: ``kill`` sends SIGKILL (a crash: only what the AOF
+        already holds survives); otherwise SIGTERM, which Redis handles as
+        SHUTDOWN (fsync the AOF, exit). Escalates to SIGKILL after the timeout."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.poll() is None:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout_s)
+        self._wait_port_free(timeout_s)
+
+    def restart(self, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def ping(self) -> bool:
+        """Whether the server answers PING right now (short timeouts)."""
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    # -- internals -----------------------------------------------------------
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                self._proc = None
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited (code {code}):\n{self._log_tail()}"
+                )
+            # PING fails with BusyLoadingError while the AOF is replayed.
+            if self.ping():
+                return
+            time.sleep(0.05)
+        self.stop(kill=True)
+        raise RuntimeError(
+            f"redis-server on port {self.port} did not answer PING within {timeout_s}s:\n"
+            f"{self._log_tail()}"
+        )
+
+    def _wait_port_free(self, timeout_s: float) -> None:
+        """After a stop, wait until nothing listens on the port any more."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.05)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the whole run; tests may stop and restart it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _fresh(server: RedisServer) -> str:
+    """Make sure ``server`` runs (a previous test may have stopped or killed it)
+    and holds nothing; returns its URL."""
+    if not server.ping():
+        server.stop(kill=True)
+        server.start()
+    client = aredis.Redis.from_url(server.url, socket_timeout=5.0)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    return server.url
+
+
+@pytest_asyncio.fixture
+async def redis_url(redis_server: RedisServer) -> AsyncIterator[str]:
+    """The server's URL, running and empty (FLUSHALL) before the test."""
+    yield await _fresh(redis_server)
+
+
+def _redis_pool_class() -> Any:
+    """``pool.redis_store.RedisPool``, or a skip while that module does not exist yet."""
+    try:
+        module = importlib.import_module("pool.redis_store")
+    except ImportError as exc:
+        pytest.skip(f"pool.redis_store is not importable yet: {exc}")
+    return module.RedisPool
+
+
+async def _make_redis_pool(cls: Any, url: str) -> PoolStore:
+    store = cls.from_url(url, TIMEOUTS, prefix="qc")
+    if inspect.isawaitable(store):
+        store = await store
+    return cast(PoolStore, store)
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def pool_store(request: pytest.FixtureRequest) -> AsyncIterator[PoolStore]:
+    """A fresh, empty pool of each adapter, with :data:`TIMEOUTS`."""
+    store: PoolStore
+    if request.param == "memory":
+        store = MemoryPool(TIMEOUTS)
+    else:
+        cls = _redis_pool_class()
+        # The session fixture is sync; an async one cannot be set up from here
+        # (the event loop is already running), hence the inline flush.
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = await _make_redis_pool(cls, await _fresh(server))
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest_asyncio.fixture
+async def redis_pool(redis_server: RedisServer) -> AsyncIterator[PoolStore]:
+    """A fresh ``RedisPool`` alone, for tests about Redis itself (crash, restart)."""
+    cls = _redis_pool_class()
+    store = await _make_redis_pool(cls, await _fresh(redis_server))
+    try:
+        yield store
+    finally:
+        if not redis_server.ping():
+            redis_server.start()
+        await store.aclose()
+
+
+@pytest_asyncio.fixture
+async def pool_store_factory(
+    request: pytest.FixtureRequest, pool_store: PoolStore
+) -> AsyncIterator[PoolFactory]:
+    """More handles on the same pool, standing for more server processes.
+
+    For Redis each call makes a new ``RedisPool`` on the same Redis (closed at
+    teardown); the in-process pool is one process's, so it returns the same one.
+    """
+    made: list[PoolStore] = []
+
+    if isinstance(pool_store, MemoryPool):
+
+        async def same() -> PoolStore:
+            return pool_store
+
+        yield same
+        return
+
+    cls = _redis_pool_class()
+    server: RedisServer = request.getfixturevalue("redis_server")
+
+    async def another() -> PoolStore:
+        store = await _make_redis_pool(cls, server.url)
+        made.append(store)
+        return store
+
+    try:
+        yield another
+    finally:
+        for store in made:
+            await store.aclose()

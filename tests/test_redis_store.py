@@ -1,0 +1,544 @@
+"""Redis-specific tests of ``pool.redis_store.RedisPool`` on a real redis-server.
+
+The contract both adapters share is ``tests/test_pool_contract.py``; here:
+a randomised differential run that holds RedisPool to MemoryPool's answers
+call by call, the Lua scripts' headers, NOSCRIPT healing, restarts and
+crashes of Redis, races between several processes' pools, the cluster hash
+slot of every key, Unavailable, and the TTLs only Redis has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aredis
+from redis.crc import key_slot
+
+from dispatch.errors import DispatchError, Taken, Unavailable
+from pool import _redis_scripts
+from pool._redis_keys import Keys
+from pool.effects import Change
+from pool.memory import MemoryPool
+from pool.model import Draft, Hold, Role, State, TherapistProfile, Timeouts
+from pool.redis_store import FINISHED_TTL_S, RedisPool
+from pool.rules import may_see
+
+T = Timeouts(claim_confirm_s=60.0, request_max_wait_s=600.0, reconnect_grace_s=15.0)
+T0 = 1_700_000_000.123456
+DRAFT = Draft(region="GB", language="en", topics=("anxiety",))
+
+
+def profile(tid: str, **kw: Any) -> TherapistProfile:
+    fields: dict[str, Any] = {
+        "name": tid,
+        "regions": ("GB", "US"),
+        "languages": ("en", "fr"),
+        "topics": ("anxiety", "grief"),
+        "works_with_minors": True,
+    }
+    fields.update(kw)
+    return TherapistProfile(id=tid, **fields)
+
+
+@pytest_asyncio.fixture
+async def pools(redis_url: str) -> AsyncIterator[Callable[..., RedisPool]]:
+    """Makes RedisPools on the test's (flushed) Redis, one per "process"; closes them."""
+    made: list[RedisPool] = []
+
+    def make(**kw: Any) -> RedisPool:
+        store = RedisPool.from_url(redis_url, T, **kw)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
+
+
+# -- MemoryPool and RedisPool agree, call by call ------------------------------
+
+
+class Twin:
+    """Runs every call on both adapters and asserts the same answer or error."""
+
+    def __init__(self, mem: MemoryPool, red: RedisPool) -> None:
+        self.mem, self.red = mem, red
+
+    async def call(self, name: str, *args: Any, unordered: bool = False) -> Any:
+        """``unordered``: the answer is a list whose order is not part of the contract."""
+        outs: list[tuple[Any, ...]] = []
+        for store in (self.mem, self.red):
+            try:
+                value = await getattr(store, name)(*args)
+                outs.append(("ok", sorted(value, key=repr) if unordered else value))
+            except DispatchError as exc:
+                outs.append(("error", type(exc), exc.message))
+        assert outs[0] == outs[1], (name, args)
+        return outs[0]
+
+
+_REGIONS, _LANGS, _TOPICS = ("GB", "US"), ("en", "fr"), ("anxiety", "couples", "grief")
+
+
+def _random_profile(rng: random.Random, tid: str) -> TherapistProfile:
+    return TherapistProfile(
+        id=tid,
+        name=tid,
+        regions=tuple(rng.sample(_REGIONS, rng.randint(1, 2))),
+        languages=tuple(rng.sample(_LANGS, rng.randint(1, 2))),
+        topics=tuple(rng.sample(_TOPICS, rng.randint(0, 2))),
+        works_with_minors=rng.random() < 0.5,
+    )
+
+
+def _random_draft(rng: random.Random) -> Draft:
+    age = rng.choice([None, None, 15, 30])
+    return Draft(
+        region=rng.choice(_REGIONS),
+        language=rng.choice(_LANGS),
+        topics=tuple(rng.sample(_TOPICS, rng.randint(0, 2))),
+        notes=rng.choice(["", 'n/ü "q" {x}']),
+        age=age,
+        guardian_consent=age is not None and age < 18,
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_redis_pool_answers_exactly_as_memory_pool(
+    pools: Callable[..., RedisPool], seed: int
+) -> None:
+    rng = random.Random(seed)
+    twin = Twin(MemoryPool(T), pools())
+    therapists = [_random_profile(rng, f"t{i}") for i in range(30)]
+    clients = [f"c{i}" for i in range(6)]
+    users = [p.id for p in therapists] + clients
+    servers, conns = ["s0", "s1"], ["k0", "k1"]
+    for p in therapists:
+        await twin.call("put_profile", p)
+    rids: list[str] = ["never-created"]
+
+    async def hold(p: TherapistProfile) -> Hold | None:
+        return await twin.mem.hold_of(p.id)
+
+    now = T0
+    kinds: Counter[str] = Counter()
+    reasons: Counter[str | None] = Counter()
+
+    for step in range(500):
+        jumps = [0.0, rng.uniform(0, 3), rng.uniform(0, 40), rng.uniform(100, 700)]
+        now += rng.choices(jumps, weights=[10, 60, 6, 1])[0]
+        op = rng.choices(
+            [
+                *("create", "claim", "release", "decline", "accept", "cancel"),
+                *("connect", "disconnect", "vanish", "available", "heartbeat", "reap"),
+            ],
+            weights=[12, 20, 6, 6, 5, 4, 10, 10, 8, 6, 4, 3],
+        )[0]
+        tid, cid = rng.choice(therapists), rng.choice(clients)
+        rid = await _pick(rng, twin.mem, rids, _TARGET.get(op, ()))
+        if op == "create":
+            new = rng.choice(rids) if rng.random() < 0.05 else f"r{step}"
+            key = rng.choice([None, "k1", "k2"])
+            out = await twin.call("create", _random_draft(rng), cid, new, now, key)
+            if out[0] == "ok" and new not in rids:
+                rids.append(new)
+        elif op == "claim":
+            req = await twin.mem.get(rid)
+            idle = [p for p in therapists if req and may_see(p, req) and not await hold(p)]
+            out = await twin.call("claim", rid, rng.choice(idle) if idle else tid, now)
+        elif op == "release":
+            req = await twin.mem.get(rid)
+            holder = req.claimed_by if req and req.claimed_by and rng.random() < 0.8 else tid.id
+            out = await twin.call("release", rid, holder, now)
+        elif op in ("decline", "cancel"):
+            req = await twin.mem.get(rid)
+            out = await twin.call(
+                op, rid, req.client_id if req and rng.random() < 0.9 else cid, now
+            )
+        elif op == "accept":
+            req = await twin.mem.get(rid)
+            owner = req.client_id if req else cid
+            out = await twin.call("accept", rid, owner, f"sess-{step}", now)
+        elif op in ("connect", "disconnect"):
+            user = rng.choice(users)
+            therapist_role = user not in clients and rng.random() < 0.85
+            role = Role.THERAPIST if therapist_role else Role.CLIENT
+            out = await twin.call(op, user, role, rng.choice(conns), rng.choice(servers), now)
+        elif op == "vanish":  # a therapist holding a claim loses every connection
+            holders = [p.id for p in therapists if (h := await hold(p)) and h.kind == "claim"]
+            user = rng.choice(holders or users)
+            await twin.call("connect", user, Role.THERAPIST, conns[0], servers[0], now)
+            for conn in conns:
+                for server in servers:
+                    out = await twin.call("disconnect", user, Role.THERAPIST, conn, server, now)
+        elif op == "available":
+            out = await twin.call("set_available", tid.id, rng.random() < 0.8)
+        elif op == "heartbeat":
+            out = await twin.call("heartbeat", rng.choice(servers), now)
+        else:
+            out = await twin.call("reap_servers", now, rng.choice([5.0, 60.0]))
+        kinds[op] += 1
+        reasons.update(_reasons(out))
+        # A server ticks. Graces armed by one reap end together, and MemoryPool
+        # fires those in set order, so the order, and which of them a limit
+        # cuts off, is arbitrary there: fire all, compare unordered (the
+        # order and the limit are held to MemoryPool's in the tests below).
+        if rng.random() < 0.5:
+            fired = await twin.call("fire_due", now, 1000, unordered=True)
+            reasons.update(_reasons(fired))
+        # The queue after every step; every request and user now and then.
+        await _same_state(twin, *((rids, users) if step % 10 == 0 else ([], [])), now)
+
+    await _same_state(twin, rids, users, now)
+    # The run went through every transition, not just errors.
+    assert set(reasons) >= {
+        None,  # claimed
+        "declined",
+        "released",
+        "therapist_lost",
+        "matched",
+        "cancelled",
+        "no_therapist",
+        "client_no_response",
+    }, reasons
+    assert len(kinds) == 12
+
+
+def _reasons(out: tuple[Any, ...]) -> list[str | None]:
+    """The ``after.reason`` of every change a call returned."""
+    value = out[1] if out[0] == "ok" else None
+    changes = value if isinstance(value, list) else [value]
+    if isinstance(value, tuple):  # create
+        changes = [value[1]]
+    return [c.after.reason for c in changes if isinstance(c, Change)]
+
+
+#: The states of the requests each operation mostly picks (so that most calls succeed).
+_TARGET = {
+    "claim": (State.WAITING,),
+    "release": (State.CLAIMED,),
+    "decline": (State.CLAIMED,),
+    "accept": (State.CLAIMED,),
+    "cancel": (State.WAITING, State.CLAIMED),
+}
+
+
+async def _pick(
+    rng: random.Random, mem: MemoryPool, rids: list[str], states: tuple[State, ...]
+) -> str:
+    """Mostly a request in one of ``states`` (else any, or one that never existed)."""
+    if states and rng.random() < 0.8:
+        live = [rid for rid in rids if (req := await mem.get(rid)) and req.state in states]
+        if live:
+            return rng.choice(live)
+    return rng.choice(rids)
+
+
+async def _same_state(twin: Twin, rids: list[str], users: list[str], now: float) -> None:
+    """Every read agrees: the queue and stats, and what ``rids`` and ``users`` look up."""
+    waiting = await twin.call("waiting")
+    await twin.call("positions", [r.id for r in waiting[1]] + ["never-created"])
+    await twin.call("stats", now)
+    for rid in rids:
+        await twin.call("get", rid)
+    for user in users:
+        await twin.call("hold_of", user)
+        await twin.call("active_request_of", user)
+        await twin.call("open_session_of", user)
+        await twin.call("is_available", user)
+
+
+async def test_ties_and_limits_fire_in_memory_pools_order(pools: Callable[..., RedisPool]) -> None:
+    twin = Twin(MemoryPool(T), pools())
+    # Deadlines due together: by (expires_at, id); the limit cuts in that order.
+    for rid in ("rb", "ra", "rc"):
+        await twin.call("create", DRAFT, f"c-{rid}", rid, T0)
+    assert await twin.call("fire_due", T0 + 600, 0) == ("ok", [])
+    first = await twin.call("fire_due", T0 + 600, 2)
+    assert [c.after.id for c in first[1]] == ["ra", "rb"]
+    assert [c.after.id for c in (await twin.call("fire_due", T0 + 600, 2))[1]] == ["rc"]
+
+    # Graces ending together: in the order they were armed.
+    vanish = ["t3", "t1", "t4", "t0", "t2"]
+    for i, tid in enumerate(sorted(vanish)):
+        await twin.call("create", DRAFT, f"c{i}", f"r{i}", T0 + 1000)
+        await twin.call("connect", tid, Role.THERAPIST, "k", "s0", T0 + 1000)
+        await twin.call("claim", f"r{i}", profile(tid), T0 + 1001)
+    for tid in vanish:
+        await twin.call("disconnect", tid, Role.THERAPIST, "k", "s0", T0 + 1002)
+    fired = [await twin.call("fire_due", T0 + 1020, 1) for _ in range(6)]
+    assert [f[1][0].lost_therapist for f in fired[:5]] == vanish
+    assert fired[5] == ("ok", [])
+
+    # Dead servers: in the order of their first heartbeat.
+    for server in ("s9", "s2", "s5"):
+        await twin.call("heartbeat", server, T0 + 2000)
+    await twin.call("heartbeat", "s2", T0 + 2001)
+    assert (await twin.call("reap_servers", T0 + 2100, 10))[1] == ["s9", "s2", "s5"]
+
+
+# -- scripts -----------------------------------------------------------------
+
+
+def _scripts() -> dict[str, str]:
+    folder = resources.files("pool") / "lua"
+    return {
+        f.name: f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".lua")
+    }
+
+
+def test_every_script_header_names_each_key_and_arg_it_uses() -> None:
+    scripts = _scripts()
+    assert {"claim.lua", "fire_due.lua", "_lib.lua"} <= set(scripts)
+    for name, src in scripts.items():
+        if name == "_lib.lua":
+            continue
+        lines = src.splitlines()
+        header = [ln for ln in lines if ln.startswith("--")]
+        body = "\n".join(ln for ln in lines if not ln.startswith("--"))
+        assert lines[0].startswith(f"-- {name}:"), name
+        named = {m for ln in header for m in re.findall(r"^--\s+((?:KEYS|ARGV)\[\d+\])", ln)}
+        used = set(re.findall(r"(?:KEYS|ARGV)\[\d+\]", body))
+        assert used, name
+        assert used <= named, (name, used - named)
+
+
+async def test_scripts_heal_after_script_flush(pools: Callable[..., RedisPool]) -> None:
+    store = pools()
+    await store.create(DRAFT, "c1", "r1", T0)
+    await store.client.script_flush()
+    sha = store._scripts["claim"].sha
+    assert await store.client.script_exists(sha) == [False]
+    change = await store.claim("r1", profile("t1"), T0 + 1)
+    assert change.after.state is State.CLAIMED
+    assert await store.client.script_exists(sha) == [True]
+
+
+def test_script_sources_are_static() -> None:
+    """Values travel as ARGV: what is registered is the files' text, nothing formatted in."""
+    scripts = _scripts()
+    lib = scripts["_lib.lua"]
+    for name, src in scripts.items():
+        if name != "_lib.lua":
+            expected = (lib + "\n" + src) if "-- uses _lib.lua" in src else src
+            assert _redis_scripts.source(name.removesuffix(".lua")) == expected
+
+
+# -- Redis restarts and crashes ----------------------------------------------
+
+
+@pytest.mark.parametrize("kill", [False, True])
+async def test_restart_loses_nothing_and_the_pool_heals_itself(
+    pools: Callable[..., RedisPool], redis_server: Any, kill: bool
+) -> None:
+    store = pools()
+    for i in range(20):
+        await store.create(DRAFT, f"c{i}", f"r{i:02}", T0 + i)
+    await store.claim("r05", profile("t1"), T0 + 30)
+    before = [await store.get(f"r{i:02}") for i in range(20)]
+    positions = await store.positions([f"r{i:02}" for i in range(20)])
+
+    redis_server.restart(kill=kill)
+
+    # The same pool object, no reconnect by hand: the client retries on a new
+    # connection and the scripts (gone from the restarted Redis) load again.
+    assert [await store.get(f"r{i:02}") for i in range(20)] == before
+    assert await store.positions([f"r{i:02}" for i in range(20)]) == positions
+    change = await store.claim("r06", profile("t2"), T0 + 40)
+    assert change.after.claimed_by == "t2"
+    assert (await store.stats(T0 + 41)).claimed == 2
+
+
+async def test_unavailable_while_redis_is_down(
+    pools: Callable[..., RedisPool], redis_server: Any
+) -> None:
+    store = pools()
+    await store.create(DRAFT, "c1", "r1", T0)
+    redis_server.stop()
+    try:
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            store.ping,
+            lambda: store.get("r1"),
+            lambda: store.claim("r1", profile("t1"), T0 + 1),
+            lambda: store.create(DRAFT, "c2", "r2", T0 + 1),
+            lambda: store.positions(["r1"]),
+            lambda: store.stats(T0 + 1),
+            lambda: store.fire_due(T0 + 1),
+        ]
+        for call in calls:
+            with pytest.raises(Unavailable) as info:
+                await call()
+            assert info.value.code == "unavailable"
+    finally:
+        redis_server.start()
+    await store.ping()
+    assert (await store.claim("r1", profile("t1"), T0 + 2)).after.state is State.CLAIMED
+
+
+# -- several processes at once -------------------------------------------------
+
+
+async def test_fifty_therapists_claim_at_once_and_one_wins(
+    pools: Callable[..., RedisPool],
+) -> None:
+    stores = [pools() for _ in range(5)]
+    await stores[0].create(DRAFT, "c1", "r1", T0)
+    therapists = [profile(f"t{i:02}") for i in range(50)]
+    results = await asyncio.gather(
+        *(stores[i % 5].claim("r1", p, T0 + 1) for i, p in enumerate(therapists)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, Change)]
+    assert len(winners) == 1
+    losers = [r for r in results if not isinstance(r, Change)]
+    assert len(losers) == 49 and all(type(r) is Taken for r in losers)
+    winner = winners[0].after.claimed_by
+    assert (await stores[3].get("r1")).claimed_by == winner  # type: ignore[union-attr]
+    holds = [await stores[1].hold_of(p.id) for p in therapists]
+    assert [p.id for p, h in zip(therapists, holds, strict=True) if h is not None] == [winner]
+
+
+async def test_fire_due_from_many_processes_fires_each_once(
+    pools: Callable[..., RedisPool],
+) -> None:
+    stores = [pools() for _ in range(6)]
+    s0 = stores[0]
+    n = 40
+    for i in range(n):
+        await s0.create(DRAFT, f"c{i}", f"r{i:02}", T0 + i * 0.001)
+    # Ten therapists claim, then lose their only connection: ten graces.
+    for i in range(10):
+        tid = f"t{i}"
+        await s0.connect(tid, Role.THERAPIST, "k", "s0", T0)
+        await s0.claim(f"r{i:02}", profile(tid), T0 + 1)
+        await s0.disconnect(tid, Role.THERAPIST, "k", "s0", T0 + 2)
+
+    async def drain(store: RedisPool, now: float) -> list[Change]:
+        out: list[Change] = []
+        while changes := await store.fire_due(now, limit=3):
+            out += changes
+        return out
+
+    # The graces (due at T0 + 17) fire; the claims' deadlines (T0 + 61) not yet.
+    lost = [c for cs in await asyncio.gather(*(drain(s, T0 + 20) for s in stores)) for c in cs]
+    assert sorted(c.lost_therapist or "" for c in lost) == [f"t{i}" for i in range(10)]
+    assert all(c.after.reason == "therapist_lost" for c in lost)
+    assert len(await s0.waiting()) == n
+
+    # Every request's max wait passes: each expires exactly once.
+    expired = [c for cs in await asyncio.gather(*(drain(s, T0 + 700) for s in stores)) for c in cs]
+    assert sorted(c.after.id for c in expired) == [f"r{i:02}" for i in range(n)]
+    assert {c.after.reason for c in expired} == {"no_therapist"}
+    stats = await s0.stats(T0 + 700)
+    assert (stats.expired_15m, stats.waiting, stats.therapists_busy) == (n, 0, 0)
+
+
+async def test_a_small_bounded_pool_waits_instead_of_failing(
+    pools: Callable[..., RedisPool], redis_url: str
+) -> None:
+    store = pools(max_connections=2, pool_timeout_s=10.0)
+    await asyncio.gather(*(store.create(DRAFT, f"c{i}", f"r{i:03}", T0 + i) for i in range(200)))
+    got = await asyncio.gather(*(store.positions([f"r{i:03}"]) for i in range(200)))
+    assert [g[f"r{i:03}"] for i, g in enumerate(got)] == list(range(1, 201))
+    assert store.client.connection_pool.max_connections == 2
+    probe = aredis.Redis.from_url(redis_url)
+    try:
+        clients = (await probe.info("clients"))["connected_clients"]
+    finally:
+        await probe.aclose()
+    assert clients - 1 <= 2  # the probe itself, and at most two of the pool's
+
+
+# -- keys ----------------------------------------------------------------------
+
+
+async def test_every_key_of_the_pool_is_in_one_cluster_slot(
+    pools: Callable[..., RedisPool],
+) -> None:
+    store = pools()
+    await store.put_profile(profile("t1"))
+    await store.heartbeat("s0", T0)
+    for user, role in (("t1", Role.THERAPIST), ("t2", Role.THERAPIST), ("c1", Role.CLIENT)):
+        await store.connect(user, role, "k", "s0", T0)
+    await store.set_available("t1", True)
+    await store.create(DRAFT, "c1", "r1", T0, "idem-{1}")  # a brace in a key moves no tag
+    await store.create(DRAFT, "c2", "r2", T0, None)
+    await store.claim("r1", profile("t1"), T0 + 1)
+    await store.accept("r1", "c1", "sess-1", T0 + 2)
+    await store.claim("r2", profile("t2"), T0 + 3)
+    await store.decline("r2", "c2", T0 + 4)
+    await store.disconnect("t1", Role.THERAPIST, "k", "s0", T0 + 5)
+    await store.cancel("r2", "c2", T0 + 6)
+    await store.stats(T0 + 7)
+
+    keys = [k async for k in store.client.scan_iter(match="*")]
+    assert len(keys) >= 20
+    assert all(k.startswith(b"qc:{pool}:") for k in keys), keys
+    assert {key_slot(k) for k in keys} == {key_slot(b"pool")}
+
+
+async def test_prefixes_keep_pools_apart(pools: Callable[..., RedisPool]) -> None:
+    a, b = pools(prefix="qc"), pools(prefix="other")
+    await a.create(DRAFT, "c1", "r1", T0)
+    assert await b.get("r1") is None
+    assert (await b.stats(T0)).waiting == 0
+    with pytest.raises(ValueError):
+        Keys("bad{tag}")
+
+
+async def test_a_client_that_decodes_replies_works_too(redis_url: str) -> None:
+    """The constructor takes any client: replies may come as str (from_url's stay bytes)."""
+    store = RedisPool(aredis.Redis.from_url(redis_url, decode_responses=True), T, prefix="str")
+    try:
+        await store.put_profile(profile("t1"))
+        assert await store.get_profile("t1") == profile("t1")
+        created, _ = await store.create(DRAFT, "c1", "r1", T0, "key")
+        assert (await store.create(DRAFT, "c1", "r1", T0, "key"))[0] == created
+        assert await store.waiting() == [created] == [await store.get("r1")]
+        change = await store.claim("r1", profile("t1"), T0 + 1)
+        assert await store.active_request_of("c1") == change.after
+        assert (await store.hold_of("t1")) == Hold("claim", "r1")
+        await store.accept("r1", "c1", "s1", T0 + 2)
+        assert (await store.open_session_of("t1")) == await store.get_session("s1")
+        await store.heartbeat("srv", T0)
+        assert await store.reap_servers(T0 + 100, 10) == ["srv"]
+        assert (await store.stats(T0 + 3)).wait_p50_s == 1.0
+    finally:
+        await store.aclose()
+
+
+# -- what only Redis has: TTLs ----------------------------------------------------
+
+
+async def test_idempotency_keys_and_finished_requests_expire_in_redis(
+    pools: Callable[..., RedisPool],
+) -> None:
+    store = pools()
+    k = Keys("qc")
+    await store.create(DRAFT, "c1", "r1", T0, "key-1")
+    assert 86_000 < await store.client.ttl(k.idem("c1", "key-1")) <= 86_400
+    assert await store.client.ttl(k.req("r1")) == -1  # live requests never lapse
+    await store.cancel("r1", "c1", T0 + 1)
+    assert FINISHED_TTL_S - 100 < await store.client.ttl(k.req("r1")) <= FINISHED_TTL_S
+
+
+async def test_times_round_trip_to_the_last_bit(pools: Callable[..., RedisPool]) -> None:
+    store = pools()
+    now = 1_700_000_000.1 + 2**-20
+    await store.create(DRAFT, "c1", "r1", now)
+    change = await store.claim("r1", profile("t1"), now + 1e-6)
+    stored = await store.get("r1")
+    assert stored == change.after
+    assert stored is not None and stored.claimed_at == now + 1e-6
+    assert stored.expires_at == now + 1e-6 + T.claim_confirm_s
+    back = await store.release("r1", "t1", now + 2)
+    assert (await store.get("r1")) == back.after
+    assert back.after.expires_at == now + T.request_max_wait_s
