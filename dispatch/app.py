@@ -26,6 +26,7 @@ from pool.store import PoolStore
 
 log = get_logger(component="app")
 
+
 def build_context(settings: Settings, clock: Callable[[], float] = time.time) -> AppContext:
     store: PoolStore
     bus: Bus
@@ -91,5 +92,3 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
     )
     app.state.ctx = ctx
     return app
-
-

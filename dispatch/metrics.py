@@ -42,9 +42,7 @@ class Metrics:
             buckets=_WAIT_BUCKETS,
             registry=r,
         )
-        self.requests_created = Counter(
-            "dispatch_requests_created", "Requests created", registry=r
-        )
+        self.requests_created = Counter("dispatch_requests_created", "Requests created", registry=r)
         self.claims = Counter(
             "dispatch_claims", "Claim attempts by outcome", ["outcome"], registry=r
         )

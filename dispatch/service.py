@@ -56,9 +56,7 @@ class Dispatcher:
         out = fx.effects(change, self.ice_servers)
         if origin is not None and actor is not None:
             conn, ref = origin
-            out = [
-                dataclasses.replace(e, conn=conn, ref=ref) if e.to == actor else e for e in out
-            ]
+            out = [dataclasses.replace(e, conn=conn, ref=ref) if e.to == actor else e for e in out]
         self._log_change(change)
         await self.bus.publish(out)
 
