@@ -30,7 +30,7 @@ from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from dispatch.tokens import User
 from pool import rules
-from pool.model import Request, State, TherapistProfile, rfc3339
+from pool.model import Request, Role, State, TherapistProfile, rfc3339
 from pool.store import PoolStore
 
 log = get_logger(component="context")
@@ -88,7 +88,7 @@ class AppContext:
         session = await self.store.get_session(session_id) if session_id else None
         if session is None or user.id not in (session.client_id, session.therapist_id):
             raise Forbidden("you are not a participant of this session")
-        raise BadInput(f"{type(frame).__name__} is not served by this version of the server")
+        raise BadInput(f"{frame.TYPE} is not served by this version of the server")
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -118,18 +118,38 @@ class AppContext:
         await self.bus.aclose()
         await self.store.aclose()
 
+    async def resume(self, conn: Conn) -> None:
+        """Send a console everything it needs to pick up where the pool is:
+        a therapist its snapshot and its claim, a client its request and
+        offer, either its open session."""
+        store, user = self.store, conn.user
+        if user.role is Role.THERAPIST:
+            conn.send_frame(await self.snapshot_for(conn.profile))
+            hold = await store.hold_of(user.id)
+            conn.busy = hold is not None
+            if hold is not None and hold.kind == "claim":
+                req = await store.get(hold.id)
+                if req is not None and req.state is State.CLAIMED:
+                    conn.send_frame(self.claim_ok_frame(req))
+        elif user.role is Role.CLIENT:
+            req = await store.active_request_of(user.id)
+            conn.request_id = req.id if req is not None else None
+            if req is not None:
+                position = await store.position(req.id)
+                conn.last_position = position
+                conn.send_frame({"type": "request.state", "request": req.public(position)})
+                offer = await self.offer_frame(req)
+                if offer is not None:
+                    conn.send_frame(offer)
+        session = await store.open_session_of(user.id)
+        if session is not None:
+            conn.send_frame({"type": "session.ready", "session": session.public(self.ice_servers)})
+
     async def resync(self) -> None:
-        """After the bus missed events: re-send every local user its state."""
+        """After the bus missed events: re-send every local console its state."""
         for conn in self.hub.all():
-            if conn.profile is not None:
-                conn.send_frame(await self.snapshot_for(conn.profile))
-            if conn.request_id is not None:
-                req = await self.store.get(conn.request_id)
-                if req is not None:
-                    position = await self.store.position(req.id)
-                    conn.last_position = position
-                    conn.send_frame({"type": "request.state", "request": req.public(position)})
-        await self.hub.refresh_positions()
+            if conn.user.role is not Role.OPERATOR:
+                await self.resume(conn)
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         failing = False

@@ -174,12 +174,14 @@ class Hub:
                 conn.send_frame({"type": "request.state", "request": public, "ref": effect.ref})
             else:
                 conn.send(plain)
+        self._metrics.frames_out.labels(type="request.state").inc(len(conns))
 
     def _to_user(self, effect: Effect) -> None:
         assert effect.to is not None
         ftype = effect.frame.get("type")
         plain = Encoded(effect.frame)
-        for conn in self.conns_of(effect.to):
+        conns = self.conns_of(effect.to)
+        for conn in conns:
             if conn.user.role is Role.THERAPIST:
                 if ftype in _HOLDS:
                     conn.busy = True
@@ -191,8 +193,8 @@ class Hub:
                 conn.send_frame({**effect.frame, "ref": effect.ref})
             else:
                 conn.send(plain)
-        if ftype is not None:
-            self._metrics.frames_out.labels(type=str(ftype)).inc()
+        if conns and ftype is not None:
+            self._metrics.frames_out.labels(type=str(ftype)).inc(len(conns))
 
     async def refresh_positions(self) -> None:
         """Send ``request.state`` to each local waiting client whose place moved."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatch.bus import Bus
-from dispatch.errors import DispatchError, Forbidden, NotFound
+from dispatch.errors import DispatchError, Forbidden, NotFound, RequestExists
 from dispatch.logs import get_logger
 from dispatch.metrics import Metrics
 from dispatch.tokens import User
@@ -110,7 +110,11 @@ class Dispatcher:
     async def create_request(
         self, user: User, draft: Draft, idempotency_key: str | None
     ) -> tuple[Request, bool]:
-        """Returns the request and whether it was created now (False: a replay)."""
+        """Returns the request and whether it was created now (False: a replay).
+
+        A client in an open session may not ask for another therapist."""
+        if await self.store.open_session_of(user.id) is not None:
+            raise RequestExists("you are in an open session")
         request, change = await self.store.create(
             draft, user.id, new_id("req"), self.clock(), idempotency_key
         )

@@ -24,7 +24,7 @@ from dispatch.logs import get_logger
 from dispatch.ratelimit import TokenBucket
 from dispatch.service import new_id
 from dispatch.tokens import User, bearer, verify
-from pool.model import Role, State
+from pool.model import Role
 
 log = get_logger(component="ws")
 
@@ -139,31 +139,14 @@ class _Session:
         if user.role is Role.THERAPIST:
             conn.profile = await store.get_profile(user.id)
             conn.available = await store.is_available(user.id)
-            hold = await store.hold_of(user.id)
-            conn.busy = hold is not None
-            ctx.hub.add(conn)
-            conn.send_frame(await ctx.snapshot_for(conn.profile))
-            if hold is not None and hold.kind == "claim":
-                req = await store.get(hold.id)
-                if req is not None and req.state is State.CLAIMED:
-                    conn.send_frame(ctx.claim_ok_frame(req))
-        elif user.role is Role.CLIENT:
-            ctx.hub.add(conn)
-            req = await store.active_request_of(user.id)
-            if req is not None:
-                position = await store.position(req.id)
-                conn.request_id, conn.last_position = req.id, position
-                conn.send_frame({"type": "request.state", "request": req.public(position)})
-                if req.state is State.CLAIMED:
-                    offer = await ctx.offer_frame(req)
-                    if offer is not None:
-                        conn.send_frame(offer)
-        else:
-            ctx.hub.add(conn)
+            conn.busy = await store.hold_of(user.id) is not None
+        # Registered before the state is read, so nothing that happens
+        # meanwhile is missed (at worst a frame arrives twice).
+        ctx.hub.add(conn)
+        if user.role is Role.OPERATOR:
             conn.send_frame({"type": "pool.stats", **(await store.stats(now)).public()})
-        session = await store.open_session_of(user.id) if user.role is not Role.OPERATOR else None
-        if session is not None:
-            conn.send_frame({"type": "session.ready", "session": session.public(ctx.ice_servers)})
+        else:
+            await ctx.resume(conn)
 
     async def _read(self) -> None:
         max_bytes = self.ctx.settings.max_frame_bytes
@@ -205,7 +188,7 @@ class _Session:
             obj = self.conn.codec.decode(raw)
             ref = frames.ref_of(obj)
             frame = frames.parse(obj)
-            self.ctx.metrics.frames_in.labels(type=type(frame).__name__).inc()
+            self.ctx.metrics.frames_in.labels(type=frame.TYPE).inc()
             if not frames.allowed(frame, self.user.role):
                 raise Forbidden(f"a {self.user.role} may not send this frame")
             await self._dispatch(frame)

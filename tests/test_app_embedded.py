@@ -118,6 +118,9 @@ def _claim_and_accept(client: TestClient, t: Any, c: Any, req: dict[str, Any]) -
     got = client.get(f"/v1/requests/{req['id']}", headers=auth("client", "c1")).json()
     assert got["request"]["state"] == "matched"
     assert got["request"]["session_id"] == ready_c["session"]["id"]
+    # In an open session a client may not ask for another therapist.
+    again = client.post("/v1/requests", json=DRAFT, headers=auth("client", "c1"))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "request_exists"
 
 
 def test_idempotency_and_conflict(client: TestClient) -> None:
