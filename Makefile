@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint clean
+.PHONY: venv run test lint clean bench
 
 venv: $(STAMP)
 
@@ -31,3 +31,10 @@ lint: venv
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Fan-out load test, run by hand (loadtest/README.md): 1000 therapist consoles on
+# 2 servers sharing one Redis, a request broadcast every 0.3 s. Exits non-zero
+# if any delivery was lost; the full report goes to artifacts/.
+bench: venv
+	$(BIN)/python -m loadtest.fanout --consoles 1000 --servers 2 --requests 50 \
+		--interval 0.3 --out artifacts/bench-fanout.json

@@ -106,7 +106,7 @@ class RedisBus:
                     await self._deliver(handler, msg["data"])
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # whatever broke, subscribe again: never go deaf
                 self._subscribed.clear()
                 log.warning("bus.disconnected", error=type(exc).__name__)
                 await asyncio.sleep(backoff)

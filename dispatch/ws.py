@@ -120,7 +120,8 @@ class _Session:
         except DispatchError as exc:  # the store was unavailable while opening
             self.log.warning("ws.open_failed", code=exc.code)
             conn.send_frame(frames.error_from(exc, None))
-            await self._close(1011, "service unavailable")
+            # 1013: a passing overload or outage; the console should retry.
+            await self._close(1013, "service unavailable; try again")
         finally:
             ctx.hub.remove(conn)
             await self._stop_writer()
@@ -256,10 +257,11 @@ class _Session:
             await self.writer
 
     async def _close(self, code: int, reason: str) -> None:
-        if code == 1013:
+        slow = self.conn.closing  # set by Conn.send when the queue overflowed
+        if slow:
             self.ctx.metrics.slow_consumers.inc()
         self.conn.closing = True
-        if self.writer is not None and code != 1013:
+        if self.writer is not None and not slow:
             # Flush what is queued (e.g. the error that explains the close).
             with contextlib.suppress(asyncio.QueueFull):
                 self.conn.queue.put_nowait(None)

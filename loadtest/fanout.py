@@ -1,0 +1,452 @@
+"""Fan-out load test: many therapist consoles, several servers, one Redis.
+
+    python -m loadtest.fanout [--consoles 1000] [--servers 2] [--interval 0.3]
+                              [--requests 100] [--codec json|msgpack] [--out FILE.json]
+
+It starts its own ``redis-server`` (append-only file on) on a free 127.0.0.1
+port in a temporary directory and ``--servers`` ``dispatch serve`` processes
+sharing it, creates one therapist profile per console (each eligible for every
+request), connects every console at once, spread round-robin over the
+servers, and makes each available. Then it creates one request every
+``--interval`` seconds, each from its own client and with a unique marker in
+its notes, and records when each console gets its ``request.new``; after a
+bounded wait it cancels every request at the same pace and records each
+``request.gone``.
+
+It reports how long consoles took to connect and become available, the
+fan-out latency of every delivery (see :mod:`loadtest._report`), deliveries
+expected against received (every available console must get every request
+exactly once), consoles the server closed (1013 is a slow consumer), and
+errors. A summary goes to stdout, the full report to ``--out`` as JSON.
+Exit status: 0 when nothing was lost, duplicated or refused; 1 when something
+was; 2 when the run could not be set up or passed its deadline.
+
+Everything is bounded: counts are capped, every wait has a timeout, the whole
+run has a hard deadline (``--deadline``; a watchdog kills everything a minute
+past it), only 127.0.0.1 is used, and the processes it started are always
+stopped (SIGTERM, then SIGKILL; the kernel kills them if this script dies).
+
+The timings are those of one Python process driving every console on the
+same machine as the servers, so they include the client's own scheduling
+delay: they compare runs on one machine, they promise nothing elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import resource
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+from cryptography.fernet import Fernet
+
+from dispatch.tokens import mint
+from loadtest import _report
+from loadtest._config import Config, parse_args
+from loadtest._console import GONE, NEW, Console, Tally, run_console
+from loadtest._procs import (
+    HOST,
+    START_TIMEOUT_S,
+    Proc,
+    dispatch_server,
+    free_port,
+    metric_values,
+    scan_server_log,
+    server_env,
+    start_redis,
+)
+from loadtest._report import Posted, Results
+
+HTTP_TIMEOUT_S: Final = 30.0
+HTTP_CONCURRENCY: Final = 32
+#: Calls per operator id, under the per-user HTTP burst of a server (30).
+CALLS_PER_OPERATOR: Final = 20
+
+REGION: Final = "GB-ENG"
+LANGUAGE: Final = "en"
+PROFILE: Final[dict[str, Any]] = {
+    "bio": "load test therapist",
+    "regions": [REGION],
+    "languages": [LANGUAGE],
+    "topics": ["anxiety", "couples"],
+    "works_with_minors": False,
+}
+TOPUP_MINOR: Final = 1_000_000
+METRICS: Final = (
+    "dispatch_ws_slow_consumers_total",
+    'dispatch_ws_connections{role="therapist"}',
+    'dispatch_ws_frames_out_total{type="request.new"}',
+    'dispatch_ws_frames_out_total{type="request.gone"}',
+)
+
+EXIT_OK: Final = 0
+EXIT_LOST: Final = 1
+EXIT_SETUP: Final = 2
+
+_Step = Callable[[Posted], Coroutine[Any, Any, None]]
+
+
+class Run:
+    """One run: its processes, its consoles and requests, and what it recorded."""
+
+    def __init__(self, cfg: Config, workdir: Path) -> None:
+        self.cfg = cfg
+        self.workdir = workdir
+        run_id = secrets.token_hex(3)
+        self.secret = secrets.token_urlsafe(48)
+        self.data_key = Fernet.generate_key().decode()
+        self.redis: Proc | None = None
+        self.servers: list[Proc] = []
+        self.ports: list[int] = []
+        self.tally = Tally()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.r = Results(
+            cfg=cfg,
+            consoles=[
+                Console(index=i, user_id=f"lt-t-{i:05d}", server=i % cfg.servers, tally=self.tally)
+                for i in range(cfg.consoles)
+            ],
+            posted=[
+                Posted(
+                    index=i,
+                    marker=f"lt-{run_id}-{i:05d}",
+                    client_id=f"lt-c-{run_id}-{i:05d}",
+                    server=i % cfg.servers,
+                )
+                for i in range(cfg.requests)
+            ],
+            wall_offset=time.time() - time.monotonic(),
+        )
+        self._token_ttl = cfg.deadline_s + 600
+
+    def token(self, role: str, sub: str) -> str:
+        return mint(self.secret, role, sub, ttl_s=self._token_ttl)
+
+    def auth(self, role: str, sub: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, sub)}"}
+
+    def base(self, server: int) -> str:
+        return f"http://{HOST}:{self.ports[server]}"
+
+    def _error(self, message: str) -> None:
+        if len(self.r.http_errors) < 200:
+            self.r.http_errors.append(message[:300])
+
+    # -- processes -------------------------------------------------------------------
+    def start_processes(self) -> None:
+        self.redis, redis_port = start_redis(self.workdir)
+        env = server_env(f"redis://{HOST}:{redis_port}/0", self.secret, self.data_key, self.workdir)
+        env.update(dict(self.cfg.server_env))
+        for i in range(self.cfg.servers):
+            self.ports.append(free_port())
+            proc = dispatch_server(i, self.ports[i], env, self.workdir)
+            proc.start()
+            self.servers.append(proc)
+
+    def stop_processes(self) -> None:
+        """Read CPU times and logs, then stop every child (servers first)."""
+        procs = [*self.servers, *([self.redis] if self.redis is not None else [])]
+        for proc in procs:
+            cpu = proc.cpu_s()
+            if cpu is not None:
+                self.r.cpu_s[proc.name] = round(cpu, 2)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.r.cpu_s["client"] = round(usage.ru_utime + usage.ru_stime, 2)
+        for proc in procs:
+            self.r.exit_codes[proc.name] = proc.stop()
+        self.r.server_logs = {p.name: scan_server_log(p.log) for p in self.servers}
+
+    def kill_processes(self) -> None:
+        """Last resort (the watchdog): SIGKILL every child at once."""
+        for proc in [*self.servers, *([self.redis] if self.redis is not None else [])]:
+            proc.kill()
+
+    async def wait_ready(self, client: httpx.AsyncClient) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for i, proc in enumerate(self.servers):
+            while True:
+                if not proc.running:
+                    raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    health = await client.get(f"{self.base(i)}/healthz", timeout=2.0)
+                    ready = await client.get(f"{self.base(i)}/readyz", timeout=2.0)
+                    if health.status_code == 200 and ready.status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.name} not ready in time:\n{proc.log_tail()}")
+                await asyncio.sleep(0.1)
+
+    # -- set-up ----------------------------------------------------------------------
+    async def _as_operators(
+        self, client: httpx.AsyncClient, calls: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """Run ``(method, path, body)`` calls as operators, a few in flight; each
+        operator id makes few enough calls on one server to stay under its rate limit."""
+        gate = asyncio.Semaphore(HTTP_CONCURRENCY)
+
+        async def call(n: int, method: str, path: str, body: dict[str, Any]) -> None:
+            batch = n // CALLS_PER_OPERATOR
+            url = self.base(batch % self.cfg.servers) + path
+            async with gate:
+                resp = await client.request(
+                    method, url, json=body, headers=self.auth("operator", f"lt-op-{batch}")
+                )
+            if resp.status_code not in (200, 201):
+                raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
+
+        await asyncio.gather(*(call(n, *c) for n, c in enumerate(calls)))
+
+    async def create_profiles(self, client: httpx.AsyncClient) -> None:
+        await self._as_operators(
+            client,
+            [
+                ("PUT", f"/v1/therapists/{c.user_id}", {**PROFILE, "name": f"Therapist {c.index}"})
+                for c in self.r.consoles
+            ],
+        )
+
+    async def fund_clients(self, client: httpx.AsyncClient) -> None:
+        """When the server has wallets (PROTOCOL.md §6), top up every client first."""
+        probe = self.r.posted[0]
+        resp = await client.get(
+            f"{self.base(0)}/v1/wallet", headers=self.auth("client", probe.client_id)
+        )
+        self.r.wallet = resp.status_code == 200
+        if self.r.wallet:
+            body = {"amount_minor": TOPUP_MINOR}
+            await self._as_operators(
+                client,
+                [
+                    (
+                        "POST",
+                        "/v1/wallet/topups",
+                        {**body, "client_id": p.client_id, "reference": f"{p.marker}-topup"},
+                    )
+                    for p in self.r.posted
+                ],
+            )
+
+    # -- the measured phases ----------------------------------------------------------
+    async def connect_consoles(self) -> None:
+        tokens = [self.token("therapist", c.user_id) for c in self.r.consoles]
+        events = [asyncio.Event() for _ in self.r.consoles]
+        burst_start = time.monotonic()
+        self.tasks = [
+            asyncio.create_task(
+                run_console(
+                    c,
+                    f"ws://{HOST}:{self.ports[c.server]}/v1/ws",
+                    token,
+                    codec=self.cfg.codec,
+                    compression=self.cfg.compression,
+                    timeout_s=self.cfg.connect_timeout_s,
+                    burst_start=burst_start,
+                    ready=ready,
+                ),
+                name=f"console-{c.index}",
+            )
+            for c, token, ready in zip(self.r.consoles, tokens, events, strict=True)
+        ]
+        await asyncio.gather(*(ev.wait() for ev in events))
+        self.r.phases["connect_all_s"] = time.monotonic() - burst_start
+
+    async def paced(self, name: str, items: Sequence[Posted], step: _Step) -> None:
+        """Start ``step`` for each item every ``--interval`` seconds (on schedule,
+        whether or not the previous one has answered), then wait for them all."""
+        start = time.monotonic()
+        pending: list[asyncio.Task[None]] = []
+        for n, p in enumerate(items):
+            delay = start + n * self.cfg.interval_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(step(p)))
+        await asyncio.gather(*pending)
+        self.r.phases[f"{name}_phase_s"] = time.monotonic() - start
+
+    async def post_one(self, client: httpx.AsyncClient, p: Posted) -> None:
+        body = {"region": REGION, "language": LANGUAGE, "topics": ["anxiety"], "notes": p.marker}
+        headers = {**self.auth("client", p.client_id), "Idempotency-Key": p.marker}
+        p.sent = time.monotonic()
+        try:
+            resp = await client.post(
+                f"{self.base(p.server)}/v1/requests", json=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            self._error(f"POST {p.marker}: {type(exc).__name__}")
+            return
+        p.responded = time.monotonic()
+        p.status = resp.status_code
+        if resp.status_code != 201:
+            self._error(f"POST {p.marker}: {resp.status_code} {resp.text[:200]}")
+            return
+        req = resp.json().get("request", {})
+        if not isinstance(req.get("id"), str) or req.get("notes") != p.marker:
+            self._error(f"POST {p.marker}: unexpected body")
+            return
+        p.request_id = req["id"]
+        with contextlib.suppress(TypeError, ValueError):
+            p.created_at = dt.datetime.fromisoformat(str(req.get("created_at"))).timestamp()
+
+    async def cancel_one(self, client: httpx.AsyncClient, p: Posted) -> None:
+        p.cancel_sent = time.monotonic()
+        try:
+            resp = await client.delete(
+                f"{self.base(p.server)}/v1/requests/{p.request_id}",
+                headers=self.auth("client", p.client_id),
+            )
+        except httpx.HTTPError as exc:
+            self._error(f"DELETE {p.marker}: {type(exc).__name__}")
+            return
+        p.cancel_responded = time.monotonic()
+        p.cancel_status = resp.status_code
+        if resp.status_code != 200:
+            self._error(f"DELETE {p.marker}: {resp.status_code} {resp.text[:200]}")
+
+    async def settle(self, kind: str, target: int) -> None:
+        """Wait (at most ``--settle``) for ``target`` first arrivals of ``kind``."""
+        start = time.monotonic()
+        self.r.settled[kind] = await self.tally.wait_for(kind, target, self.cfg.settle_s)
+        self.r.phases[f"{kind}_settle_s"] = time.monotonic() - start
+
+    async def collect_after(self, client: httpx.AsyncClient) -> None:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            resp = await client.get(
+                f"{self.base(0)}/v1/pool/stats", headers=self.auth("operator", "lt-op-stats")
+            )
+            if resp.status_code == 200:
+                self.r.pool_after = resp.json()
+        for i in range(self.cfg.servers):
+            values: dict[str, float] = {}
+            with contextlib.suppress(httpx.HTTPError):
+                values = metric_values((await client.get(f"{self.base(i)}/metrics")).text, METRICS)
+            self.r.server_metrics.append(values)
+
+    async def close_consoles(self) -> None:
+        for c in self.r.consoles:
+            c.stopping = True
+
+        async def close(c: Console) -> None:
+            if c.ws is not None:
+                with contextlib.suppress(Exception):
+                    await c.ws.close()
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(20):
+                await asyncio.gather(*(close(c) for c in self.r.consoles))
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- main ------------------------------------------------------------------------
+    async def main(self) -> None:
+        try:
+            async with asyncio.timeout(self.cfg.deadline_s):
+                await self._phases()
+        except TimeoutError:
+            self.r.aborted = f"deadline of {self.cfg.deadline_s:.0f} s passed"
+        finally:
+            await self.close_consoles()
+
+    async def _phases(self) -> None:
+        t0 = time.monotonic()
+        self.start_processes()
+        # Idle connections are dropped before uvicorn's 5 s keep-alive closes them, so
+        # no request is ever sent on a connection the server is closing (a ReadError).
+        limits = httpx.Limits(
+            max_connections=2 * HTTP_CONCURRENCY, max_keepalive_connections=64, keepalive_expiry=2.0
+        )
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, limits=limits) as client:
+            await self.wait_ready(client)
+            self.r.phases["start_s"] = time.monotonic() - t0
+            t = time.monotonic()
+            await self.create_profiles(client)
+            await self.fund_clients(client)
+            self.r.phases["profiles_s"] = time.monotonic() - t
+
+            await self.connect_consoles()
+            ready = sum(1 for c in self.r.consoles if c.ready_s is not None)
+            if ready == 0:
+                raise RuntimeError("no console became available")
+
+            await self.paced("post", self.r.posted, lambda p: self.post_one(client, p))
+            created = [p for p in self.r.posted if p.request_id is not None]
+            await self.settle(NEW, len(created) * ready)
+
+            await self.paced("cancel", created, lambda p: self.cancel_one(client, p))
+            cancelled = sum(1 for p in created if p.cancel_status == 200)
+            await self.settle(GONE, cancelled * ready)
+            await self.collect_after(client)
+
+
+def _raise_nofile(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it): a lighter client."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    # Each console is a socket here (and one on a server, a child of ours).
+    _raise_nofile(2 * cfg.consoles + 1024)
+    workdir = Path(tempfile.mkdtemp(prefix="qc-fanout-"))
+    run = Run(cfg, workdir)
+
+    def watchdog() -> None:  # the event loop is stuck well past the deadline
+        print("fanout: hard deadline passed; killing everything", file=sys.stderr, flush=True)
+        run.kill_processes()
+        os._exit(EXIT_SETUP)
+
+    timer = threading.Timer(cfg.deadline_s + 60.0, watchdog)
+    timer.daemon = True
+    timer.start()
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run.main())
+    except KeyboardInterrupt:
+        run.r.aborted = "interrupted"
+    except Exception as exc:
+        run.r.setup_error = f"{type(exc).__name__}: {exc}"
+    finally:
+        run.stop_processes()
+        timer.cancel()
+    args = list(sys.argv[1:] if argv is None else argv)
+    report = _report.build(run.r, " ".join(["python -m loadtest.fanout", *args]))
+    print(_report.human(report), flush=True)
+    if cfg.out is not None:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {cfg.out}")
+    if cfg.keep:
+        print(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if run.r.setup_error is not None or run.r.aborted is not None:
+        return EXIT_SETUP
+    return EXIT_OK if report["ok"] else EXIT_LOST
+
+
+if __name__ == "__main__":
+    sys.exit(main())
