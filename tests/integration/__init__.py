@@ -1,0 +1,1 @@
+"""Integration tests: real ``dispatch serve`` processes sharing one real redis-server."""
