@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint clean bench
+.PHONY: venv run test lint clean bench services
 
 venv: $(STAMP)
 
@@ -19,8 +19,17 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/dispatch serve --dev --demo
 
-test: lint
+test: lint services
 	$(BIN)/pytest
+
+# The suite starts its own redis-server; PostgreSQL (for the durable-store
+# tests) must answer on 127.0.0.1:5432. Start the local cluster if it is down.
+services:
+	@command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)"; exit 1; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+		{ command -v pg_ctlcluster >/dev/null && \
+		  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; } || \
+		echo "PostgreSQL is not answering on 127.0.0.1:5432: its tests will fail under CI=true"
 
 lint: venv
 	$(BIN)/ruff check .

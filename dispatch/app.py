@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from dispatch import demo, routes, ws
+from dispatch import calllog, demo, routes, ws
 from dispatch.bus import Bus, LocalBus, RedisBus
 from dispatch.context import AppContext
+from dispatch.db import Database
 from dispatch.errors import DispatchError
 from dispatch.hub import Hub
 from dispatch.logs import configure, get_logger
@@ -23,6 +24,10 @@ from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from pool.memory import MemoryPool
 from pool.store import PoolStore
+from signaling.crypto import Cipher
+from signaling.ice import make_provider
+from signaling.records import Records
+from signaling.relay import Signaling
 
 log = get_logger(component="app")
 
@@ -43,8 +48,30 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         store, bus = MemoryPool(settings.timeouts()), LocalBus()
     metrics = Metrics()
     hub = Hub(store, metrics)
-    dispatcher = Dispatcher(store, bus, metrics, list(settings.ice_servers), clock)
-    return AppContext(settings, store, bus, metrics, hub, dispatcher, clock)
+    db = Database.from_url(settings.database_url)
+    records = Records(db, Cipher.from_setting(settings.data_key))
+    ice = make_provider(
+        list(settings.ice_servers),
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        settings.turn_ttl_s,
+    )
+    dispatcher = Dispatcher(store, bus, metrics, ice, records, clock)
+    signaling = Signaling(
+        store, bus, records, held_frames_max=settings.held_frames_max, clock=clock
+    )
+    return AppContext(
+        settings=settings,
+        store=store,
+        bus=bus,
+        metrics=metrics,
+        hub=hub,
+        dispatcher=dispatcher,
+        signaling=signaling,
+        db=db,
+        ice=ice,
+        clock=clock,
+    )
 
 
 async def _dispatch_error(request: Request, exc: Exception) -> Response:
@@ -73,6 +100,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ctx.db.migrate()
         if settings.demo:
             await demo.seed(ctx.store)
         await ctx.start()
@@ -82,7 +110,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             await ctx.stop()
 
     app = Starlette(
-        routes=[*routes.ROUTES, WebSocketRoute("/v1/ws", ws.endpoint)],
+        routes=[*routes.ROUTES, *calllog.ROUTES, WebSocketRoute("/v1/ws", ws.endpoint)],
         exception_handlers={
             DispatchError: _dispatch_error,
             HTTPException: _http_error,

@@ -1,7 +1,10 @@
 """The ``dispatch`` command: ``dispatch serve`` runs the server, ``dispatch
-token`` prints a signed token for demos and tests (PROTOCOL.md §1, §2).
+token`` prints a signed token for demos and tests (PROTOCOL.md §1, §2),
+``dispatch keys new|rotate`` makes a data key and re-encrypts chat and notes
+under the first key of ``DISPATCH_DATA_KEY``.
 
-Exit codes: 0 done, 2 bad usage or configuration (the message goes to stderr).
+Exit codes: 0 done, 1 the database is unavailable or holds data no key opens,
+2 bad usage or configuration (the message goes to stderr).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ WS_IMPL: Final = "websockets-sansio"
 SUBPROTOCOLS: Final = ("qc.v1.json", "qc.v1.msgpack")
 DEMO_TOKEN_TTL_S: Final = 12 * 3600
 EXIT_USAGE: Final = 2
+EXIT_FAILED: Final = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name (optional)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
     token.add_argument("--secret", help="signing key (default: $DISPATCH_SECRET)")
+
+    keys = sub.add_parser(
+        "keys",
+        help="data keys: make one, re-encrypt stored chat and notes",
+        description="Rotation: put a new key first in DISPATCH_DATA_KEY (KEY_NEW,KEY_OLD) on "
+        "every server, run `dispatch keys rotate`, then drop the old key.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_sub.add_parser("new", help="print a fresh data key (a Fernet key)")
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="re-encrypt every chat message and note under the first key of "
+        "DISPATCH_DATA_KEY; prints how many rows",
+    )
+    rotate.add_argument(
+        "--database-url", help="the database (DISPATCH_DATABASE_URL, default sqlite)"
+    )
     return parser
 
 
@@ -72,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "token":
         return _token(args, os.environ)
+    if args.command == "keys":
+        return _keys(args, os.environ)
     return _serve(args, os.environ)
 
 
@@ -88,6 +111,55 @@ def _token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(tokens.mint(secret, args.role, args.sub, name=args.name, ttl_s=args.ttl))
     except ValueError as e:
         return _fail(str(e))
+    return 0
+
+
+def _keys(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from signaling.crypto import new_key
+
+    if args.keys_command == "new":
+        print(new_key())
+        return 0
+    return _keys_rotate(args, env)
+
+
+def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import asyncio
+
+    from dispatch.db import Database
+    from dispatch.errors import Unavailable
+    from signaling.crypto import Cipher, DataKeyError
+    from signaling.records import Records
+
+    setting = env.get("DISPATCH_DATA_KEY", "").strip()
+    if not setting:
+        return _fail("DISPATCH_DATA_KEY is not set: list the new key first, then the old ones")
+    url = (
+        args.database_url
+        or env.get("DISPATCH_DATABASE_URL", "").strip()
+        or Settings.database_url  # the dataclass default
+    )
+    try:
+        cipher = Cipher.from_setting(setting)
+        db = Database.from_url(url)
+    except ValueError as e:
+        return _fail(str(e))
+
+    async def rotate() -> int:
+        try:
+            # The rotation expects the latest schema; bringing it there is
+            # what every server does at start-up anyway.
+            await db.migrate()
+            return await Records(db, cipher).rotate_keys()
+        finally:
+            await db.aclose()
+
+    try:
+        count = asyncio.run(rotate())
+    except (Unavailable, DataKeyError) as e:
+        print(f"dispatch: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(count)
     return 0
 
 

@@ -3,7 +3,8 @@
 Loops (each survives its dependency being down and logs why):
 
 - timers: every ``timer_tick_s`` fire due deadlines and graces (the store makes
-  each fire exactly once across servers);
+  each fire exactly once across servers), ending sessions whose participant
+  stayed away past the grace (``peer_lost``);
 - stats: every ``stats_interval_s`` read the pool's numbers, push ``pool.stats``
   to local operators and set the gauges;
 - heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
@@ -20,7 +21,8 @@ from typing import Any
 
 from dispatch import frames
 from dispatch.bus import Bus
-from dispatch.errors import BadInput, DispatchError, Forbidden
+from dispatch.db import Database
+from dispatch.errors import BadInput, DispatchError
 from dispatch.hub import Conn, Hub
 from dispatch.logs import get_logger
 from dispatch.metrics import Metrics
@@ -28,9 +30,10 @@ from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from dispatch.tokens import User
-from pool import rules
-from pool.model import Request, Role, State, TherapistProfile, rfc3339
+from pool.model import Request, Role, Session, State, TherapistProfile, rfc3339
 from pool.store import PoolStore
+from signaling.ice import IceProvider
+from signaling.relay import Signaling
 
 log = get_logger(component="context")
 
@@ -43,6 +46,9 @@ class AppContext:
     metrics: Metrics
     hub: Hub
     dispatcher: Dispatcher
+    signaling: Signaling
+    db: Database
+    ice: IceProvider
     clock: Callable[[], float] = time.time
     #: HTTP calls per user: a sustained 10 a second, bursts of 30.
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
@@ -50,19 +56,9 @@ class AppContext:
     _beats: int = 0
     _stopping: bool = False
 
-    @property
-    def ice_servers(self) -> list[dict[str, Any]]:
-        return list(self.settings.ice_servers)
-
     # -- frames built from the store -----------------------------------------
     async def snapshot_for(self, profile: TherapistProfile | None) -> dict[str, Any]:
-        """``pool.snapshot``: every waiting request this therapist may take."""
-        requests: list[dict[str, Any]] = []
-        if profile is not None:
-            for i, req in enumerate(await self.store.waiting(), start=1):
-                if rules.may_see(profile, req):
-                    requests.append(req.public(i))
-        return {"type": "pool.snapshot", "requests": requests}
+        return await self.hub.snapshot(profile)
 
     @staticmethod
     def claim_ok_frame(req: Request) -> dict[str, Any]:
@@ -83,12 +79,26 @@ class AppContext:
         }
 
     async def session_frame(self, user: User, conn: Conn, frame: frames.Inbound) -> None:
-        """Frames inside a session (signaling, chat, notes)."""
-        session_id = getattr(frame, "session_id", None)
-        session = await self.store.get_session(session_id) if session_id else None
-        if session is None or user.id not in (session.client_id, session.therapist_id):
-            raise Forbidden("you are not a participant of this session")
-        raise BadInput(f"{frame.TYPE} is not served by this version of the server")
+        """Frames inside a session (signaling, chat, notes, ending)."""
+        sig = self.signaling
+        match frame:
+            case frames.SessionJoin(session_id=sid):
+
+                def answer(out: list[dict[str, Any]]) -> None:
+                    for f in out:
+                        conn.send_frame(f)
+
+                await sig.join(user.id, sid, frame.ref, answer)
+            case frames.RtcSignal(session_id=sid, data=data):
+                await sig.signal(user.id, sid, data)
+            case frames.ChatSend(session_id=sid, text=text, client_msg_id=cmid):
+                await sig.chat(user.id, sid, text, cmid, (conn.id, frame.ref))
+            case frames.NoteSave(session_id=sid, text=text):
+                await sig.note(user.id, user.role, sid, text, (conn.id, frame.ref))
+            case frames.SessionEnd(session_id=sid):
+                await sig.end(user.id, sid, (conn.id, frame.ref))
+            case _:
+                raise BadInput(f"{frame.TYPE} is not a frame this server serves")
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -120,6 +130,7 @@ class AppContext:
             await asyncio.sleep(0.05)
         await self.bus.aclose()
         await self.store.aclose()
+        await self.db.aclose()
 
     async def resume(self, conn: Conn) -> None:
         """Send a console everything it needs to pick up where the pool is:
@@ -146,7 +157,8 @@ class AppContext:
                     conn.send_frame(offer)
         session = await store.open_session_of(user.id)
         if session is not None:
-            conn.send_frame({"type": "session.ready", "session": session.public(self.ice_servers)})
+            ice = await self.ice.ice_servers()
+            conn.send_frame({"type": "session.ready", "session": session.public(ice)})
 
     async def resync(self) -> None:
         """After the bus missed events: re-send every local console its state."""
@@ -174,8 +186,15 @@ class AppContext:
             await asyncio.sleep(interval)
 
     async def _tick(self) -> None:
-        while await self.dispatcher.tick() > 0:
-            pass
+        while True:
+            fired = await self.store.fire_due(self.clock())
+            for item in fired:
+                if isinstance(item, Session):
+                    await self.signaling.finish(item)  # a participant lost past the grace
+                else:
+                    await self.dispatcher.fired(item)
+            if not fired:
+                return
 
     async def _stats(self) -> None:
         stats = await self.store.stats(self.clock())

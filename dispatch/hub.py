@@ -124,7 +124,7 @@ class Hub:
             elif effect.kind == "client_state" and effect.request is not None:
                 await self._client_state(effect)
             elif effect.kind == "user" and effect.to is not None:
-                self._to_user(effect)
+                await self._to_user(effect)
             elif effect.kind == "positions":
                 await self.refresh_positions()
             elif effect.kind == "profile" and effect.to is not None:
@@ -176,16 +176,19 @@ class Hub:
                 conn.send(plain)
         self._metrics.frames_out.labels(type="request.state").inc(len(conns))
 
-    def _to_user(self, effect: Effect) -> None:
+    async def _to_user(self, effect: Effect) -> None:
         assert effect.to is not None
         ftype = effect.frame.get("type")
         plain = Encoded(effect.frame)
-        conns = self.conns_of(effect.to)
+        conns = list(self.conns_of(effect.to))
+        freed: list[Conn] = []
         for conn in conns:
             if conn.user.role is Role.THERAPIST:
                 if ftype in _HOLDS:
                     conn.busy = True
                 elif ftype in _FREES:
+                    if conn.busy:
+                        freed.append(conn)
                     conn.busy = False
                 elif ftype == "status.ok":
                     conn.available = bool(effect.frame.get("available"))
@@ -193,8 +196,22 @@ class Hub:
                 conn.send_frame({**effect.frame, "ref": effect.ref})
             else:
                 conn.send(plain)
+        if freed:
+            # While busy the console got no request.new; give it the pool as it is now.
+            snapshot = Encoded(await self.snapshot(freed[0].profile))
+            for conn in freed:
+                conn.send(snapshot)
         if conns and ftype is not None:
             self._metrics.frames_out.labels(type=str(ftype)).inc(len(conns))
+
+    async def snapshot(self, profile: TherapistProfile | None) -> dict[str, Any]:
+        """``pool.snapshot``: every waiting request this therapist may take."""
+        requests: list[dict[str, Any]] = []
+        if profile is not None:
+            for i, req in enumerate(await self._store.waiting(), start=1):
+                if rules.may_see(profile, req):
+                    requests.append(req.public(i))
+        return {"type": "pool.snapshot", "requests": requests}
 
     async def refresh_positions(self) -> None:
         """Send ``request.state`` to each local waiting client whose place moved."""

@@ -17,14 +17,14 @@ from dispatch.tokens import User, bearer, verify
 from pool.model import Role
 
 
-def _ctx(request: HttpRequest) -> AppContext:
+def ctx_of(request: HttpRequest) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
-def _user(request: HttpRequest, *roles: Role) -> User:
+def signed_in(request: HttpRequest, *roles: Role) -> User:
     """The signed-in caller; 401 without a valid token, 403 for another role."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized("missing bearer token")
@@ -45,8 +45,8 @@ def _request_body(ctx: AppContext, req: Any, position: int | None) -> dict[str, 
 
 
 async def create_request(request: HttpRequest) -> Response:
-    ctx = _ctx(request)
-    user = _user(request, Role.CLIENT)
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.CLIENT)
     key = validation.parse_idempotency_key(request.headers.get("idempotency-key"))
     draft = validation.parse_draft(await _body(request))
     req, created = await ctx.dispatcher.create_request(user, draft, key)
@@ -56,24 +56,24 @@ async def create_request(request: HttpRequest) -> Response:
 
 
 async def get_request(request: HttpRequest) -> Response:
-    ctx = _ctx(request)
-    user = _user(request, Role.CLIENT, Role.OPERATOR)
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.CLIENT, Role.OPERATOR)
     rid = validation.validate_id(request.path_params["request_id"], "request_id")
     req, position = await ctx.dispatcher.get_request(user, rid)
     return JSONResponse(_request_body(ctx, req, position))
 
 
 async def cancel_request(request: HttpRequest) -> Response:
-    ctx = _ctx(request)
-    user = _user(request, Role.CLIENT)
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.CLIENT)
     rid = validation.validate_id(request.path_params["request_id"], "request_id")
     change = await ctx.dispatcher.cancel(user, rid)
     return JSONResponse(_request_body(ctx, change.after, None))
 
 
 async def put_therapist(request: HttpRequest) -> Response:
-    ctx = _ctx(request)
-    _user(request, Role.OPERATOR)
+    ctx = ctx_of(request)
+    signed_in(request, Role.OPERATOR)
     tid = validation.validate_id(request.path_params["therapist_id"], "id")
     profile = validation.parse_profile(tid, await _body(request))
     existed = await ctx.store.get_profile(tid) is not None
@@ -82,8 +82,8 @@ async def put_therapist(request: HttpRequest) -> Response:
 
 
 async def get_therapist(request: HttpRequest) -> Response:
-    ctx = _ctx(request)
-    _user(request)
+    ctx = ctx_of(request)
+    signed_in(request)
     tid = validation.validate_id(request.path_params["therapist_id"], "id")
     profile = await ctx.store.get_profile(tid)
     if profile is None:
@@ -92,14 +92,14 @@ async def get_therapist(request: HttpRequest) -> Response:
 
 
 async def pool_stats(request: HttpRequest) -> Response:
-    ctx = _ctx(request)
-    _user(request, Role.OPERATOR)
+    ctx = ctx_of(request)
+    signed_in(request, Role.OPERATOR)
     stats = await ctx.store.stats(ctx.clock())
     return JSONResponse(stats.public())
 
 
 async def metrics(request: HttpRequest) -> Response:
-    return Response(_ctx(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: HttpRequest) -> Response:
@@ -107,8 +107,10 @@ async def healthz(request: HttpRequest) -> Response:
 
 
 async def readyz(request: HttpRequest) -> Response:
+    ctx = ctx_of(request)
     try:
-        await _ctx(request).store.ping()
+        await ctx.store.ping()
+        await ctx.db.ping()
     except DispatchError as exc:
         return JSONResponse(
             {"status": "unavailable", "error": {"code": exc.code, "message": exc.message}},

@@ -12,7 +12,6 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
 
 from dispatch.bus import Bus
 from dispatch.errors import DispatchError, Forbidden, NotFound, RequestExists
@@ -23,6 +22,8 @@ from pool import effects as fx
 from pool.effects import Change, Effect
 from pool.model import Draft, Request, Role, State, TherapistProfile
 from pool.store import PoolStore
+from signaling.ice import IceProvider
+from signaling.records import Records
 
 log = get_logger(component="service")
 
@@ -40,20 +41,23 @@ class Dispatcher:
         store: PoolStore,
         bus: Bus,
         metrics: Metrics,
-        ice_servers: list[dict[str, Any]],
+        ice: IceProvider,
+        records: Records,
         clock: Clock = time.time,
     ) -> None:
         self.store = store
         self.bus = bus
         self.metrics = metrics
-        self.ice_servers = ice_servers
+        self.ice = ice
+        self.records = records
         self.clock = clock
 
     # -- publishing --------------------------------------------------------
     async def publish(
         self, change: Change, actor: str | None = None, origin: Origin | None = None
     ) -> None:
-        out = fx.effects(change, self.ice_servers)
+        ice = await self.ice.ice_servers() if change.session is not None else []
+        out = fx.effects(change, ice)
         if origin is not None and actor is not None:
             conn, ref = origin
             out = [dataclasses.replace(e, conn=conn, ref=ref) if e.to == actor else e for e in out]
@@ -136,9 +140,24 @@ class Dispatcher:
         await self.publish(change, user.id, origin)
         return change
 
-    async def accept(self, user: User, request_id: str, origin: Origin | None) -> Change:
-        change = await self.store.accept(request_id, user.id, new_id("ses"), self.clock())
+    async def accept(
+        self, user: User, request_id: str, terms_version: str, origin: Origin | None
+    ) -> Change:
+        """Match the request and open its session; the durable record is
+        written before anyone is told, so the call log never misses a call."""
+        now = self.clock()
+        change = await self.store.accept(request_id, user.id, new_id("ses"), now)
         after = change.after
+        if change.session is not None:
+            profile = await self.store.get_profile(change.session.therapist_id)
+            await self.records.session_matched(
+                change.session,
+                after,
+                client_name=user.name,
+                therapist_name=profile.name if profile is not None else None,
+                terms_version=terms_version,
+                now=now,
+            )
         self.metrics.matches.inc()
         if change.before is not None and change.before.claimed_at is not None:
             self.metrics.wait_time.observe(change.before.claimed_at - after.created_at)
@@ -151,11 +170,8 @@ class Dispatcher:
         return change
 
     # -- timers --------------------------------------------------------------
-    async def tick(self) -> int:
-        """Fire whatever is due; returns how many changes were made."""
-        changes = await self.store.fire_due(self.clock())
-        for change in changes:
-            if change.after.state is State.EXPIRED:
-                self.metrics.expiries.labels(reason=change.after.reason or "unknown").inc()
-            await self.publish(change)
-        return len(changes)
+    async def fired(self, change: Change) -> None:
+        """Announce a change a timer made (deadline or claim grace)."""
+        if change.after.state is State.EXPIRED:
+            self.metrics.expiries.labels(reason=change.after.reason or "unknown").inc()
+        await self.publish(change)

@@ -10,6 +10,14 @@ tokens) and ``data_key`` (the Fernet key that encrypts chat and notes at rest).
 Without them the service refuses to start, unless ``dev`` is set, in which case
 a random secret is made and a data key derived from it for that run.
 
+``data_key`` may list several Fernet keys separated by commas: the first
+encrypts, every one of them decrypts. That is how keys rotate: put the new key
+first, run ``dispatch keys rotate``, then drop the old one
+(:class:`signaling.crypto.Cipher`).
+
+``twilio_account_sid`` and ``twilio_auth_token`` (for TURN credentials) are set
+together or not at all.
+
 Any bad value raises :class:`ConfigError`, whose message names the variable.
 ``ConfigError`` is deliberately not a :class:`dispatch.errors.DispatchError`:
 it is the operator's fault at start-up, never a user's at run time.
@@ -108,6 +116,13 @@ class Settings:
     min_balance_minutes: int = 10
     therapist_share_pct: int = 60
     timezone: str = "Europe/London"
+    # -- media relay (TURN) ----------------------------------------------------
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    #: Lifetime of the TURN credentials handed to a session.
+    turn_ttl_s: int = 3600
+    #: Frames held for a participant while it reconnects, before the oldest go.
+    held_frames_max: int = 256
 
     secret_generated: bool = field(default=False, init=False, compare=False)
 
@@ -138,13 +153,12 @@ class Settings:
                     "print(Fernet.generate_key().decode())'); --dev derives one"
                 )
             object.__setattr__(self, "data_key", derive_data_key(self.secret))
-        try:
-            Fernet(self.data_key)
-        except (ValueError, TypeError):
+        _check_data_key(self.data_key)
+        if (self.twilio_account_sid is None) != (self.twilio_auth_token is None):
             raise ConfigError(
-                f"{env_name('data_key')} is not a Fernet key: it must be 32 random bytes "
-                "in URL-safe base64 (44 characters)"
-            ) from None
+                f"{env_name('twilio_account_sid')} and {env_name('twilio_auth_token')} "
+                "go together: set both or neither"
+            )
 
     def timeouts(self) -> Timeouts:
         """The pool's clocks."""
@@ -153,6 +167,24 @@ class Settings:
             request_max_wait_s=self.request_max_wait_s,
             reconnect_grace_s=self.reconnect_grace_s,
         )
+
+
+def _check_data_key(value: str) -> None:
+    """One Fernet key, or several separated by commas (the first encrypts)."""
+    var = env_name("data_key")
+    keys = [k.strip() for k in value.split(",")]
+    for i, key in enumerate(keys, 1):
+        # The message names the key's place in the list, never the key itself.
+        where = var if len(keys) == 1 else f"{var} (key {i} of {len(keys)})"
+        if not key:
+            raise ConfigError(f"{where} is empty: list Fernet keys separated by commas")
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{where} is not a Fernet key: it must be 32 random bytes "
+                "in URL-safe base64 (44 characters)"
+            ) from None
 
 
 def derive_data_key(secret: str) -> str:
@@ -179,7 +211,12 @@ _FIELD_TYPES: Final = {
     "log_json": bool,
     "currency": str,
     "timezone": str,
+    "twilio_account_sid": str,
+    "twilio_auth_token": str,
 }
+
+#: String settings that may be left unset (``None``).
+_OPTIONAL: Final = frozenset({"twilio_account_sid", "twilio_auth_token"})
 
 
 def _kind(name: str) -> type:
@@ -265,6 +302,8 @@ def _check(name: str, value: Any) -> None:
         if value is None:
             return
         _check_redis_url(var, value)
+        return
+    if name in _OPTIONAL and value is None:
         return
     if kind is str:
         if not isinstance(value, str):

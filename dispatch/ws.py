@@ -216,7 +216,7 @@ class _Session:
             case frames.ClaimRelease(request_id=rid):
                 await d.release(self.user, rid, origin)
             case frames.OfferAccept(request_id=rid, terms_version=terms):
-                change = await d.accept(self.user, rid, origin)
+                change = await d.accept(self.user, rid, terms, origin)
                 self.log.info(
                     "offer.accepted",
                     request_id=rid,

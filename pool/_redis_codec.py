@@ -78,8 +78,19 @@ def request_draft(region: Any, language: Any, topics: Any, age: Any) -> Draft:
 
 
 def decode_session(fields: Mapping[Any, Any] | Flat) -> Session | None:
+    """The session of a hash, or None for an empty one. ``joined`` is a JSON
+    array (the scripts append to it with cjson); absent until someone joins."""
     m = as_map(fields)
-    return Session.from_record(dict(m)) if m else None
+    if not m:
+        return None
+    rec: dict[str, Any] = dict(m)
+    rec["joined"] = json.loads(m.get("joined") or "[]")
+    return Session.from_record(rec)
+
+
+def raw(value: Any) -> bytes:
+    """A reply element as ``bytes`` (a held frame, msgpack)."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 def decode_hold(value: Any) -> Hold | None:

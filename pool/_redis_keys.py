@@ -10,7 +10,8 @@ The price is that the pool does not shard across Cluster nodes; it does not
 need to (a few thousand small keys).
 
 The Lua scripts build the per-id keys they discover while running (the
-client of an expired request, the connections of a reaped server) from the
+client of an expired request, the connections of a reaped server, the
+participants and held frames of a session ended past a grace) from the
 same base (``ARGV`` prefix); those names must stay in step with this module.
 """
 
@@ -70,6 +71,12 @@ class Keys:
     def sess(self, session_id: str) -> str:
         """hash: the session's fields."""
         return self.sess_prefix + session_id
+
+    def held(self, session_id: str, role: str) -> str:
+        """list of msgpack frames held for the session's participant of ``role``
+        (``client`` or ``therapist``) until it joins. By role, not user id, so
+        that a step can name both lists before it has read the session."""
+        return f"{self.base}held:{session_id}:{role}"
 
     def open_session(self, user_id: str) -> str:
         """string: the user's open session id."""

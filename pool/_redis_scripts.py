@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 
 from dispatch.errors import (
     Busy,
+    Conflict,
     DispatchError,
     Forbidden,
     NotEligible,
@@ -28,6 +29,7 @@ from dispatch.errors import (
     RequestExists,
     Taken,
 )
+from pool.model import NO_SUCH_SESSION, NOT_A_PARTICIPANT, TOO_MANY_HELD
 
 _USES_LIB = "-- uses _lib.lua"
 
@@ -44,6 +46,9 @@ ERRORS: dict[str, tuple[type[DispatchError], str | None]] = {
     "forbidden": (Forbidden, "you do not hold a claim on this request"),
     "no_offer": (Taken, "there is no offer on this request"),
     "not_cancellable": (Taken, "the request can no longer be cancelled"),
+    "no_session": (NotFound, NO_SUCH_SESSION),
+    "not_participant": (Forbidden, NOT_A_PARTICIPANT),
+    "too_many_held": (Conflict, TOO_MANY_HELD),
 }
 
 

@@ -8,13 +8,16 @@ applies :mod:`pool.rules` to plain dictionaries.
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
-from dispatch.errors import NotFound, RequestExists
+from dispatch.errors import Conflict, NotFound, RequestExists
 from pool import rules
 from pool.effects import Change
 from pool.model import (
     ACTIVE_STATES,
+    TOO_MANY_HELD,
     Draft,
+    EndReason,
     Hold,
     PoolStats,
     Request,
@@ -24,6 +27,9 @@ from pool.model import (
     State,
     TherapistProfile,
     Timeouts,
+    open_session_for,
+    pack_frame,
+    unpack_frame,
 )
 
 _IDEMPOTENCY_TTL_S = 24 * 3600.0
@@ -41,6 +47,8 @@ class MemoryPool:
         self._holds: dict[str, Hold] = {}
         self._sessions: dict[str, Session] = {}
         self._open_session_by_user: dict[str, str] = {}
+        #: (session id, role of the addressee) -> frames held for it, packed.
+        self._held: dict[tuple[str, Role], list[bytes]] = {}
         self._conns: dict[str, set[str]] = {}  # user -> {"server|conn"}
         self._server_conns: dict[str, set[tuple[str, str]]] = {}  # server -> {(user, conn)}
         self._roles: dict[str, Role] = {}
@@ -148,8 +156,8 @@ class MemoryPool:
         self._events["cancelled"].append(now)
         return Change(before, after)
 
-    async def fire_due(self, now: float, limit: int = 100) -> list[Change]:
-        changes: list[Change] = []
+    async def fire_due(self, now: float, limit: int = 100) -> list[Change | Session]:
+        changes: list[Change | Session] = []
         due = sorted(
             (r.expires_at, r.id)
             for r in self._requests.values()
@@ -165,16 +173,19 @@ class MemoryPool:
         for user, at in sorted(self._graces.items(), key=lambda kv: kv[1]):
             if at > now or len(changes) >= limit:
                 continue
-            del self._graces[user]
-            if self._conns.get(user):
+            # An ending earlier in this loop may have cancelled this grace.
+            if self._graces.pop(user, None) is None or self._conns.get(user):
                 continue
             hold = self._holds.get(user)
+            sid = self._open_session_by_user.get(user)
             if hold is not None and hold.kind == "claim":
                 before = self._requests[hold.id]
                 after = rules.on_therapist_lost(before, user, now, self.timeouts)
                 if after is not None:
                     self._write(before, after)
                     changes.append(Change(before, after, lost_therapist=user))
+            elif sid is not None and self._sessions[sid].is_open:
+                changes.append(self._end(self._sessions[sid], EndReason.PEER_LOST, now))
         return changes
 
     # -- therapists and sessions -------------------------------------------
@@ -187,6 +198,53 @@ class MemoryPool:
     async def open_session_of(self, user_id: str) -> Session | None:
         sid = self._open_session_by_user.get(user_id)
         return None if sid is None else self._sessions.get(sid)
+
+    async def join_session(
+        self, session_id: str, user_id: str, now: float
+    ) -> tuple[Session, bool, list[dict[str, Any]]]:
+        before = open_session_for(self._sessions.get(session_id), user_id)
+        after = before.joined_by(user_id, now)
+        self._sessions[session_id] = after
+        held = self._held.pop((session_id, before.role_of(user_id)), [])
+        went_live = before.state is SessionState.READY and after.state is SessionState.LIVE
+        return after, went_live, [unpack_frame(f) for f in held]
+
+    async def pass_or_hold(
+        self, session_id: str, from_user: str, frame: dict[str, Any], max_held: int = 256
+    ) -> bool:
+        packed = pack_frame(frame)  # first, as RedisPool must: a bad frame fails alike
+        session = open_session_for(self._sessions.get(session_id), from_user)
+        peer, peer_role = session.peer_of(from_user)
+        if peer in session.joined:
+            return True
+        held = self._held.setdefault((session_id, peer_role), [])
+        if len(held) >= max_held:
+            raise Conflict(TOO_MANY_HELD)
+        held.append(packed)
+        return False
+
+    async def end_session(self, session_id: str, reason: str, now: float) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None or not session.is_open:
+            return None
+        return self._end(session, reason, now)
+
+    def _end(self, session: Session, reason: str, now: float) -> Session:
+        """Open -> ended, and let go of everything the session held."""
+        sid = session.id
+        after = session.ended(reason, now)
+        self._sessions[sid] = after
+        for role in (Role.CLIENT, Role.THERAPIST):
+            self._held.pop((sid, role), None)
+        tid = session.therapist_id
+        if self._holds.get(tid) == Hold("session", sid):
+            del self._holds[tid]
+        for user in (session.client_id, tid):
+            if self._open_session_by_user.get(user) == sid:
+                del self._open_session_by_user[user]
+            if user not in self._holds and user not in self._open_session_by_user:
+                self._graces.pop(user, None)
+        return after
 
     # -- presence ----------------------------------------------------------
     async def connect(

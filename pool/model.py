@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgpack
+
+from dispatch.errors import Forbidden, NotFound
+
 
 class State(StrEnum):
     WAITING = "waiting"
@@ -210,9 +214,43 @@ class SessionState(StrEnum):
     ENDED = "ended"
 
 
+#: States in which a session is open: its participants may join and signal.
+OPEN_SESSION_STATES = frozenset({SessionState.READY, SessionState.LIVE})
+
+
+class EndReason(StrEnum):
+    """Why a session ended (the ``reason`` of ``session.ended``)."""
+
+    ENDED_BY_CLIENT = "ended_by_client"
+    ENDED_BY_THERAPIST = "ended_by_therapist"
+    PEER_LOST = "peer_lost"
+    FUNDS_EXHAUSTED = "funds_exhausted"
+
+
+#: The messages of the errors the session steps raise; both adapters (and the
+#: Redis scripts' error codes) use exactly these.
+NO_SUCH_SESSION = "no such session"
+NOT_A_PARTICIPANT = "you are not a participant of this session"
+TOO_MANY_HELD = "too many frames held for a peer who has not joined"
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
-    """The session object S (PROTOCOL.md §5); ``ice_servers`` is added at the edge."""
+    """The session object S (PROTOCOL.md §5); ``ice_servers`` is added at the edge.
+
+    State machine::
+
+        ready --both participants joined--> live
+        ready|live --end (a participant, funds, peer lost past the grace)--> ended
+
+    ``joined`` is private (never in :meth:`public`): the participants whose
+    console has opened the call; frames are held only for one that has not
+    (``PoolStore.pass_or_hold``). A participant stays in it when its
+    connection drops, on purpose: frames relayed meanwhile are passed, go out
+    on the bus, and are lost for that console only while it is offline. Its
+    reconnect covers that: it gets ``session.ready`` again and joins again,
+    and the call's signalling starts over from there.
+    """
 
     id: str
     request_id: str
@@ -223,6 +261,46 @@ class Session:
     started_at: float | None = None
     ended_at: float | None = None
     end_reason: str | None = None
+    joined: frozenset[str] = frozenset()
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_SESSION_STATES
+
+    def role_of(self, user_id: str) -> Role:
+        """The participant's role; raises Forbidden for anyone else."""
+        if user_id == self.client_id:
+            return Role.CLIENT
+        if user_id == self.therapist_id:
+            return Role.THERAPIST
+        raise Forbidden(NOT_A_PARTICIPANT)
+
+    def peer_of(self, user_id: str) -> tuple[str, Role]:
+        """The other participant and its role; raises Forbidden for a non-participant."""
+        if self.role_of(user_id) is Role.CLIENT:
+            return self.therapist_id, Role.THERAPIST
+        return self.client_id, Role.CLIENT
+
+    def joined_by(self, user_id: str, now: float) -> Session:
+        """The session once ``user_id`` (a participant) has joined: ``live``,
+        started at ``now``, when both have joined and it was ``ready``."""
+        joined = self.joined | {user_id}
+        if self.state is SessionState.READY and {self.client_id, self.therapist_id} <= joined:
+            return dataclasses.replace(self, joined=joined, state=SessionState.LIVE, started_at=now)
+        return dataclasses.replace(self, joined=joined)
+
+    def ended(self, reason: str, now: float) -> Session:
+        """The session ended at ``now`` for ``reason`` (it was open)."""
+        return dataclasses.replace(
+            self, state=SessionState.ENDED, ended_at=now, end_reason=str(reason)
+        )
+
+    def duration_s(self) -> int:
+        """Whole seconds (rounded down) from going live to the end; 0 for a
+        session that never went live or has not ended."""
+        if self.started_at is None or self.ended_at is None:
+            return 0
+        return max(0, int(self.ended_at - self.started_at))
 
     def public(self, ice_servers: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -247,6 +325,7 @@ class Session:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
+            "joined": sorted(self.joined),
         }
 
     @classmethod
@@ -261,7 +340,31 @@ class Session:
             started_at=_opt_float(rec.get("started_at")),
             ended_at=_opt_float(rec.get("ended_at")),
             end_reason=_opt_str(rec.get("end_reason")),
+            joined=frozenset(str(u) for u in rec.get("joined") or ()),
         )
+
+
+def open_session_for(session: Session | None, user_id: str) -> Session:
+    """``session`` when it is open and ``user_id`` takes part in it.
+
+    Raises NotFound for a missing or ended session (checked first), then
+    Forbidden for anyone but its client and therapist.
+    """
+    if session is None or not session.is_open:
+        raise NotFound(NO_SUCH_SESSION)
+    session.role_of(user_id)
+    return session
+
+
+def pack_frame(frame: dict[str, Any]) -> bytes:
+    """A frame held for a participant, as stored (both adapters: msgpack)."""
+    packed: bytes = msgpack.packb(frame, use_bin_type=True)
+    return packed
+
+
+def unpack_frame(data: bytes) -> dict[str, Any]:
+    frame: dict[str, Any] = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return frame
 
 
 @dataclass(frozen=True, slots=True)

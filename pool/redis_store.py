@@ -14,20 +14,26 @@ Key layout: :mod:`pool._redis_keys` (one hash tag for the whole pool).
 Encoding: :mod:`pool._redis_codec`. Redis being down or restarting surfaces
 as :class:`dispatch.errors.Unavailable`.
 
-Beyond MemoryPool: a finished request (matched, cancelled, expired) is kept
-:data:`FINISHED_TTL_S` and then forgotten, and the 15-minute stats counters
-are trimmed on every create as well as on every ``stats``, so Redis does not
-grow without bound when no operator looks.
+Beyond MemoryPool: a finished request (matched, cancelled, expired) and an
+ended session are kept :data:`FINISHED_TTL_S` and then forgotten, and the
+15-minute stats counters are trimmed on every create as well as on every
+``stats``, so Redis does not grow without bound when no operator looks.
+
+Held ``rtc.signal`` frames are msgpack in a list per session and addressee
+(``held:<sid>:client`` / ``held:<sid>:therapist``); the join that takes them
+reads its reply undecoded (:meth:`RedisPool._run_raw`), so a client made with
+``decode_responses=True`` gets them whole too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 
 from dispatch.errors import Unavailable
 from pool import _redis_client, _redis_scripts, rules
@@ -37,6 +43,7 @@ from pool._redis_codec import (
     decode_request,
     decode_session,
     num,
+    raw,
     request_draft,
     request_fields,
     text,
@@ -45,6 +52,7 @@ from pool._redis_keys import Keys
 from pool.effects import Change
 from pool.model import (
     Draft,
+    EndReason,
     Hold,
     PoolStats,
     Request,
@@ -53,6 +61,8 @@ from pool.model import (
     SessionState,
     TherapistProfile,
     Timeouts,
+    pack_frame,
+    unpack_frame,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +109,21 @@ class RedisPool:
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[script](keys=keys, args=args)
+
+    async def _run_raw(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script whose reply carries binary data (held msgpack frames),
+        never decoded, even on a client made with ``decode_responses=True``.
+        Heals NOSCRIPT as ``register_script`` does."""
+        registered = self._scripts[script]
+        # execute_command is untyped in redis-py; NEVER_DECODE is its option
+        # for a raw reply (as DUMP uses), which EVALSHA's wrapper cannot pass.
+        execute = cast(Callable[..., Awaitable[Any]], self._client.execute_command)
+        raw_reply: dict[str, Any] = {NEVER_DECODE: []}
+        try:
+            return await execute("EVALSHA", registered.sha, len(keys), *keys, *args, **raw_reply)
+        except redis.exceptions.NoScriptError:
+            registered.sha = await self._client.script_load(registered.script)
+            return await execute("EVALSHA", registered.sha, len(keys), *keys, *args, **raw_reply)
 
     async def _step(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Request:
         """Run a state-changing script; the request before the change, or raise its error."""
@@ -275,7 +300,7 @@ class RedisPool:
         return Change(before, rules.cancel(before, client_id, now))
 
     @unavailable_when_down
-    async def fire_due(self, now: float, limit: int = 100) -> list[Change]:
+    async def fire_due(self, now: float, limit: int = 100) -> list[Change | Session]:
         k = self._keys
         t = self.timeouts
         fired = await self._run(
@@ -283,8 +308,13 @@ class RedisPool:
             [k.deadlines, k.waiting, k.claimed, k.holds, k.graces, k.grace_seq, k.stat("expired")],
             [k.base, num(now), limit, num(t.request_max_wait_s), FINISHED_TTL_S],
         )
-        changes: list[Change] = []
+        changes: list[Change | Session] = []
         for kind, user, flat in fired:
+            if text(kind) == "peer_lost":
+                session = decode_session(flat)
+                assert session is not None  # the script found it open
+                changes.append(session.ended(EndReason.PEER_LOST, now))
+                continue
             before = decode_request(flat)
             assert before is not None
             if text(kind) == "expired":
@@ -312,6 +342,56 @@ class RedisPool:
         return decode_session(
             await self._run("read_via", [k.open_session(user_id)], [k.sess_prefix])
         )
+
+    def _session_keys(self, session_id: str) -> list[str]:
+        k = self._keys
+        return [k.sess(session_id), k.held(session_id, "client"), k.held(session_id, "therapist")]
+
+    @unavailable_when_down
+    async def join_session(
+        self, session_id: str, user_id: str, now: float
+    ) -> tuple[Session, bool, list[dict[str, Any]]]:
+        reply = await self._run_raw(
+            "join_session", self._session_keys(session_id), [user_id, num(now)]
+        )
+        code = text(reply[0])
+        if code != "ok":
+            raise _redis_scripts.error(code)
+        before = decode_session(reply[1])
+        assert before is not None  # an "ok" join found the session
+        after = before.joined_by(user_id, now)
+        went_live = before.state is SessionState.READY and after.state is SessionState.LIVE
+        return after, went_live, [unpack_frame(raw(f)) for f in reply[2]]
+
+    @unavailable_when_down
+    async def pass_or_hold(
+        self, session_id: str, from_user: str, frame: dict[str, Any], max_held: int = 256
+    ) -> bool:
+        reply = await self._run(
+            "pass_or_hold",
+            self._session_keys(session_id),
+            [from_user, pack_frame(frame), max_held],
+        )
+        code = text(reply[0])
+        if code == "pass":
+            return True
+        if code == "held":
+            return False
+        raise _redis_scripts.error(code)
+
+    @unavailable_when_down
+    async def end_session(self, session_id: str, reason: str, now: float) -> Session | None:
+        k = self._keys
+        reply = await self._run(
+            "end_session",
+            [*self._session_keys(session_id), k.holds, k.graces, k.grace_seq],
+            [k.base, session_id, str(reason), num(now), FINISHED_TTL_S],
+        )
+        if not reply:
+            return None
+        before = decode_session(reply[1])
+        assert before is not None  # an "ok" end found the session open
+        return before.ended(reason, now)
 
     # -- presence ----------------------------------------------------------
     @unavailable_when_down

@@ -11,7 +11,7 @@ drive the clocks.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pool.effects import Change
 from pool.model import Draft, Hold, PoolStats, Request, Role, Session, TherapistProfile, Timeouts
@@ -72,9 +72,13 @@ class PoolStore(Protocol):
 
     async def cancel(self, request_id: str, client_id: str, now: float) -> Change: ...
 
-    async def fire_due(self, now: float, limit: int = 100) -> list[Change]:
+    async def fire_due(self, now: float, limit: int = 100) -> list[Change | Session]:
         """Apply every deadline and reconnect grace that is due, each exactly
-        once across all servers, and return the changes made."""
+        once across all servers, and return what changed, at most ``limit``
+        entries: a :class:`Change` for each request that expired or lost its
+        claiming therapist, and the ended :class:`Session` for each session
+        ended with ``peer_lost`` (a participant stayed away past its grace;
+        the same ending as :meth:`end_session`)."""
         ...
 
     # -- therapists and sessions -------------------------------------------
@@ -82,6 +86,55 @@ class PoolStore(Protocol):
     async def get_session(self, session_id: str) -> Session | None: ...
     async def open_session_of(self, user_id: str) -> Session | None:
         """The user's session that is ``ready`` or ``live``, if any."""
+        ...
+
+    async def join_session(
+        self, session_id: str, user_id: str, now: float
+    ) -> tuple[Session, bool, list[dict[str, Any]]]:
+        """The participant's console opened the call (``session.join``).
+
+        Returns ``(session after, went_live_now, held frames)``. The user is
+        in ``joined`` afterwards; when both participants have joined and the
+        session was ``ready``, it is ``live`` with ``started_at = now`` and
+        ``went_live_now`` is True for this one call alone. The frames held for
+        this user (:meth:`pass_or_hold`), in the order they were held, are
+        removed in the same step, so each is delivered once. Joining again (a
+        reconnecting console) is allowed. Raises NotFound for a missing or
+        ended session, Forbidden for anyone but its client and therapist.
+        """
+        ...
+
+    async def pass_or_hold(
+        self, session_id: str, from_user: str, frame: dict[str, Any], max_held: int = 256
+    ) -> bool:
+        """Relay ``frame`` (``rtc.signal``) to the other participant.
+
+        True: the peer has joined; the caller delivers the frame now and
+        nothing is stored. False: the peer has not joined yet, and the frame
+        is held for it until its :meth:`join_session`, which returns it. One
+        atomic step with respect to ``join_session``, so a frame is never
+        lost between the two. Raises NotFound / Forbidden as ``join_session``
+        does, and ``Conflict`` (holding nothing) when ``max_held`` frames are
+        already held for the peer.
+
+        A participant stays joined when its connection drops (see
+        :class:`pool.model.Session`): frames for it then go out on the bus and
+        are lost for that console only while it is offline; its reconnect
+        (``session.ready`` again, then a new ``session.join``) covers that.
+        """
+        ...
+
+    async def end_session(self, session_id: str, reason: str, now: float) -> Session | None:
+        """End an open (``ready`` or ``live``) session exactly once.
+
+        State ``ended``, ``ended_at = now``, ``end_reason = reason``; the
+        therapist's hold is freed (it may claim again and gets offers), both
+        users' open-session pointers are cleared, held frames are dropped, and
+        each user's reconnect grace is cancelled if it holds nothing else.
+        Returns the ended session to the one caller that ended it; None when
+        it was already ended or never existed (several servers may see the
+        same end). :meth:`get_session` still returns the ended session.
+        """
         ...
 
     # -- presence ----------------------------------------------------------

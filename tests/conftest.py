@@ -302,3 +302,123 @@ async def pool_store_factory(
     finally:
         for store in made:
             await store.aclose()
+
+
+# -- PostgreSQL and SQLite for the durable store ---------------------------------
+#
+# The suite never uses a shared database: ``postgres_server_url`` makes a
+# throwaway database on the local PostgreSQL (trust auth on 127.0.0.1:5432,
+# user ``postgres`` or else ``root``) and drops it at the end of the run;
+# ``database_url`` hands each test an empty database of each backend.
+
+_PG_HOST = "127.0.0.1"
+_PG_PORT = 5432
+_PG_USERS = ("postgres", "root")
+_PG_CONNECT_TIMEOUT_S = 5.0
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` to completion on a fresh event loop in another thread (a
+    sync fixture may be set up while the test's loop is running)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(fn())).result(timeout=60)
+
+
+async def _pg_admin(user: str, database: str = "postgres") -> Any:
+    import asyncpg
+
+    return await asyncpg.connect(
+        host=_PG_HOST,
+        port=_PG_PORT,
+        user=user,
+        database=database,
+        timeout=_PG_CONNECT_TIMEOUT_S,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """``postgresql+asyncpg://USER@127.0.0.1:5432/qc_test_<random>``: a database
+    of our own for the whole run, dropped (``WITH (FORCE)``) at the end.
+
+    No reachable PostgreSQL: a failure under CI (``CI=true``), a skip otherwise.
+    """
+    import secrets
+
+    errors: list[str] = []
+    user: str | None = None
+    for candidate in _PG_USERS:
+
+        async def probe(candidate: str = candidate) -> None:
+            conn = await _pg_admin(candidate)
+            await conn.close()
+
+        try:
+            _in_thread(probe)
+        except Exception as exc:  # any reason not to use it: try the next user
+            errors.append(f"{candidate}: {type(exc).__name__}: {exc}")
+            continue
+        user = candidate
+        break
+    if user is None:
+        reason = (
+            f"PostgreSQL is not reachable at {_PG_HOST}:{_PG_PORT} as "
+            f"{' or '.join(_PG_USERS)} ({'; '.join(errors)})"
+        )
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+    name = f"qc_test_{secrets.token_hex(6)}"
+    admin_user = user
+
+    async def create() -> None:
+        conn = await _pg_admin(admin_user)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await _pg_admin(admin_user)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    _in_thread(create)
+    try:
+        yield f"postgresql+asyncpg://{user}@{_PG_HOST}:{_PG_PORT}/{name}"
+    finally:
+        _in_thread(drop)
+
+
+def _pg_reset(url: str) -> None:
+    """Empty the run's PostgreSQL database: drop and recreate its public schema."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    user, database = str(parsed.username), str(parsed.database)
+
+    async def reset() -> None:
+        conn = await _pg_admin(user, database)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        finally:
+            await conn.close()
+
+    _in_thread(reset)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database (no tables) of each backend: a SQLite file in
+    ``tmp_path``, or the run's PostgreSQL database with its schema reset."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}"
+    url: str = request.getfixturevalue("postgres_server_url")
+    _pg_reset(url)
+    return url

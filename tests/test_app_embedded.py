@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -34,8 +35,14 @@ DRAFT = {"region": "GB-ENG", "language": "en", "topics": ["anxiety"], "notes": "
 
 
 @pytest.fixture
-def client() -> Iterator[TestClient]:
-    settings = load_settings({"dev": True, "secret": SECRET, "request_max_wait_s": 600.0}, env={})
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    overrides = {
+        "dev": True,
+        "secret": SECRET,
+        "request_max_wait_s": 600.0,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}",
+    }
+    settings = load_settings(overrides, env={})
     app = create_app(settings)
     with TestClient(app) as c:
         yield c
@@ -195,3 +202,94 @@ def test_header_auth_and_msgpack(client: TestClient) -> None:
         assert welcome["type"] == "welcome" and welcome["user"]["role"] == "operator"
         stats = msgpack.unpackb(ws.receive_bytes())
         assert stats["type"] == "pool.stats" and "wait_p95_s" in stats
+
+
+def _matched(client: TestClient, t: Any, c: Any, cid: str) -> str:
+    """Claim and accept a fresh request; returns the session id."""
+    r = client.post("/v1/requests", json=DRAFT, headers=auth("client", cid))
+    rid = r.json()["request"]["id"]
+    expect(t, "request.new")
+    t.send_json({"type": "claim", "request_id": rid})
+    expect(t, "claim.ok")
+    expect(c, "request.offer")
+    c.send_json({"type": "offer.accept", "request_id": rid, "terms_version": "v1"})
+    sid: str = expect(c, "session.ready")["session"]["id"]
+    assert expect(t, "session.ready")["session"]["id"] == sid
+    return sid
+
+
+def test_session_signaling_chat_notes_and_call_log(client: TestClient) -> None:
+    put_therapist(client, "t7", name="Dr Seven")
+    with connect(client, "therapist", "t7") as t, connect(client, "client", "c7") as c:
+        expect(t, "pool.snapshot")
+        t.send_json({"type": "status", "available": True})
+        expect(t, "status.ok")
+        sid = _matched(client, t, c, "c7")
+        # A candidate sent before the peer joined is held, then delivered on its join.
+        c.send_json({"type": "session.join", "session_id": sid, "ref": "j1"})
+        joined = expect(c, "session.joined")
+        assert joined["ref"] == "j1" and joined["peer_joined"] is False
+        c.send_json({"type": "rtc.signal", "session_id": sid, "data": {"candidate": "x"}})
+        t.send_json({"type": "session.join", "session_id": sid})
+        assert expect(c, "session.peer_joined")["user_id"] == "t7"
+        assert expect(t, "session.joined")["peer_joined"] is True
+        held = t.receive_json()  # held frames come right after the join's answer
+        assert held["type"] == "rtc.signal" and held["from"] == "c7"
+        assert held["data"] == {"candidate": "x"}
+        assert expect(t, "session.live")["session_id"] == sid
+        t.send_json({"type": "rtc.signal", "session_id": sid, "data": {"sdp": "v=0"}})
+        assert expect(c, "rtc.signal")["data"] == {"sdp": "v=0"}
+
+        c.send_json({"type": "chat.send", "session_id": sid, "text": "hi", "client_msg_id": "m1"})
+        msg = expect(t, "chat.message")
+        assert msg["text"] == "hi" and msg["from"] == "c7"
+        assert expect(c, "chat.message")["id"] == msg["id"]
+        c.send_json({"type": "chat.send", "session_id": sid, "text": "hi", "client_msg_id": "m1"})
+        assert expect(c, "chat.message")["id"] == msg["id"]  # a retry is stored once
+
+        t.send_json({"type": "note.save", "session_id": sid, "text": "private", "ref": "n"})
+        assert expect(t, "note.saved")["ref"] == "n"
+        c.send_json({"type": "note.save", "session_id": sid, "text": "x", "ref": "n2"})
+        assert expect(c, "error")["code"] == "forbidden"
+
+        c.send_json({"type": "session.end", "session_id": sid})
+        ended = expect(t, "session.ended")
+        assert ended["reason"] == "ended_by_client" and ended["duration_s"] >= 0
+        assert expect(c, "session.ended")["session_id"] == sid
+        expect(t, "pool.snapshot")  # free again: the pool as it is now
+
+    log = client.get("/v1/sessions", headers=auth("client", "c7")).json()["sessions"]
+    assert [s["id"] for s in log] == [sid] and log[0]["name"] == "Dr Seven"
+    tr = client.get(f"/v1/sessions/{sid}/transcript", headers=auth("client", "c7")).json()
+    assert [m["text"] for m in tr["messages"]] == ["hi"]
+    assert (
+        client.get(f"/v1/sessions/{sid}/transcript", headers=auth("client", "c8")).status_code
+        == 404
+    )
+    notes = client.get(f"/v1/sessions/{sid}/notes", headers=auth("therapist", "t7")).json()
+    assert [n["text"] for n in notes["notes"]] == ["private"]
+    assert client.get(f"/v1/sessions/{sid}/notes", headers=auth("client", "c7")).status_code == 403
+    assert (
+        client.get(f"/v1/sessions/{sid}/notes", headers=auth("therapist", "t8")).status_code == 404
+    )
+
+
+def test_intruder_gets_forbidden_for_every_session_frame(client: TestClient) -> None:
+    put_therapist(client, "t9")
+    with connect(client, "therapist", "t9") as t, connect(client, "client", "c9") as c:
+        expect(t, "pool.snapshot")
+        t.send_json({"type": "status", "available": True})
+        expect(t, "status.ok")
+        sid = _matched(client, t, c, "c9")
+        with connect(client, "client", "intruder") as x:
+            for frame in (
+                {"type": "session.join", "session_id": sid},
+                {"type": "rtc.signal", "session_id": sid, "data": {}},
+                {"type": "chat.send", "session_id": sid, "text": "x", "client_msg_id": "m"},
+                {"type": "session.end", "session_id": sid},
+            ):
+                x.send_json({**frame, "ref": frame["type"]})
+                err = expect(x, "error")
+                assert (err["code"], err["ref"]) == ("forbidden", frame["type"])
+        tr = client.get(f"/v1/sessions/{sid}/transcript", headers=auth("client", "c9")).json()
+        assert tr["messages"] == []

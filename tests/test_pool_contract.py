@@ -4,7 +4,8 @@ Each test runs once per adapter through the ``pool_store`` fixture (``memory``
 and ``redis``). Expected values are written out from PROTOCOL.md §4 and the
 rules in pool/rules.py, never copied from one adapter's output, so both
 adapters must give exactly these answers. Time is always passed in: no test
-sleeps.
+sleeps. Sessions (join, relaying frames, ending, ``peer_lost``) have their own
+part of the contract: tests/test_pool_sessions.py.
 """
 
 from __future__ import annotations
@@ -121,6 +122,15 @@ async def fails(cls: type[DispatchError], aw: Awaitable[object]) -> DispatchErro
     got = info.value
     assert type(got) is cls, f"expected {cls.__name__}, got {type(got).__name__}: {got}"
     return got
+
+
+async def fire(store: PoolStore, now: float, limit: int = 100) -> list[Change]:
+    """``fire_due`` where no session ends: every entry must be a request's Change
+    (sessions ending past a grace are tests/test_pool_sessions.py's)."""
+    fired = await store.fire_due(now, limit)
+    changes = [c for c in fired if isinstance(c, Change)]
+    assert changes == fired, fired
+    return changes
 
 
 async def make(store: PoolStore, rid: str, client_id: str, at: float) -> Request:
@@ -308,7 +318,7 @@ async def test_claim_not_found(pool_store: PoolStore) -> None:
     await fails(NotFound, pool_store.claim("r1", T1, T0 + 2))
     # expired
     await make(pool_store, "r2", "c2", T0 + 10)
-    [expired] = await pool_store.fire_due(T0 + 10 + MAX_WAIT)
+    [expired] = await fire(pool_store, T0 + 10 + MAX_WAIT)
     assert expired.after.id == "r2"
     await fails(NotFound, pool_store.claim("r2", T1, T0 + 11 + MAX_WAIT))
     assert await pool_store.hold_of("t1") is None
@@ -497,7 +507,7 @@ async def test_accept_opens_a_session(pool_store: PoolStore) -> None:
     assert await pool_store.active_request_of("c1") == r2
     await fails(Busy, pool_store.claim("r2", T1, T0 + 31))
     # A matched request no longer times out.
-    assert [c.after.id for c in await pool_store.fire_due(T0 + 10 * DAY)] == ["r2"]
+    assert [c.after.id for c in await fire(pool_store, T0 + 10 * DAY)] == ["r2"]
     assert (await pool_store.get("r1")) == after
 
 
@@ -535,7 +545,7 @@ async def test_cancel_while_waiting(pool_store: PoolStore) -> None:
     assert await pool_store.active_request_of("c1") is None
     await fails(Taken, pool_store.cancel("r1", "c1", T0 + 4))
     # Its timer is gone with it; the client may ask again.
-    assert [c.after.id for c in await pool_store.fire_due(T0 + 1 + MAX_WAIT)] == ["r2"]
+    assert [c.after.id for c in await fire(pool_store, T0 + 1 + MAX_WAIT)] == ["r2"]
     await make(pool_store, "r3", "c1", T0 + 700)
 
 
@@ -566,9 +576,9 @@ async def test_cancel_after_match_is_refused(pool_store: PoolStore) -> None:
 
 async def test_waiting_request_expires_after_the_max_wait(pool_store: PoolStore) -> None:
     r1 = await make(pool_store, "r1", "c1", T0)
-    assert await pool_store.fire_due(T0 + MAX_WAIT - 1) == []
+    assert await fire(pool_store, T0 + MAX_WAIT - 1) == []
     assert await pool_store.get("r1") == r1
-    changes = await pool_store.fire_due(T0 + MAX_WAIT)
+    changes = await fire(pool_store, T0 + MAX_WAIT)
     after = r1.replace(
         state=State.EXPIRED, expires_at=None, reason="no_therapist", updated_at=T0 + MAX_WAIT
     )
@@ -578,16 +588,16 @@ async def test_waiting_request_expires_after_the_max_wait(pool_store: PoolStore)
     assert await pool_store.waiting() == []
     assert await pool_store.active_request_of("c1") is None
     # Fired once only.
-    assert await pool_store.fire_due(T0 + MAX_WAIT + 100) == []
+    assert await fire(pool_store, T0 + MAX_WAIT + 100) == []
     await make(pool_store, "r2", "c1", T0 + MAX_WAIT + 1)
 
 
 async def test_claimed_request_expires_after_the_confirm_timeout(pool_store: PoolStore) -> None:
     await make(pool_store, "r1", "c1", T0)
     held = await claim_of(pool_store, "r1", T1, T0 + 10)
-    assert await pool_store.fire_due(T0 + 10 + CONFIRM - 1) == []
+    assert await fire(pool_store, T0 + 10 + CONFIRM - 1) == []
     assert await pool_store.get("r1") == held
-    changes = await pool_store.fire_due(T0 + 10 + CONFIRM)
+    changes = await fire(pool_store, T0 + 10 + CONFIRM)
     after = held.replace(
         state=State.EXPIRED,
         expires_at=None,
@@ -598,7 +608,7 @@ async def test_claimed_request_expires_after_the_confirm_timeout(pool_store: Poo
     assert await pool_store.get("r1") == after
     assert await pool_store.hold_of("t1") is None
     assert await pool_store.active_request_of("c1") is None
-    assert await pool_store.fire_due(T0 + 10 * DAY) == []
+    assert await fire(pool_store, T0 + 10 * DAY) == []
 
 
 async def test_back_to_waiting_keeps_the_original_deadline(pool_store: PoolStore) -> None:
@@ -606,7 +616,7 @@ async def test_back_to_waiting_keeps_the_original_deadline(pool_store: PoolStore
     await pool_store.claim("r1", T1, T0 + 590)
     released = (await pool_store.release("r1", "t1", T0 + 595)).after
     assert released.expires_at == T0 + MAX_WAIT
-    [change] = await pool_store.fire_due(T0 + MAX_WAIT)
+    [change] = await fire(pool_store, T0 + MAX_WAIT)
     assert change.before == released
     assert change.after.state is State.EXPIRED
     assert change.after.reason == "no_therapist"
@@ -616,13 +626,13 @@ async def test_fire_due_respects_the_limit(pool_store: PoolStore) -> None:
     for i in range(5):
         await make(pool_store, f"r{i}", f"c{i}", T0 + i)
     now = T0 + 4 + MAX_WAIT
-    first = await pool_store.fire_due(now, limit=2)
+    first = await fire(pool_store, now, limit=2)
     assert len(first) == 2
-    rest = await pool_store.fire_due(now, limit=100)
+    rest = await fire(pool_store, now, limit=100)
     ids = [c.after.id for c in first + rest]
     assert sorted(ids) == [f"r{i}" for i in range(5)]
     assert all(c.after.reason == "no_therapist" for c in first + rest)
-    assert await pool_store.fire_due(now) == []
+    assert await fire(pool_store, now) == []
 
 
 # -- reconnect grace -------------------------------------------------------------
@@ -640,15 +650,15 @@ async def test_claim_returns_to_waiting_when_the_therapist_stays_away(
 ) -> None:
     held = await _claimed_by_connected_t1(pool_store)
     await pool_store.disconnect("t1", Role.THERAPIST, "conn-a", "srvA", T0 + 2)
-    assert await pool_store.fire_due(T0 + 2 + GRACE - 1) == []
+    assert await fire(pool_store, T0 + 2 + GRACE - 1) == []
     assert await pool_store.get("r1") == held
-    changes = await pool_store.fire_due(T0 + 2 + GRACE + 1)
+    changes = await fire(pool_store, T0 + 2 + GRACE + 1)
     after = rewaited(held, "therapist_lost", T0 + 2 + GRACE + 1, frozenset())
     assert changes == [Change(before=held, after=after, lost_therapist="t1")]
     assert await pool_store.get("r1") == after
     assert await pool_store.hold_of("t1") is None
     assert await pool_store.position("r1") == 1
-    assert await pool_store.fire_due(T0 + 2 + GRACE + 5) == []
+    assert await fire(pool_store, T0 + 2 + GRACE + 5) == []
     # Not a decline: the therapist may take it again once back.
     await pool_store.connect("t1", Role.THERAPIST, "conn-b", "srvA", T0 + 40)
     assert (await pool_store.claim("r1", T1, T0 + 41)).after.claimed_by == "t1"
@@ -658,11 +668,11 @@ async def test_reconnect_within_the_grace_keeps_the_claim(pool_store: PoolStore)
     held = await _claimed_by_connected_t1(pool_store)
     await pool_store.disconnect("t1", Role.THERAPIST, "conn-a", "srvA", T0 + 2)
     await pool_store.connect("t1", Role.THERAPIST, "conn-b", "srvB", T0 + 10)
-    assert await pool_store.fire_due(T0 + 30) == []
+    assert await fire(pool_store, T0 + 30) == []
     assert await pool_store.get("r1") == held
     assert await pool_store.hold_of("t1") == Hold("claim", "r1")
     # The claim's own deadline still holds.
-    [change] = await pool_store.fire_due(T0 + 1 + CONFIRM)
+    [change] = await fire(pool_store, T0 + 1 + CONFIRM)
     assert change.after.reason == "client_no_response"
     assert change.lost_therapist is None
 
@@ -671,12 +681,12 @@ async def test_losing_one_of_two_connections_arms_nothing(pool_store: PoolStore)
     held = await _claimed_by_connected_t1(pool_store)
     await pool_store.connect("t1", Role.THERAPIST, "conn-b", "srvA", T0 + 1)
     await pool_store.disconnect("t1", Role.THERAPIST, "conn-a", "srvA", T0 + 2)
-    assert await pool_store.fire_due(T0 + 30) == []
+    assert await fire(pool_store, T0 + 30) == []
     assert await pool_store.get("r1") == held
     # Losing the second one too arms the grace from then.
     await pool_store.disconnect("t1", Role.THERAPIST, "conn-b", "srvA", T0 + 31)
-    assert await pool_store.fire_due(T0 + 31 + GRACE - 1) == []
-    [change] = await pool_store.fire_due(T0 + 31 + GRACE + 1)
+    assert await fire(pool_store, T0 + 31 + GRACE - 1) == []
+    [change] = await fire(pool_store, T0 + 31 + GRACE + 1)
     assert change.lost_therapist == "t1"
     assert change.after.state is State.WAITING
 
@@ -685,10 +695,10 @@ async def test_a_disconnected_client_keeps_its_request(pool_store: PoolStore) ->
     await pool_store.connect("c1", Role.CLIENT, "conn-c", "srvA", T0)
     r1 = await make(pool_store, "r1", "c1", T0)
     await pool_store.disconnect("c1", Role.CLIENT, "conn-c", "srvA", T0 + 1)
-    assert await pool_store.fire_due(T0 + 1 + GRACE + 5) == []
+    assert await fire(pool_store, T0 + 1 + GRACE + 5) == []
     assert await pool_store.get("r1") == r1
     held = await claim_of(pool_store, "r1", T1, T0 + 30)
-    assert await pool_store.fire_due(T0 + 31 + GRACE + 5) == []
+    assert await fire(pool_store, T0 + 31 + GRACE + 5) == []
     assert await pool_store.get("r1") == held
 
 
@@ -701,8 +711,8 @@ async def test_reaping_a_silent_server_arms_the_grace(pool_store: PoolStore) -> 
     # srvA last beat at T0, srvB at T0 + 20.
     assert await pool_store.reap_servers(T0 + 25, dead_after_s=10) == ["srvA"]
     assert await pool_store.reap_servers(T0 + 26, dead_after_s=10) == []
-    assert await pool_store.fire_due(T0 + 25 + GRACE - 1) == []
-    changes = await pool_store.fire_due(T0 + 25 + GRACE + 1)
+    assert await fire(pool_store, T0 + 25 + GRACE - 1) == []
+    changes = await fire(pool_store, T0 + 25 + GRACE + 1)
     after = rewaited(held, "therapist_lost", T0 + 25 + GRACE + 1, frozenset())
     assert changes == [Change(before=held, after=after, lost_therapist="t1")]
     # srvB's therapist is untouched.
@@ -716,7 +726,7 @@ async def test_heartbeats_keep_a_server_alive(pool_store: PoolStore) -> None:
     for at in (T0 + 8, T0 + 16, T0 + 24):
         await pool_store.heartbeat("srvA", at)
         assert await pool_store.reap_servers(at + 2, dead_after_s=10) == []
-    assert await pool_store.fire_due(T0 + 50) == []
+    assert await fire(pool_store, T0 + 50) == []
     assert await pool_store.get("r1") == held
 
 
@@ -725,7 +735,7 @@ async def test_reaping_spares_a_user_connected_elsewhere(pool_store: PoolStore) 
     await pool_store.heartbeat("srvB", T0 + 20)
     await pool_store.connect("t1", Role.THERAPIST, "conn-b", "srvB", T0 + 1)
     assert await pool_store.reap_servers(T0 + 25, dead_after_s=10) == ["srvA"]
-    assert await pool_store.fire_due(T0 + 50) == []
+    assert await fire(pool_store, T0 + 50) == []
     assert await pool_store.get("r1") == held
     assert (await pool_store.stats(T0 + 50)).therapists_online == 1
 
@@ -800,7 +810,7 @@ async def test_stats_after_a_scripted_scenario(pool_store: PoolStore) -> None:
     await make(s, "r5", "c5", T0 + 1600)
     await s.cancel("r5", "c5", T0 + 1610)
     await make(s, "r6", "c6", T0 + 1700)
-    assert [c.after.id for c in await s.fire_due(T0 + 1750)] == ["r4"]
+    assert [c.after.id for c in await fire(s, T0 + 1750)] == ["r4"]
     await make(s, "r7", "c7", T0 + 1800)
     await make(s, "r8", "c8", T0 + 1950)
     await s.claim("r7", therapist("t4"), T0 + 1990)
@@ -826,7 +836,7 @@ async def test_stats_after_a_scripted_scenario(pool_store: PoolStore) -> None:
     }
 
     # Later: everything left times out; the early events leave the window.
-    fired = await s.fire_due(T0 + 2601)
+    fired = await fire(s, T0 + 2601)
     assert sorted((c.after.id, c.after.reason) for c in fired) == [
         ("r6", "no_therapist"),
         ("r7", "client_no_response"),
@@ -938,7 +948,7 @@ async def test_deadlines_fire_once_across_servers(
     for i in range(8):
         await make(pool_store, f"r{i}", f"c{i}", T0 + i)
     now = T0 + 8 + MAX_WAIT
-    batches = await asyncio.gather(*(h.fire_due(now) for h in handles))
+    batches = await asyncio.gather(*(fire(h, now) for h in handles))
     ids = [c.after.id for batch in batches for c in batch]
     assert sorted(ids) == [f"r{i}" for i in range(8)]
 
@@ -949,7 +959,7 @@ async def test_grace_fires_once_across_servers(
     handles = [pool_store] + [await pool_store_factory() for _ in range(2)]
     await _claimed_by_connected_t1(pool_store)
     await handles[1].disconnect("t1", Role.THERAPIST, "conn-a", "srvA", T0 + 2)
-    batches = await asyncio.gather(*(h.fire_due(T0 + 2 + GRACE + 1) for h in handles))
+    batches = await asyncio.gather(*(fire(h, T0 + 2 + GRACE + 1) for h in handles))
     changes = [c for batch in batches for c in batch]
     assert [(c.after.id, c.lost_therapist) for c in changes] == [("r1", "t1")]
 
@@ -1009,7 +1019,7 @@ async def test_accept_racing_the_confirm_deadline(
     await pool_store.claim("r1", T1, T0 + 1)
     accepted, fired = await asyncio.gather(
         pool_store.accept("r1", "c1", "s1", T0 + 1 + CONFIRM),
-        other.fire_due(T0 + 1 + CONFIRM),
+        fire(other, T0 + 1 + CONFIRM),
         return_exceptions=True,
     )
     assert isinstance(fired, list), fired
@@ -1034,7 +1044,7 @@ async def test_a_server_is_reaped_once_across_servers(
     await _claimed_by_connected_t1(pool_store)
     reaped = await asyncio.gather(*(h.reap_servers(T0 + 30, dead_after_s=10) for h in handles))
     assert sorted(sid for batch in reaped for sid in batch) == ["srvA"]
-    batches = await asyncio.gather(*(h.fire_due(T0 + 30 + GRACE + 1) for h in handles))
+    batches = await asyncio.gather(*(fire(h, T0 + 30 + GRACE + 1) for h in handles))
     assert [c.lost_therapist for batch in batches for c in batch] == ["t1"]
 
 
@@ -1080,7 +1090,7 @@ async def test_redis_pool_survives_a_crash_of_redis(
     change = await s.accept("r1", "c1", "s1", T0 + 3)
     assert change.session is not None
     assert await s.open_session_of("t1") == change.session
-    assert [c.after.id for c in await s.fire_due(T0 + 2 + MAX_WAIT)] == ["r2"]
+    assert [c.after.id for c in await fire(s, T0 + 2 + MAX_WAIT)] == ["r2"]
 
 
 # -- deadlines count before their timer fires ---------------------------------------
@@ -1091,7 +1101,7 @@ async def test_a_waiting_request_past_its_deadline_cannot_be_claimed(pool_store:
     with pytest.raises(NotFound):
         await pool_store.claim("r1", T1, T0 + MAX_WAIT)
     # Nothing changed; the timer expires it as usual.
-    [change] = await pool_store.fire_due(T0 + MAX_WAIT)
+    [change] = await fire(pool_store, T0 + MAX_WAIT)
     assert change.after.reason == "no_therapist"
 
 
@@ -1106,7 +1116,7 @@ async def test_an_offer_past_its_deadline_cannot_be_accepted_or_declined(
         await pool_store.decline("r1", "c1", T0 + 10 + CONFIRM)
     assert await pool_store.get("r1") == held
     assert await pool_store.get_session("s1") is None
-    [change] = await pool_store.fire_due(T0 + 10 + CONFIRM)
+    [change] = await fire(pool_store, T0 + 10 + CONFIRM)
     assert change.after.reason == "client_no_response"
 
 

@@ -14,9 +14,11 @@ import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import msgpack
 import pytest
 import pytest_asyncio
 import redis.asyncio as aredis
@@ -27,7 +29,17 @@ from pool import _redis_scripts
 from pool._redis_keys import Keys
 from pool.effects import Change
 from pool.memory import MemoryPool
-from pool.model import Draft, Hold, Role, State, TherapistProfile, Timeouts
+from pool.model import (
+    Draft,
+    EndReason,
+    Hold,
+    Role,
+    Session,
+    SessionState,
+    State,
+    TherapistProfile,
+    Timeouts,
+)
 from pool.redis_store import FINISHED_TTL_S, RedisPool
 from pool.rules import may_see
 
@@ -111,12 +123,47 @@ def _random_draft(rng: random.Random) -> Draft:
     )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_redis_pool_answers_exactly_as_memory_pool(
-    pools: Callable[..., RedisPool], seed: int
-) -> None:
+#: The operations of a random run, with their weights for the two runs below.
+_OPS: dict[str, tuple[int, int]] = {
+    # name: (weight in the request run, weight in the session run)
+    "create": (12, 8),
+    "claim": (20, 6),
+    "release": (6, 2),
+    "decline": (6, 2),
+    "accept": (5, 3),
+    "cancel": (4, 2),
+    "connect": (10, 8),
+    "disconnect": (10, 6),
+    "vanish": (8, 2),
+    "available": (6, 2),
+    "heartbeat": (4, 3),
+    "reap": (3, 2),
+    "match": (0, 10),
+    "join": (0, 14),
+    "signal": (0, 14),
+    "end": (0, 2),
+}
+
+
+#: Weights of the clock's jumps (none, < 3 s, < 40 s, 100..700 s) in each run.
+_JUMPS: tuple[list[float], list[float]] = ([10, 60, 6, 1], [20, 60, 2, 0.5])
+
+
+@dataclass
+class _Seen:
+    """What a random run went through (so that it is known to test something)."""
+
+    kinds: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str | None] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    went_live: int = 0
+    frames_delivered: int = 0
+
+
+async def _random_run(twin: Twin, seed: int, steps: int, run: int) -> _Seen:
+    """``steps`` random calls on both adapters (weights: column ``run`` of
+    :data:`_OPS`), each answered alike, with the state compared as it goes."""
     rng = random.Random(seed)
-    twin = Twin(MemoryPool(T), pools())
     therapists = [_random_profile(rng, f"t{i}") for i in range(30)]
     clients = [f"c{i}" for i in range(6)]
     users = [p.id for p in therapists] + clients
@@ -124,24 +171,18 @@ async def test_redis_pool_answers_exactly_as_memory_pool(
     for p in therapists:
         await twin.call("put_profile", p)
     rids: list[str] = ["never-created"]
+    sids: list[str] = ["no-such-session"]
+    seen = _Seen()
 
     async def hold(p: TherapistProfile) -> Hold | None:
         return await twin.mem.hold_of(p.id)
 
     now = T0
-    kinds: Counter[str] = Counter()
-    reasons: Counter[str | None] = Counter()
-
-    for step in range(500):
+    for step in range(steps):
         jumps = [0.0, rng.uniform(0, 3), rng.uniform(0, 40), rng.uniform(100, 700)]
-        now += rng.choices(jumps, weights=[10, 60, 6, 1])[0]
-        op = rng.choices(
-            [
-                *("create", "claim", "release", "decline", "accept", "cancel"),
-                *("connect", "disconnect", "vanish", "available", "heartbeat", "reap"),
-            ],
-            weights=[12, 20, 6, 6, 5, 4, 10, 10, 8, 6, 4, 3],
-        )[0]
+        # The session run jumps less: a session must last a few steps.
+        now += rng.choices(jumps, weights=_JUMPS[run])[0]
+        op = rng.choices(list(_OPS), weights=[w[run] for w in _OPS.values()])[0]
         tid, cid = rng.choice(therapists), rng.choice(clients)
         rid = await _pick(rng, twin.mem, rids, _TARGET.get(op, ()))
         if op == "create":
@@ -150,10 +191,18 @@ async def test_redis_pool_answers_exactly_as_memory_pool(
             out = await twin.call("create", _random_draft(rng), cid, new, now, key)
             if out[0] == "ok" and new not in rids:
                 rids.append(new)
-        elif op == "claim":
+        elif op in ("claim", "match"):
+            if op == "match" and not await twin.mem.waiting():  # someone asks first
+                await twin.call("create", _random_draft(rng), cid, f"r{step}", now)
+                rids.append(f"r{step}")
+                rid = f"r{step}"
             req = await twin.mem.get(rid)
             idle = [p for p in therapists if req and may_see(p, req) and not await hold(p)]
             out = await twin.call("claim", rid, rng.choice(idle) if idle else tid, now)
+            if op == "match" and out[0] == "ok":  # and accepted at once: a session opens
+                seen.reasons.update(_reasons(out))
+                out = await twin.call("accept", rid, out[1].after.client_id, f"sess-{step}", now)
+                sids.append(f"sess-{step}")
         elif op == "release":
             req = await twin.mem.get(rid)
             holder = req.claimed_by if req and req.claimed_by and rng.random() < 0.8 else tid.id
@@ -167,39 +216,76 @@ async def test_redis_pool_answers_exactly_as_memory_pool(
             req = await twin.mem.get(rid)
             owner = req.client_id if req else cid
             out = await twin.call("accept", rid, owner, f"sess-{step}", now)
+            if out[0] == "ok":
+                sids.append(f"sess-{step}")
         elif op in ("connect", "disconnect"):
             user = rng.choice(users)
             therapist_role = user not in clients and rng.random() < 0.85
             role = Role.THERAPIST if therapist_role else Role.CLIENT
             out = await twin.call(op, user, role, rng.choice(conns), rng.choice(servers), now)
-        elif op == "vanish":  # a therapist holding a claim loses every connection
+        elif op == "vanish":  # someone holding a claim (or in a session) loses every connection
             holders = [p.id for p in therapists if (h := await hold(p)) and h.kind == "claim"]
+            if run == 1:
+                holders = [u for u in users if await twin.mem.open_session_of(u)]
             user = rng.choice(holders or users)
             await twin.call("connect", user, Role.THERAPIST, conns[0], servers[0], now)
             for conn in conns:
                 for server in servers:
                     out = await twin.call("disconnect", user, Role.THERAPIST, conn, server, now)
+        elif op in ("join", "signal", "end"):
+            sid = await _pick_session(rng, twin.mem, sids)
+            sess = await twin.mem.get_session(sid)
+            parts = [sess.client_id, sess.therapist_id] if sess else []
+            # Mostly a participant: to join, mostly one who has not joined yet;
+            # to signal, mostly one whose peer has not (so frames are held).
+            if sess and op == "join":
+                parts += [u for u in parts if u not in sess.joined] * 3
+            elif sess and op == "signal":
+                parts += [u for u in parts if sess.peer_of(u)[0] not in sess.joined] * 3
+            user = rng.choice(parts) if parts and rng.random() < 0.9 else rng.choice(users)
+            if op == "join":
+                out = await twin.call("join_session", sid, user, now)
+                if out[0] == "ok":
+                    seen.went_live += out[1][1]
+                    seen.frames_delivered += len(out[1][2])
+            elif op == "signal":
+                frame = {"type": "rtc.signal", "data": {"sdp": f"v=0 ü {step}", "n": [step]}}
+                bound = rng.choice([1, 3, 256])
+                out = await twin.call("pass_or_hold", sid, user, frame, bound)
+            else:
+                out = await twin.call("end_session", sid, rng.choice(list(EndReason)), now)
         elif op == "available":
             out = await twin.call("set_available", tid.id, rng.random() < 0.8)
         elif op == "heartbeat":
             out = await twin.call("heartbeat", rng.choice(servers), now)
         else:
             out = await twin.call("reap_servers", now, rng.choice([5.0, 60.0]))
-        kinds[op] += 1
-        reasons.update(_reasons(out))
+        seen.kinds[op] += 1
+        seen.reasons.update(_reasons(out))
+        if out[0] == "error":
+            seen.errors[(op, out[1].__name__)] += 1
         # A server ticks. Graces armed by one reap end together, and MemoryPool
         # fires those in set order, so the order, and which of them a limit
         # cuts off, is arbitrary there: fire all, compare unordered (the
         # order and the limit are held to MemoryPool's in the tests below).
         if rng.random() < 0.5:
             fired = await twin.call("fire_due", now, 1000, unordered=True)
-            reasons.update(_reasons(fired))
-        # The queue after every step; every request and user now and then.
-        await _same_state(twin, *((rids, users) if step % 10 == 0 else ([], [])), now)
+            seen.reasons.update(_reasons(fired))
+        # The queue after every step; every request, session and user now and then.
+        every = (rids, users, sids) if step % 10 == 0 else ([], [], [])
+        await _same_state(twin, *every, now)
 
-    await _same_state(twin, rids, users, now)
-    # The run went through every transition, not just errors.
-    assert set(reasons) >= {
+    await _same_state(twin, rids, users, sids, now)
+    return seen
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_redis_pool_answers_exactly_as_memory_pool(
+    pools: Callable[..., RedisPool], seed: int
+) -> None:
+    seen = await _random_run(Twin(MemoryPool(T), pools()), seed, steps=600, run=0)
+    # The run went through every transition of a request, not just errors.
+    assert set(seen.reasons) >= {
         None,  # claimed
         "declined",
         "released",
@@ -208,22 +294,57 @@ async def test_redis_pool_answers_exactly_as_memory_pool(
         "cancelled",
         "no_therapist",
         "client_no_response",
-    }, reasons
-    assert len(kinds) == 12
+    }, seen.reasons
+    assert len(seen.kinds) == 12
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_redis_pool_runs_sessions_exactly_as_memory_pool(
+    pools: Callable[..., RedisPool], seed: int
+) -> None:
+    seen = await _random_run(Twin(MemoryPool(T), pools()), seed, steps=600, run=1)
+    # Sessions went live, frames were held and handed over once, sessions
+    # ended by hand and past the grace, and every session error came up.
+    ended_by_hand = sum(seen.reasons[r] for r in EndReason if r is not EndReason.PEER_LOST)
+    assert seen.reasons["peer_lost"] > 0 and ended_by_hand > 0, seen.reasons
+    assert seen.went_live > 0 and seen.frames_delivered > 0, seen
+    assert {
+        ("join", "NotFound"),
+        ("join", "Forbidden"),
+        ("signal", "NotFound"),
+        ("signal", "Forbidden"),
+        ("signal", "Conflict"),
+    } <= set(seen.errors), seen.errors
+    assert len(seen.kinds) == 16
 
 
 def _reasons(out: tuple[Any, ...]) -> list[str | None]:
-    """The ``after.reason`` of every change a call returned."""
+    """The ``after.reason`` of every change a call returned, and the
+    ``end_reason`` of every session it ended."""
     value = out[1] if out[0] == "ok" else None
     changes = value if isinstance(value, list) else [value]
     if isinstance(value, tuple):  # create
         changes = [value[1]]
-    return [c.after.reason for c in changes if isinstance(c, Change)]
+    return [
+        c.after.reason if isinstance(c, Change) else c.end_reason
+        for c in changes
+        if isinstance(c, Change) or (isinstance(c, Session) and c.state is SessionState.ENDED)
+    ]
+
+
+async def _pick_session(rng: random.Random, mem: MemoryPool, sids: list[str]) -> str:
+    """Mostly an open session (else any, or one that never existed)."""
+    if rng.random() < 0.85:
+        live = [sid for sid in sids if (s := await mem.get_session(sid)) and s.is_open]
+        if live:
+            return rng.choice(live)
+    return rng.choice(sids)
 
 
 #: The states of the requests each operation mostly picks (so that most calls succeed).
 _TARGET = {
     "claim": (State.WAITING,),
+    "match": (State.WAITING,),
     "release": (State.CLAIMED,),
     "decline": (State.CLAIMED,),
     "accept": (State.CLAIMED,),
@@ -242,13 +363,18 @@ async def _pick(
     return rng.choice(rids)
 
 
-async def _same_state(twin: Twin, rids: list[str], users: list[str], now: float) -> None:
-    """Every read agrees: the queue and stats, and what ``rids`` and ``users`` look up."""
+async def _same_state(
+    twin: Twin, rids: list[str], users: list[str], sids: list[str], now: float
+) -> None:
+    """Every read agrees: the queue and stats, and what ``rids``, ``users`` and
+    ``sids`` look up."""
     waiting = await twin.call("waiting")
     await twin.call("positions", [r.id for r in waiting[1]] + ["never-created"])
     await twin.call("stats", now)
     for rid in rids:
         await twin.call("get", rid)
+    for sid in sids:
+        await twin.call("get_session", sid)
     for user in users:
         await twin.call("hold_of", user)
         await twin.call("active_request_of", user)
@@ -320,6 +446,12 @@ async def test_scripts_heal_after_script_flush(pools: Callable[..., RedisPool]) 
     change = await store.claim("r1", profile("t1"), T0 + 1)
     assert change.after.state is State.CLAIMED
     assert await store.client.script_exists(sha) == [True]
+    # The join runs its script by hand (its reply stays binary): it heals too.
+    await store.accept("r1", "c1", "s1", T0 + 2)
+    await store.pass_or_hold("s1", "t1", {"n": 1})
+    await store.client.script_flush()
+    assert (await store.join_session("s1", "c1", T0 + 3))[2] == [{"n": 1}]
+    assert await store.client.script_exists(store._scripts["join_session"].sha) == [True]
 
 
 def test_script_sources_are_static() -> None:
@@ -372,6 +504,9 @@ async def test_unavailable_while_redis_is_down(
             lambda: store.positions(["r1"]),
             lambda: store.stats(T0 + 1),
             lambda: store.fire_due(T0 + 1),
+            lambda: store.join_session("s1", "c1", T0 + 1),
+            lambda: store.pass_or_hold("s1", "c1", {"n": 1}),
+            lambda: store.end_session("s1", "ended_by_client", T0 + 1),
         ]
         for call in calls:
             with pytest.raises(Unavailable) as info:
@@ -423,7 +558,9 @@ async def test_fire_due_from_many_processes_fires_each_once(
 
     async def drain(store: RedisPool, now: float) -> list[Change]:
         out: list[Change] = []
-        while changes := await store.fire_due(now, limit=3):
+        while fired := await store.fire_due(now, limit=3):
+            changes = [c for c in fired if isinstance(c, Change)]
+            assert changes == fired  # no session in this test
             out += changes
         return out
 
@@ -473,6 +610,9 @@ async def test_every_key_of_the_pool_is_in_one_cluster_slot(
     await store.create(DRAFT, "c2", "r2", T0, None)
     await store.claim("r1", profile("t1"), T0 + 1)
     await store.accept("r1", "c1", "sess-1", T0 + 2)
+    await store.join_session("sess-1", "c1", T0 + 2)
+    assert await store.pass_or_hold("sess-1", "c1", {"n": 1}) is False  # held for t1
+    assert await store.pass_or_hold("sess-1", "t1", {"n": 2}) is True
     await store.claim("r2", profile("t2"), T0 + 3)
     await store.decline("r2", "c2", T0 + 4)
     await store.disconnect("t1", Role.THERAPIST, "k", "s0", T0 + 5)
@@ -480,6 +620,7 @@ async def test_every_key_of_the_pool_is_in_one_cluster_slot(
     await store.stats(T0 + 7)
 
     keys = [k async for k in store.client.scan_iter(match="*")]
+    assert b"qc:{pool}:held:sess-1:therapist" in keys
     assert len(keys) >= 20
     assert all(k.startswith(b"qc:{pool}:") for k in keys), keys
     assert {key_slot(k) for k in keys} == {key_slot(b"pool")}
@@ -508,6 +649,15 @@ async def test_a_client_that_decodes_replies_works_too(redis_url: str) -> None:
         assert (await store.hold_of("t1")) == Hold("claim", "r1")
         await store.accept("r1", "c1", "s1", T0 + 2)
         assert (await store.open_session_of("t1")) == await store.get_session("s1")
+        # Held frames are binary (msgpack): they come back whole all the same.
+        frame = {"type": "rtc.signal", "data": {"sdp": "v=0 ü", "b": [1, 2.5, None]}}
+        assert await store.pass_or_hold("s1", "t1", frame) is False
+        session, went_live, held = await store.join_session("s1", "c1", T0 + 2.5)
+        assert (went_live, held) == (False, [frame])
+        assert session == await store.get_session("s1")
+        assert session.joined == frozenset({"c1"})
+        ended = await store.end_session("s1", "ended_by_client", T0 + 2.75)
+        assert ended is not None and ended.end_reason == "ended_by_client"
         await store.heartbeat("srv", T0)
         assert await store.reap_servers(T0 + 100, 10) == ["srv"]
         assert (await store.stats(T0 + 3)).wait_p50_s == 1.0
@@ -542,3 +692,72 @@ async def test_times_round_trip_to_the_last_bit(pools: Callable[..., RedisPool])
     back = await store.release("r1", "t1", now + 2)
     assert (await store.get("r1")) == back.after
     assert back.after.expires_at == now + T.request_max_wait_s
+
+
+async def test_held_frames_are_msgpack_lists_and_go_with_the_session(
+    pools: Callable[..., RedisPool],
+) -> None:
+    store = pools()
+    k = Keys("qc")
+    await store.create(DRAFT, "c1", "r1", T0)
+    await store.claim("r1", profile("t1"), T0 + 1)
+    await store.accept("r1", "c1", "s1", T0 + 2)
+    frames = [{"type": "rtc.signal", "data": {"n": n, "sdp": "v=0 ✓"}} for n in range(3)]
+    for f in frames:
+        assert await store.pass_or_hold("s1", "t1", f) is False
+    assert await store.pass_or_hold("s1", "c1", {"n": "for t1"}) is False
+    stored = await store.client.lrange(k.held("s1", "client"), 0, -1)
+    assert [msgpack.unpackb(b, raw=False) for b in stored if isinstance(b, bytes)] == frames
+    assert await store.client.ttl(k.sess("s1")) == -1  # an open session never lapses
+    # The client's join takes its frames; the therapist's stay held.
+    assert (await store.join_session("s1", "c1", T0 + 3))[2] == frames
+    assert await store.client.exists(k.held("s1", "client")) == 0
+    assert await store.client.llen(k.held("s1", "therapist")) == 1
+    # The end drops what is still held and keeps the record a while.
+    assert await store.end_session("s1", "ended_by_therapist", T0 + 4) is not None
+    assert await store.client.exists(k.held("s1", "therapist")) == 0
+    assert FINISHED_TTL_S - 100 < await store.client.ttl(k.sess("s1")) <= FINISHED_TTL_S
+
+
+async def test_sessions_survive_a_crash_of_redis(
+    pools: Callable[..., RedisPool], redis_server: Any
+) -> None:
+    """Who joined, the live start and the held frames are in the AOF."""
+    store = pools()
+    await store.create(DRAFT, "c1", "r1", T0)
+    await store.claim("r1", profile("t1"), T0 + 1)
+    await store.accept("r1", "c1", "s1", T0 + 2)
+    await store.join_session("s1", "t1", T0 + 3)
+    await store.pass_or_hold("s1", "t1", {"n": 1})
+    before = await store.get_session("s1")
+
+    redis_server.restart(kill=True)
+
+    assert await store.get_session("s1") == before
+    session, went_live, held = await store.join_session("s1", "c1", T0 + 4)
+    assert (went_live, held, session.started_at) == (True, [{"n": 1}], T0 + 4)
+    assert await store.end_session("s1", "ended_by_client", T0 + 5) is not None
+    assert await store.hold_of("t1") is None
+
+
+async def test_fifty_servers_end_one_session_once(pools: Callable[..., RedisPool]) -> None:
+    stores = [pools() for _ in range(5)]
+    await stores[0].heartbeat("s0", T0)
+    await stores[0].connect("t1", Role.THERAPIST, "k", "s0", T0)
+    await stores[0].create(DRAFT, "c1", "r1", T0)
+    await stores[0].claim("r1", profile("t1"), T0 + 1)
+    await stores[0].accept("r1", "c1", "s1", T0 + 2)
+    await stores[0].disconnect("t1", Role.THERAPIST, "k", "s0", T0 + 3)  # grace due T0 + 18
+    at = T0 + 18
+    ends = [stores[i % 5].end_session("s1", "ended_by_client", at) for i in range(45)]
+    fires = [stores[i].fire_due(at) for i in range(5)]
+    hand_results, timer_results = await asyncio.gather(
+        asyncio.gather(*ends), asyncio.gather(*fires)
+    )
+    by_hand = [r for r in hand_results if r is not None]
+    by_timer = [x for batch in timer_results for x in batch]
+    assert len(by_hand) + len(by_timer) == 1, (hand_results, timer_results)
+    ended = (by_hand + by_timer)[0]
+    assert isinstance(ended, Session) and ended.state is SessionState.ENDED
+    assert await stores[4].get_session("s1") == ended
+    assert (await stores[2].stats(at)).therapists_busy == 0

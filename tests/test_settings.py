@@ -183,3 +183,63 @@ def test_direct_construction_is_validated() -> None:
         Settings(secret=SECRET, data_key=DATA_KEY, ws_send_queue=0)
     dev = Settings(dev=True)
     assert dev.secret_generated and Fernet(dev.data_key)
+
+
+def test_data_key_may_list_several_keys_for_rotation() -> None:
+    old = Fernet.generate_key().decode()
+    s = load_settings({}, {**BASE, "DISPATCH_DATA_KEY": f"{DATA_KEY}, {old}"})
+    assert s.data_key == f"{DATA_KEY}, {old}"
+    assert DATA_KEY not in repr(s) and old not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{key},not-a-key", r"DISPATCH_DATA_KEY \(key 2 of 2\) is not a Fernet key"),
+        ("bad,{key}", r"DISPATCH_DATA_KEY \(key 1 of 2\) is not a Fernet key"),
+        ("{key},", r"DISPATCH_DATA_KEY \(key 2 of 2\) is empty"),
+        ("{key},,{key}", r"DISPATCH_DATA_KEY \(key 2 of 3\) is empty"),
+    ],
+)
+def test_bad_key_lists_name_the_variable_not_the_key(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings({}, {**BASE, "DISPATCH_DATA_KEY": value.format(key=DATA_KEY)})
+    assert DATA_KEY not in str(info.value)
+
+
+def test_turn_and_held_frame_settings() -> None:
+    s = load_settings({}, BASE)
+    assert (s.twilio_account_sid, s.twilio_auth_token) == (None, None)
+    assert (s.turn_ttl_s, s.held_frames_max) == (3600, 256)
+    s = load_settings(
+        {},
+        env(
+            twilio_account_sid="AC0123",
+            twilio_auth_token="tw-secret-token",
+            turn_ttl_s="600",
+            held_frames_max="32",
+        ),
+    )
+    assert (s.twilio_account_sid, s.twilio_auth_token) == ("AC0123", "tw-secret-token")
+    assert (s.turn_ttl_s, s.held_frames_max) == (600, 32)
+    assert "tw-secret-token" not in repr(s) and "AC0123" in repr(s)
+    # Empty variables count as unset: neither is set, which is fine.
+    s = load_settings({}, env(twilio_account_sid="", twilio_auth_token=""))
+    assert s.twilio_account_sid is None and s.twilio_auth_token is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"twilio_account_sid": "AC0123"}, "DISPATCH_TWILIO_ACCOUNT_SID and DISPATCH_TWILIO"),
+        ({"twilio_auth_token": "tok"}, "set both or neither"),
+        ({"turn_ttl_s": "0"}, "DISPATCH_TURN_TTL_S must be a positive"),
+        ({"turn_ttl_s": "1.5"}, "DISPATCH_TURN_TTL_S must be a whole number"),
+        ({"held_frames_max": "-3"}, "DISPATCH_HELD_FRAMES_MAX must be a positive"),
+    ],
+)
+def test_bad_turn_settings_name_their_variable(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({}, env(**extra))
+    with pytest.raises(ConfigError, match="set both or neither"):
+        Settings(secret=SECRET, data_key=DATA_KEY, twilio_auth_token="tok")

@@ -4,7 +4,8 @@
 --
 -- K is a table of the pool's index keys the script received in KEYS:
 --   K.waiting, K.deadlines, K.claimed, K.holds (and, for presence,
---   K.available, K.online, K.graces, K.grace_seq, K.seq).
+--   K.available, K.online, K.graces, K.grace_seq, K.seq; for ending a
+--   session, K.holds, K.graces, K.grace_seq).
 -- Per-id keys follow pool/_redis_keys.py; times are strings that round-trip a
 -- double (repr(float) from Python, '%.17g' here).
 
@@ -102,6 +103,43 @@ local function drop_conn(K, conns_key, open_session_key, user, member, due)
     redis.call('ZADD', K.graces, due, user)
     if redis.call('HEXISTS', K.grace_seq, user) == 0 then
       redis.call('HSET', K.grace_seq, user, redis.call('INCR', K.seq))
+    end
+  end
+end
+
+-- Session.role_of / peer_of: the held-frames key of `user` and of its peer
+-- ({held_client, held_therapist} in `held`), the peer's id; nil when `user`
+-- is not a participant of `sess`.
+local function participant(sess, user, held)
+  if user == sess.client_id then
+    return held[1], held[2], sess.therapist_id
+  elseif user == sess.therapist_id then
+    return held[2], held[1], sess.client_id
+  end
+  return nil
+end
+
+-- ready|live -> ended (Session.ended, MemoryPool._end): frees the therapist's
+-- hold and both open-session pointers, drops the held frames, cancels each
+-- user's reconnect grace when it holds nothing else, and lets the session's
+-- record expire after ttl seconds. K needs holds, graces, grace_seq; `held`
+-- is {held_client, held_therapist}; opensess:<user> is built from base.
+local function end_session(K, base, key, held, sid, sess, reason, now, ttl)
+  redis.call('HSET', key, 'state', 'ended', 'ended_at', now, 'end_reason', reason)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('DEL', held[1], held[2])
+  local tid = sess.therapist_id
+  if redis.call('HGET', K.holds, tid) == 'session:' .. sid then
+    redis.call('HDEL', K.holds, tid)
+  end
+  for _, user in ipairs({sess.client_id, tid}) do
+    local open_key = base .. 'opensess:' .. user
+    if redis.call('GET', open_key) == sid then
+      redis.call('DEL', open_key)
+    end
+    if redis.call('HEXISTS', K.holds, user) == 0 and redis.call('EXISTS', open_key) == 0 then
+      redis.call('ZREM', K.graces, user)
+      redis.call('HDEL', K.grace_seq, user)
     end
   end
 end

@@ -10,17 +10,21 @@
 -- KEYS[5]  graces       zset user -> when the grace ends
 -- KEYS[6]  graceseq     hash user -> arming order
 -- KEYS[7]  st:expired   zset rid -> time (stats)
--- ARGV[1]  key base "<prefix>:{pool}:" (req:<rid>, active:<client>, conns:<user>)
+-- ARGV[1]  key base "<prefix>:{pool}:" (req:<rid>, active:<client>, conns:<user>,
+--          opensess:<user>, sess:<sid>, held:<sid>:<role>)
 -- ARGV[2]  now
 -- ARGV[3]  limit
 -- ARGV[4]  request max wait, seconds
--- ARGV[5]  seconds a finished request is kept
+-- ARGV[5]  seconds a finished request or an ended session is kept
 --
 -- Returns a list of {kind, user, <flat hash before>}: kind 'expired' (the
--- request's deadline passed: rules.on_deadline) or 'lost' (its claiming
--- therapist `user` stayed away past the grace: rules.on_therapist_lost).
+-- request's deadline passed: rules.on_deadline), 'lost' (its claiming
+-- therapist `user` stayed away past the grace: rules.on_therapist_lost) or
+-- 'peer_lost' (the hash is a session that participant `user` stayed away from
+-- past the grace: ended as end_session.lua ends it, reason peer_lost).
 
-local K = {deadlines = KEYS[1], waiting = KEYS[2], claimed = KEYS[3], holds = KEYS[4]}
+local K = {deadlines = KEYS[1], waiting = KEYS[2], claimed = KEYS[3], holds = KEYS[4],
+  graces = KEYS[5], grace_seq = KEYS[6]}
 local base, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 
@@ -63,17 +67,27 @@ for _, g in ipairs(order) do
     break
   end
   local user = g.user
-  redis.call('ZREM', KEYS[5], user)
+  -- An ending earlier in this loop may have cancelled this grace already.
+  local armed = redis.call('ZREM', KEYS[5], user) == 1
   redis.call('HDEL', KEYS[6], user)
   local hold = redis.call('HGET', K.holds, user)
-  if redis.call('EXISTS', base .. 'conns:' .. user) == 0 and hold
-      and string.sub(hold, 1, 6) == 'claim:' then
+  local away = armed and redis.call('EXISTS', base .. 'conns:' .. user) == 0
+  local sid = redis.call('GET', base .. 'opensess:' .. user)
+  if away and hold and string.sub(hold, 1, 6) == 'claim:' then
     local rid = string.sub(hold, 7)
     local key = base .. 'req:' .. rid
     local req, flat = load(key)
     if req and req.state == 'claimed' and req.claimed_by == user then
       back_to_waiting(K, key, rid, req, 'therapist_lost', now, ARGV[4])
       out[#out + 1] = {'lost', user, flat}
+    end
+  elseif away and sid then
+    local key = base .. 'sess:' .. sid
+    local sess, flat = load(key)
+    if sess and sess.state ~= 'ended' then
+      local held = {base .. 'held:' .. sid .. ':client', base .. 'held:' .. sid .. ':therapist'}
+      end_session(K, base, key, held, sid, sess, 'peer_lost', now, ARGV[5])
+      out[#out + 1] = {'peer_lost', user, flat}
     end
   end
 end

@@ -667,3 +667,76 @@ class Cluster:
 
 #: The ``start_cluster`` fixture: ``await start_cluster(n=2, **settings)``.
 StartCluster = Callable[..., Awaitable[Cluster]]
+
+
+# -- sessions (appended for test_sessions.py and test_webrtc.py) -----------------------------
+
+#: The terms version a client accepts an offer with in these tests.
+TERMS_VERSION: Final = "2024-05-01"
+
+
+class Matched:
+    """A session just opened: ``session`` is S from the client's ``session.ready``."""
+
+    def __init__(
+        self, session: Frame, client: WsClient, therapist: WsClient, request_id: str
+    ) -> None:
+        self.session = session
+        self.client = client
+        self.therapist = therapist
+        self.request_id = request_id
+
+    @property
+    def id(self) -> str:
+        return str(self.session["id"])
+
+
+async def open_session(
+    cluster: Cluster,
+    client_at: ServerProcess,
+    therapist_at: ServerProcess,
+    client_id: str,
+    therapist_id: str,
+    *,
+    client_name: str | None = None,
+    therapist_name: str | None = None,
+    therapist: WsClient | None = None,
+) -> Matched:
+    """Match ``client_id`` (console and request on ``client_at``, its tokens
+    carrying ``client_name``) with ``therapist_id`` (profile named
+    ``therapist_name``, console on ``therapist_at`` unless an available one is
+    given): request, claim, accept; both ``session.ready`` frames read."""
+    profile = {"name": therapist_name} if therapist_name is not None else {}
+    await cluster.put_therapist(therapist_at, therapist_id, **profile)
+    if therapist is None:
+        therapist = await cluster.therapist(therapist_at, therapist_id)
+    client = await cluster.ws(client_at, f"{client_id}@{client_at.name}")
+    tok = token("client", client_id, name=client_name)
+    welcome = await client.auth(tok)
+    assert welcome["user"] == {"id": client_id, "role": "client"}
+
+    resp = await cluster.call(client_at, "POST", "/v1/requests", tok, dict(DEFAULT_REQUEST))
+    if resp.status_code == 402:
+        assert await cluster.fund(client_at, client_id), resp.text
+        resp = await cluster.call(client_at, "POST", "/v1/requests", tok, dict(DEFAULT_REQUEST))
+    assert resp.status_code == 201, resp.text
+    rid = str(resp.json()["request"]["id"])
+
+    await therapist.send({"type": "claim", "request_id": rid, "ref": f"claim-{rid}"})
+    ok = await therapist.expect(("claim.ok", "error"), 10, with_ref(f"claim-{rid}"))
+    assert ok["type"] == "claim.ok", _summary(ok)
+    await client.expect("request.offer", 10, about(rid))
+    await client.send(
+        {"type": "offer.accept", "request_id": rid, "terms_version": TERMS_VERSION, "ref": "acc"}
+    )
+    ready_c = await client.expect("session.ready", 10)
+    ready_t = await therapist.expect("session.ready", 10)
+    assert ready_c["session"]["id"] == ready_t["session"]["id"]
+    assert ready_c["session"]["request_id"] == rid
+    return Matched(ready_c["session"], client, therapist, rid)
+
+
+def database_files(server: ServerProcess) -> list[Path]:
+    """The SQLite files every server of a cluster shares (``dispatch.db`` and,
+    in WAL mode, its ``-wal`` and ``-shm`` companions)."""
+    return sorted(server.workdir.glob("dispatch.db*"))

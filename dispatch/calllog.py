@@ -1,0 +1,99 @@
+"""The call log over HTTP (PROTOCOL.md §5, "Records of past sessions").
+
+A user sees only what is theirs: the session list is the caller's own; a
+transcript is for the session's two participants and operators; notes are
+for the session's therapist alone. A session that is not the caller's is
+answered 404, as if it did not exist, so ids reveal nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dispatch import validation
+from dispatch.errors import InvalidField, NotFound
+from dispatch.routes import ctx_of, signed_in
+from pool.model import Role, rfc3339
+from signaling.records import SessionRecord
+
+_DEFAULT_LIMIT = 50
+_MAX_LIMIT = 200
+
+
+def _time(ts: float | None) -> str | None:
+    return rfc3339(ts) if ts is not None else None
+
+
+def _entry(rec: SessionRecord, viewer: str) -> dict[str, Any]:
+    """S plus ``duration_s`` and the other side's ``name``."""
+    other = rec.therapist_name if viewer == rec.client_id else rec.client_name
+    return {
+        "id": rec.id,
+        "request_id": rec.request_id,
+        "client_id": rec.client_id,
+        "therapist_id": rec.therapist_id,
+        "state": rec.state,
+        "ice_servers": [],
+        "started_at": _time(rec.started_at),
+        "ended_at": _time(rec.ended_at),
+        "end_reason": rec.end_reason,
+        "duration_s": rec.duration_s or 0,
+        "name": other,
+        "matched_at": _time(rec.matched_at),
+    }
+
+
+def _limit(request: HttpRequest) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return _DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
+        raise InvalidField(f"limit must be an integer from 1 to {_MAX_LIMIT}", field="limit")
+    return int(raw)
+
+
+async def list_sessions(request: HttpRequest) -> Response:
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.CLIENT, Role.THERAPIST)
+    limit = _limit(request)
+    records = await ctx.signaling.records.sessions_of(user.id, limit=limit)
+    return JSONResponse({"sessions": [_entry(r, user.id) for r in records]})
+
+
+async def _record(request: HttpRequest) -> SessionRecord:
+    sid = validation.validate_id(request.path_params["session_id"], "session id")
+    rec = await ctx_of(request).signaling.records.get_session(sid)
+    if rec is None:
+        raise NotFound("no such session")
+    return rec
+
+
+async def transcript(request: HttpRequest) -> Response:
+    ctx = ctx_of(request)
+    user = signed_in(request)
+    rec = await _record(request)
+    if user.role is not Role.OPERATOR and user.id not in (rec.client_id, rec.therapist_id):
+        raise NotFound("no such session")
+    messages = await ctx.signaling.records.transcript(rec.id)
+    return JSONResponse({"messages": [m.frame() for m in messages]})
+
+
+async def notes(request: HttpRequest) -> Response:
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.THERAPIST)
+    rec = await _record(request)
+    if user.id != rec.therapist_id:
+        raise NotFound("no such session")
+    saved = await ctx.signaling.records.notes(rec.id)
+    return JSONResponse({"notes": [n.public() for n in saved]})
+
+
+ROUTES = [
+    Route("/v1/sessions", list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id}/transcript", transcript, methods=["GET"]),
+    Route("/v1/sessions/{session_id}/notes", notes, methods=["GET"]),
+]
