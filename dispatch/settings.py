@@ -331,6 +331,10 @@ def _check(name: str, value: Any) -> None:
     _check_specific(name, var, value)
 
 
+#: URL schemes the durable store speaks (dispatch.db.normalize_url picks the driver).
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
 def _check_specific(name: str, var: str, value: Any) -> None:
     if name == "port" and value > 65535:
         raise ConfigError(f"{var} must be a TCP port (1..65535), not {value}")
@@ -345,8 +349,13 @@ def _check_specific(name: str, var: str, value: Any) -> None:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"{var} is not a known time zone: {value!r}") from None
-    elif name == "database_url" and "://" not in value:
-        raise ConfigError(f"{var} must be a database URL such as sqlite+aiosqlite:///./dispatch.db")
+    elif name == "database_url" and (
+        "://" not in value or not value.split("://", 1)[0].startswith(_DATABASE_SCHEMES)
+    ):
+        raise ConfigError(
+            f"{var} must be a SQLite or PostgreSQL URL such as sqlite+aiosqlite:///./dispatch.db"
+            " or postgresql+asyncpg://user@host/db"
+        )
 
 
 def _check_redis_url(var: str, value: Any) -> None:

@@ -140,7 +140,7 @@ def test_dev_generates_a_secret_and_derives_a_data_key() -> None:
         ({"therapist_share_pct": "101"}, "DISPATCH_THERAPIST_SHARE_PCT is a percentage"),
         ({"redis_url": "http://127.0.0.1:6379"}, "DISPATCH_REDIS_URL must start with redis://"),
         ({"redis_url": "127.0.0.1:6379"}, "DISPATCH_REDIS_URL must start with redis://"),
-        ({"database_url": "dispatch.db"}, "DISPATCH_DATABASE_URL must be a database URL"),
+        ({"database_url": "dispatch.db"}, "DISPATCH_DATABASE_URL must be a SQLite or PostgreSQL URL"),
         ({"ice_servers": "[{"}, "DISPATCH_ICE_SERVERS is not valid JSON"),
         ({"ice_servers": '{"urls": "stun:x"}'}, "DISPATCH_ICE_SERVERS must be a JSON array"),
         ({"ice_servers": '["stun:x"]'}, r"DISPATCH_ICE_SERVERS\[0\] must be an object"),
@@ -243,3 +243,16 @@ def test_bad_turn_settings_name_their_variable(extra: dict[str, str], message: s
         load_settings({}, env(**extra))
     with pytest.raises(ConfigError, match="set both or neither"):
         Settings(secret=SECRET, data_key=DATA_KEY, twilio_auth_token="tok")
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "dispatch.db", "oracle+x://h/db"])
+def test_database_url_must_be_sqlite_or_postgresql(url: str) -> None:
+    with pytest.raises(ConfigError, match="DISPATCH_DATABASE_URL"):
+        load_settings({"dev": True, "database_url": url}, env={})
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite:///./x.db", "postgresql+asyncpg://u@h/db", "postgres://u@h/db"]
+)
+def test_database_url_accepts_sqlite_and_postgresql(url: str) -> None:
+    assert load_settings({"dev": True, "database_url": url}, env={}).database_url == url
