@@ -140,7 +140,7 @@ def test_dev_generates_a_secret_and_derives_a_data_key() -> None:
         ({"therapist_share_pct": "101"}, "DISPATCH_THERAPIST_SHARE_PCT is a percentage"),
         ({"redis_url": "http://127.0.0.1:6379"}, "DISPATCH_REDIS_URL must start with redis://"),
         ({"redis_url": "127.0.0.1:6379"}, "DISPATCH_REDIS_URL must start with redis://"),
-        ({"database_url": "dispatch.db"}, "DISPATCH_DATABASE_URL must be a SQLite or PostgreSQL URL"),
+        ({"database_url": "dispatch.db"}, "DISPATCH_DATABASE_URL must be a SQLite or PostgreSQL"),
         ({"ice_servers": "[{"}, "DISPATCH_ICE_SERVERS is not valid JSON"),
         ({"ice_servers": '{"urls": "stun:x"}'}, "DISPATCH_ICE_SERVERS must be a JSON array"),
         ({"ice_servers": '["stun:x"]'}, r"DISPATCH_ICE_SERVERS\[0\] must be an object"),
