@@ -28,6 +28,10 @@ from signaling.crypto import Cipher
 from signaling.ice import make_provider
 from signaling.records import Records
 from signaling.relay import Signaling
+from wallet import routes as wallet_routes
+from wallet.billing import min_balance_minor
+from wallet.ledger import Ledger
+from wallet.metering import Metering
 
 log = get_logger(component="app")
 
@@ -56,9 +60,34 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         settings.twilio_auth_token,
         settings.turn_ttl_s,
     )
-    dispatcher = Dispatcher(store, bus, metrics, ice, records, clock)
+    ledger = Ledger(
+        db,
+        currency=settings.currency,
+        therapist_share_pct=settings.therapist_share_pct,
+        timezone=settings.timezone,
+    )
+    metering = Metering(
+        ledger, store, bus, price_per_minute_minor=settings.price_per_minute_minor, clock=clock
+    )
+    dispatcher = Dispatcher(
+        store,
+        bus,
+        metrics,
+        ice,
+        records,
+        ledger,
+        min_balance_minor=min_balance_minor(
+            settings.price_per_minute_minor, settings.min_balance_minutes
+        ),
+        clock=clock,
+    )
     signaling = Signaling(
-        store, bus, records, held_frames_max=settings.held_frames_max, clock=clock
+        store,
+        bus,
+        records,
+        metering,
+        held_frames_max=settings.held_frames_max,
+        clock=clock,
     )
     return AppContext(
         settings=settings,
@@ -70,6 +99,8 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         signaling=signaling,
         db=db,
         ice=ice,
+        ledger=ledger,
+        metering=metering,
         clock=clock,
     )
 
@@ -102,7 +133,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.db.migrate()
         if settings.demo:
-            await demo.seed(ctx.store)
+            await demo.seed(ctx.store, ctx.ledger, ctx.clock())
         await ctx.start()
         try:
             yield
@@ -110,7 +141,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             await ctx.stop()
 
     app = Starlette(
-        routes=[*routes.ROUTES, *calllog.ROUTES, WebSocketRoute("/v1/ws", ws.endpoint)],
+        routes=[
+            *routes.ROUTES,
+            *calllog.ROUTES,
+            *wallet_routes.ROUTES,
+            WebSocketRoute("/v1/ws", ws.endpoint),
+        ],
         exception_handlers={
             DispatchError: _dispatch_error,
             HTTPException: _http_error,

@@ -1,10 +1,12 @@
 """The ``dispatch`` command: ``dispatch serve`` runs the server, ``dispatch
 token`` prints a signed token for demos and tests (PROTOCOL.md §1, §2),
 ``dispatch keys new|rotate`` makes a data key and re-encrypts chat and notes
-under the first key of ``DISPATCH_DATA_KEY``.
+under the first key of ``DISPATCH_DATA_KEY``, ``dispatch ledger check`` audits
+the wallet's ledger and prints the result as JSON.
 
 Exit codes: 0 done, 1 the database is unavailable or holds data no key opens,
-2 bad usage or configuration (the message goes to stderr).
+or the ledger does not balance, 2 bad usage or configuration (the message goes
+to stderr).
 """
 
 from __future__ import annotations
@@ -85,6 +87,21 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--database-url", help="the database (DISPATCH_DATABASE_URL, default sqlite)"
     )
+
+    ledger = sub.add_parser(
+        "ledger",
+        help="the wallet's ledger: audit it",
+        description="Audit the double-entry ledger of wallets and earnings.",
+    )
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    check = ledger_sub.add_parser(
+        "check",
+        help="check that every transaction balances, no balance is negative and every "
+        "balance matches its entries; prints JSON, exits 1 when it does not balance",
+    )
+    check.add_argument(
+        "--database-url", help="the database (DISPATCH_DATABASE_URL, default sqlite)"
+    )
     return parser
 
 
@@ -95,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _token(args, os.environ)
     if args.command == "keys":
         return _keys(args, os.environ)
+    if args.command == "ledger":
+        return _ledger_check(args, os.environ)
     return _serve(args, os.environ)
 
 
@@ -161,6 +180,47 @@ def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return EXIT_FAILED
     print(count)
     return 0
+
+
+def _ledger_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import asyncio
+    import json
+
+    from dispatch.db import Database
+    from dispatch.errors import Unavailable
+    from wallet.ledger import Ledger
+
+    url = (
+        args.database_url
+        or env.get("DISPATCH_DATABASE_URL", "").strip()
+        or Settings.database_url  # the dataclass default
+    )
+    try:
+        db = Database.from_url(url)
+        ledger = Ledger(
+            db,
+            currency=env.get("DISPATCH_CURRENCY", "").strip() or Settings.currency,
+            therapist_share_pct=Settings.therapist_share_pct,
+            timezone=Settings.timezone,
+        )
+    except ValueError as e:
+        return _fail(str(e))
+
+    async def check() -> dict[str, Any]:
+        try:
+            # The audit reads the latest schema, as every server brings it there.
+            await db.migrate()
+            return await ledger.check()
+        finally:
+            await db.aclose()
+
+    try:
+        result = asyncio.run(check())
+    except Unavailable as e:
+        print(f"dispatch: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0 if result["balanced"] else EXIT_FAILED
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -8,7 +8,9 @@ Loops (each survives its dependency being down and logs why):
 - stats: every ``stats_interval_s`` read the pool's numbers, push ``pool.stats``
   to local operators and set the gauges;
 - heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
-  silent for ``server_dead_after_s`` so their users' graces start.
+  silent for ``server_dead_after_s`` so their users' graces start;
+- billing: every ``billing_tick_s`` warn sessions a minute before their money
+  runs out and end those where it has (:mod:`wallet.metering`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from dispatch.tokens import User
-from pool.model import Request, Role, Session, State, TherapistProfile, rfc3339
+from pool.model import Request, Role, Session, SessionState, State, TherapistProfile, rfc3339
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.relay import Signaling
+from wallet.ledger import Ledger
+from wallet.metering import Metering
 
 log = get_logger(component="context")
 
@@ -49,12 +53,15 @@ class AppContext:
     signaling: Signaling
     db: Database
     ice: IceProvider
+    ledger: Ledger
+    metering: Metering
     clock: Callable[[], float] = time.time
     #: HTTP calls per user: a sustained 10 a second, bursts of 30.
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _beats: int = 0
     _stopping: bool = False
+    _billing_turns: int = 0
 
     # -- frames built from the store -----------------------------------------
     async def snapshot_for(self, profile: TherapistProfile | None) -> dict[str, Any]:
@@ -108,6 +115,7 @@ class AppContext:
             asyncio.create_task(self._every(s.timer_tick_s, self._tick), name="timers"),
             asyncio.create_task(self._every(s.stats_interval_s, self._stats), name="stats"),
             asyncio.create_task(self._every(s.heartbeat_s, self._heartbeat), name="heartbeat"),
+            asyncio.create_task(self._every(s.billing_tick_s, self._billing), name="billing"),
         ]
         log.info("server.started", server_id=s.server_id)
 
@@ -189,12 +197,36 @@ class AppContext:
         while True:
             fired = await self.store.fire_due(self.clock())
             for item in fired:
-                if isinstance(item, Session):
-                    await self.signaling.finish(item)  # a participant lost past the grace
-                else:
-                    await self.dispatcher.fired(item)
+                # One failed announcement must not drop the rest of the batch;
+                # the repair turn of the billing loop finishes a lost session.
+                try:
+                    if isinstance(item, Session):
+                        await self.signaling.finish(item)  # a participant lost past the grace
+                    else:
+                        await self.dispatcher.fired(item)
+                except DispatchError as exc:
+                    log.warning("timer.announce_failed", code=exc.code)
             if not fired:
                 return
+
+    async def _billing(self) -> None:
+        """Funds warnings and exhaustion, each once across servers; every
+        tenth turn, settle what a dead server left unsettled."""
+        await self.metering.warn_due()
+        for ended in await self.metering.exhausted_due():
+            await self.signaling.finish(ended)
+        self._billing_turns += 1
+        if self._billing_turns % 10 == 0:
+            await self._repair()
+
+    async def _repair(self) -> None:
+        """Finish what a failure left half done: sessions the pool ended while
+        the database could not record it, and ended sessions left unsettled."""
+        for sid in await self.metering.open_session_ids(self.clock()):
+            session = await self.store.get_session(sid)
+            if session is not None and session.state is SessionState.ENDED:
+                await self.signaling.finish(session)
+        await self.metering.sweep()
 
     async def _stats(self) -> None:
         stats = await self.store.stats(self.clock())

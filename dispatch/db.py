@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from dispatch.errors import Unavailable
 
@@ -144,12 +146,32 @@ def _upgrade_head(connection: Connection) -> None:
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        # busy_timeout first: switching to WAL needs a moment of exclusive lock.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor)
     finally:
         cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL, waiting (bounded) while another connection holds
+    its lock: SQLite answers "database is locked" at once for this change,
+    whatever the busy timeout, so several servers starting together on a new
+    file would otherwise fail. A file already in WAL needs no lock at all."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, whatever its module
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        # We run inside SQLAlchemy's async adaptation: sleep without blocking the loop.
+        await_only(asyncio.sleep(delay))
+        delay = min(delay * 2, 0.25)
 
 
 class Database:

@@ -8,11 +8,13 @@ one of them only.
 
 from __future__ import annotations
 
+import time
 from typing import Final
 from urllib.parse import quote
 
 from pool.model import TherapistProfile
 from pool.store import PoolStore
+from wallet.ledger import Ledger
 
 
 def _avatar(initials: str, colour: str) -> str:
@@ -83,7 +85,17 @@ DEMO_CLIENTS: Final[tuple[str, ...]] = ("demo-client-1", "demo-client-2", "demo-
 DEMO_OPERATOR: Final = "demo-operator"
 
 
-async def seed(store: PoolStore) -> None:
-    """Put every demo therapist into ``store`` (replacing any earlier copy)."""
+#: What each demo client's wallet is topped up with (once: the reference is fixed).
+DEMO_TOPUP_MINOR = 10_000
+
+
+async def seed(store: PoolStore, ledger: Ledger | None = None, now: float | None = None) -> None:
+    """Put every demo therapist into ``store`` (replacing any earlier copy)
+    and, with a ``ledger``, fund each demo client's wallet once."""
     for profile in DEMO_THERAPISTS:
         await store.put_profile(profile)
+    if ledger is None:
+        return
+    at = time.time() if now is None else now
+    for client_id in DEMO_CLIENTS:
+        await ledger.topup(client_id, DEMO_TOPUP_MINOR, f"demo-topup-{client_id}", at)

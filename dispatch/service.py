@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable
 
 from dispatch.bus import Bus
-from dispatch.errors import DispatchError, Forbidden, NotFound, RequestExists
+from dispatch.errors import (
+    DispatchError,
+    Forbidden,
+    InsufficientFunds,
+    NotFound,
+    RequestExists,
+    Taken,
+)
 from dispatch.logs import get_logger
 from dispatch.metrics import Metrics
 from dispatch.tokens import User
@@ -24,6 +31,7 @@ from pool.model import Draft, Request, Role, State, TherapistProfile
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.records import Records
+from wallet.ledger import Ledger
 
 log = get_logger(component="service")
 
@@ -43,6 +51,9 @@ class Dispatcher:
         metrics: Metrics,
         ice: IceProvider,
         records: Records,
+        ledger: Ledger,
+        *,
+        min_balance_minor: int,
         clock: Clock = time.time,
     ) -> None:
         self.store = store
@@ -50,6 +61,8 @@ class Dispatcher:
         self.metrics = metrics
         self.ice = ice
         self.records = records
+        self.ledger = ledger
+        self.min_balance_minor = min_balance_minor
         self.clock = clock
 
     # -- publishing --------------------------------------------------------
@@ -119,6 +132,13 @@ class Dispatcher:
         A client in an open session may not ask for another therapist."""
         if await self.store.open_session_of(user.id) is not None:
             raise RequestExists("you are in an open session")
+        balance = await self.ledger.balance(user.id)
+        if balance < self.min_balance_minor:
+            raise InsufficientFunds(
+                "top up the wallet to talk now",
+                balance_minor=balance,
+                required_minor=self.min_balance_minor,
+            )
         request, change = await self.store.create(
             draft, user.id, new_id("req"), self.clock(), idempotency_key
         )
@@ -146,7 +166,10 @@ class Dispatcher:
         """Match the request and open its session; the durable record is
         written before anyone is told, so the call log never misses a call."""
         now = self.clock()
-        change = await self.store.accept(request_id, user.id, new_id("ses"), now)
+        try:
+            change = await self.store.accept(request_id, user.id, new_id("ses"), now)
+        except Taken:
+            change = await self._unrecorded_match(user, request_id)
         after = change.after
         if change.session is not None:
             profile = await self.store.get_profile(change.session.therapist_id)
@@ -163,6 +186,26 @@ class Dispatcher:
             self.metrics.wait_time.observe(change.before.claimed_at - after.created_at)
         await self.publish(change, user.id, origin)
         return change
+
+    async def _unrecorded_match(self, user: User, request_id: str) -> Change:
+        """A retried accept whose first try matched in the pool but failed to
+        write the durable record: finish that match instead of refusing it.
+        Raises ``Taken`` again for any other request that is not on offer."""
+        req = await self.store.get(request_id)
+        session = (
+            await self.store.get_session(req.session_id)
+            if req is not None and req.session_id is not None
+            else None
+        )
+        if (
+            req is None
+            or session is None
+            or req.client_id != user.id
+            or req.state is not State.MATCHED
+            or await self.records.get_session(session.id) is not None
+        ):
+            raise Taken("there is no offer on this request")
+        return Change(req.replace(state=State.CLAIMED), req, session=session)
 
     async def decline(self, user: User, request_id: str, origin: Origin | None) -> Change:
         change = await self.store.decline(request_id, user.id, self.clock())

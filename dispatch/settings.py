@@ -105,6 +105,8 @@ class Settings:
     ping_timeout_s: float = 20.0
     stats_interval_s: float = 1.0
     timer_tick_s: float = 0.2
+    #: How often each server looks for sessions whose money is low or spent.
+    billing_tick_s: float = 1.0
     heartbeat_s: float = 2.0
     server_dead_after_s: float = 10.0
     max_frame_bytes: int = 65536

@@ -198,23 +198,24 @@ class Records:
         async with self.db.session() as s, s.begin():
             await s.execute(self._insert_or_nothing(sessions, values, ("id",)))
 
-    async def session_live(self, session_id: str, at: float) -> None:
+    async def session_live(self, session_id: str, at: float) -> bool:
         """Mark the session ``live`` from ``at`` (both sides joined). Only a
-        ``ready`` session changes: repeating it, or a late call for an ended
-        session, does nothing. ``NotFound`` if it was never recorded."""
+        ``ready`` session changes (True): repeating it, or a late call for an
+        ended session, does nothing (False). ``NotFound`` if it was never
+        recorded."""
         stmt = (
             update(sessions)
             .where(sessions.c.id == session_id, sessions.c.state == str(SessionState.READY))
             .values(state=str(SessionState.LIVE), started_at=_to_dt(at))
             .returning(sessions.c.id)
         )
-        await self._update_one(session_id, stmt)
+        return await self._update_one(session_id, stmt)
 
     async def session_ended(
         self, session_id: str, ended_at: float, reason: str, duration_s: int
-    ) -> None:
+    ) -> bool:
         """Mark the session ``ended``. The first end wins: later calls change
-        nothing. ``NotFound`` if it was never recorded."""
+        nothing (and return False). ``NotFound`` if it was never recorded."""
         stmt = (
             update(sessions)
             .where(sessions.c.id == session_id, sessions.c.state != str(SessionState.ENDED))
@@ -226,7 +227,7 @@ class Records:
             )
             .returning(sessions.c.id)
         )
-        await self._update_one(session_id, stmt)
+        return await self._update_one(session_id, stmt)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """The session's record, or ``None``."""
@@ -371,10 +372,13 @@ class Records:
             .on_conflict_do_nothing(index_elements=list(target))
         )
 
-    async def _update_one(self, session_id: str, stmt: Any) -> None:
+    async def _update_one(self, session_id: str, stmt: Any) -> bool:
+        """Run a conditional update of one session; True when it changed it."""
         async with self.db.session() as s, s.begin():
             if (await s.execute(stmt)).first() is None:
                 await self._require_session(session_id, s)
+                return False
+            return True
 
     async def _require_session(self, session_id: str, s: AsyncSession | None = None) -> None:
         """Raise ``NotFound`` unless the session was recorded."""

@@ -24,6 +24,7 @@ from pool.effects import Effect
 from pool.model import Role, Session, SessionState, rfc3339
 from pool.store import PoolStore
 from signaling.records import Records
+from wallet.metering import Metering
 
 log = get_logger(component="signaling")
 
@@ -50,6 +51,7 @@ class Signaling:
         store: PoolStore,
         bus: Bus,
         records: Records,
+        metering: Metering,
         *,
         held_frames_max: int = 256,
         clock: Callable[[], float] = time.time,
@@ -57,6 +59,7 @@ class Signaling:
         self.store = store
         self.bus = bus
         self.records = records
+        self.metering = metering
         self.held_frames_max = held_frames_max
         self.clock = clock
 
@@ -101,8 +104,15 @@ class Signaling:
         answer([joined, *held])
         peer_joined = {"type": "session.peer_joined", "session_id": session_id, "user_id": user_id}
         await self._send(peer, peer_joined)
-        if went_live and session.started_at is not None:
-            await self.records.session_live(session_id, session.started_at)
+        # The pool makes a session live exactly once; the durable record's
+        # conditional update is the gate for announcing it, so a join retried
+        # after the database failed still announces (once) what the pool did.
+        del went_live
+        if session.state is SessionState.LIVE and session.started_at is not None:
+            if not await self.records.session_live(session_id, session.started_at):
+                log.info("session.joined", session_id=session_id, user_id=user_id, held=len(held))
+                return
+            await self.metering.plan(session)
             live = {
                 "type": "session.live",
                 "session_id": session_id,
@@ -175,20 +185,34 @@ class Signaling:
         reason = "ended_by_client" if user_id == session.client_id else "ended_by_therapist"
         ended = await self.store.end_session(session_id, reason, self.clock())
         if ended is None:
-            # Already over: tell the asker how it ended.
+            # Already over in the pool: finish it if its record missed the end
+            # (the database failed the first time), else tell the asker alone.
             current = await self.store.get_session(session_id)
-            if current is not None:
-                await self._send(user_id, ended_frame(current), origin)
+            if current is not None and current.state is SessionState.ENDED:
+                await self.finish(current, origin, asker=user_id)
             return
         await self.finish(ended, origin)
 
-    async def finish(self, ended: Session, origin: Origin | None = None) -> None:
-        """Record and announce a session that was just ended (exactly once)."""
-        await self.records.session_ended(
+    async def finish(
+        self, ended: Session, origin: Origin | None = None, asker: str | None = None
+    ) -> None:
+        """Record, settle and announce a session the pool has ended.
+
+        Safe to repeat: the record's conditional update says whether this call
+        was the one that recorded the end; only that one tells both sides (an
+        ``asker`` of a repeat still gets its answer). Settling is once by the
+        ledger's own uniqueness, so a repeat also settles what a failure left.
+        """
+        first = await self.records.session_ended(
             ended.id, ended.ended_at or self.clock(), ended.end_reason or "", ended.duration_s()
         )
+        await self.metering.settle(ended)
         frame = ended_frame(ended)
         conn, ref = origin if origin is not None else (None, None)
+        if not first:
+            if asker is not None:
+                await self._send(asker, frame, origin)
+            return
         await self.bus.publish(
             [
                 Effect("user", to=ended.client_id, frame=frame, conn=conn, ref=ref),

@@ -74,6 +74,12 @@ def connect(client: TestClient, role: str, sub: str) -> Iterator[Any]:
         yield conn
 
 
+def fund(client: TestClient, cid: str, amount: int = 10_000) -> None:
+    body = {"client_id": cid, "amount_minor": amount, "reference": f"fund-{cid}"}
+    r = client.post("/v1/wallet/topups", json=body, headers=auth("operator", "op"))
+    assert r.status_code in (200, 201), r.text
+
+
 def put_therapist(client: TestClient, tid: str, **changes: Any) -> None:
     r = client.put(
         f"/v1/therapists/{tid}", json={**PROFILE, **changes}, headers=auth("operator", "op")
@@ -92,6 +98,9 @@ def _talk_now(client: TestClient, t: Any) -> None:
     t.send_json({"type": "status", "available": True, "ref": "s1"})
     assert expect(t, "status.ok") == {"type": "status.ok", "available": True, "ref": "s1"}
 
+    r = client.post("/v1/requests", json=DRAFT, headers=auth("client", "c1"))
+    assert r.status_code == 402 and r.json()["error"]["code"] == "insufficient_funds"
+    fund(client, "c1")
     r = client.post("/v1/requests", json=DRAFT, headers=auth("client", "c1"))
     assert r.status_code == 201, r.text
     req = r.json()["request"]
@@ -131,6 +140,7 @@ def _claim_and_accept(client: TestClient, t: Any, c: Any, req: dict[str, Any]) -
 
 
 def test_idempotency_and_conflict(client: TestClient) -> None:
+    fund(client, "c2")
     h = {**auth("client", "c2"), "Idempotency-Key": "k-1"}
     a = client.post("/v1/requests", json=DRAFT, headers=h)
     b = client.post("/v1/requests", json=DRAFT, headers=h)
@@ -204,8 +214,9 @@ def test_header_auth_and_msgpack(client: TestClient) -> None:
         assert stats["type"] == "pool.stats" and "wait_p95_s" in stats
 
 
-def _matched(client: TestClient, t: Any, c: Any, cid: str) -> str:
+def _matched(client: TestClient, t: Any, c: Any, cid: str, amount: int = 10_000) -> str:
     """Claim and accept a fresh request; returns the session id."""
+    fund(client, cid, amount)
     r = client.post("/v1/requests", json=DRAFT, headers=auth("client", cid))
     rid = r.json()["request"]["id"]
     expect(t, "request.new")
@@ -293,3 +304,70 @@ def test_intruder_gets_forbidden_for_every_session_frame(client: TestClient) -> 
                 assert (err["code"], err["ref"]) == ("forbidden", frame["type"])
         tr = client.get(f"/v1/sessions/{sid}/transcript", headers=auth("client", "c9")).json()
         assert tr["messages"] == []
+
+
+class FakeClock:
+    """Wall-clock time plus a shift the test moves forward."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+
+def test_billing_warns_ends_and_settles_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    overrides = {
+        "dev": True,
+        "secret": SECRET,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}",
+        "billing_tick_s": 0.05,
+    }
+    app = create_app(load_settings(overrides, env={}), clock=clock)
+    with TestClient(app) as client:
+        put_therapist(client, "tb")
+        with connect(client, "therapist", "tb") as t, connect(client, "client", "cb") as c:
+            expect(t, "pool.snapshot")
+            t.send_json({"type": "status", "available": True})
+            expect(t, "status.ok")
+            # 1500 = exactly the 10 minutes at 150 a minute that the gate asks for.
+            sid = _matched(client, t, c, "cb", amount=1500)
+            c.send_json({"type": "session.join", "session_id": sid})
+            t.send_json({"type": "session.join", "session_id": sid})
+            expect(c, "session.live")
+            clock.shift += 9 * 60 + 1
+            low = expect(c, "session.funds_low")
+            assert low["session_id"] == sid and 55 <= low["seconds_left"] <= 60
+            assert expect(t, "session.funds_low")["session_id"] == sid
+            clock.shift += 60
+            ended = expect(c, "session.ended")
+            assert ended["reason"] == "funds_exhausted" and ended["duration_s"] == 600
+            assert expect(t, "session.ended")["reason"] == "funds_exhausted"
+
+        wallet = client.get("/v1/wallet", headers=auth("client", "cb")).json()
+        assert wallet == {"balance_minor": 0, "currency": "GBP"}
+        txs = client.get("/v1/transactions", headers=auth("client", "cb")).json()["transactions"]
+        assert [(x["kind"], x["amount_minor"]) for x in txs] == [
+            ("session_charge", -1500),
+            ("topup", 1500),
+        ]
+        earnings = client.get("/v1/earnings", headers=auth("therapist", "tb")).json()
+        assert earnings["available_minor"] == 900  # 60 % of 1500
+        check = client.get("/v1/ledger/check", headers=auth("operator", "op")).json()
+        assert check["balanced"] is True
+
+
+def test_demo_mode_funds_demo_clients_once(tmp_path: Path) -> None:
+    overrides = {
+        "dev": True,
+        "demo": True,
+        "secret": SECRET,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+    }
+    for _ in range(2):  # a restart must not fund them again
+        with TestClient(create_app(load_settings(overrides, env={}))) as client:
+            wallet = client.get("/v1/wallet", headers=auth("client", "demo-client-1")).json()
+            assert wallet["balance_minor"] == 10_000
+            r = client.get("/v1/therapists/demo-therapist-1", headers=auth("client", "x"))
+            assert r.status_code == 200

@@ -23,8 +23,16 @@ from sqlalchemy.engine import Connection
 from dispatch.db import Database, alembic_config, normalize_url
 from dispatch.tables import metadata
 
-TABLES = {"sessions", "chat_messages", "notes"}
-HEAD = "0001"
+TABLES = {
+    "sessions",
+    "chat_messages",
+    "notes",
+    "ledger_accounts",
+    "ledger_transactions",
+    "ledger_entries",
+    "withdrawals",
+}
+HEAD = "0003"
 
 
 def _tables(conn: Connection) -> set[str]:

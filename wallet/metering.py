@@ -1,0 +1,195 @@
+"""Per-minute billing of live sessions: funds warnings, running out, settling.
+
+When a session goes ``live`` its funds plan is written on its durable record
+(:func:`wallet.billing.funds_plan`: when the client's balance runs out, and
+one minute before). Every server's billing tick then claims due work with a
+conditional update, so each step happens once across all servers, whichever
+armed it and even if that server died:
+
+- ``funds_low_at`` passed and not yet sent: both sides get ``session.funds_low``;
+- ``exhausted_at`` passed: the session ends with ``funds_exhausted`` (the pool's
+  end is itself exactly-once);
+- an ended session without its charge: the charge and the therapist's share are
+  written (the ledger refuses a second charge for the same session).
+
+The last step is a sweep, so a session ended by a server that died before
+settling is settled by another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from dispatch.bus import Bus
+from dispatch.logs import get_logger
+from dispatch.tables import ledger_transactions, sessions
+from pool.effects import Effect
+from pool.model import Session, SessionState
+from pool.store import PoolStore
+from wallet.billing import final_charge, funds_plan
+from wallet.ledger import Ledger
+
+log = get_logger(component="billing")
+
+#: How far back the settling sweep looks for ended sessions without a charge.
+_SWEEP_WINDOW = dt.timedelta(days=2)
+
+
+def _dt(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+
+
+class Metering:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: PoolStore,
+        bus: Bus,
+        *,
+        price_per_minute_minor: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.db = ledger.db
+        self.store = store
+        self.bus = bus
+        self.price = price_per_minute_minor
+        self.clock = clock
+
+    async def plan(self, session: Session) -> None:
+        """Write the funds plan of a session that just went live."""
+        if session.started_at is None:
+            return
+        balance = await self.ledger.balance(session.client_id)
+        plan = funds_plan(session.started_at, balance, self.price)
+        stmt = (
+            update(sessions)
+            .where(sessions.c.id == session.id)
+            .values(
+                exhausted_at=_dt(plan.exhausted_at),
+                funds_low_at=_dt(plan.funds_low_at) if plan.funds_low_at is not None else None,
+            )
+        )
+        async with self.db.session() as s, s.begin():
+            await s.execute(stmt)
+        log.info(
+            "billing.planned",
+            session_id=session.id,
+            seconds=round(plan.exhausted_at - session.started_at),
+        )
+
+    async def warn_due(self) -> int:
+        """Send ``session.funds_low`` for each due session, once; returns how many."""
+        now = _dt(self.clock())
+        pick = (
+            update(sessions)
+            .where(
+                sessions.c.state == str(SessionState.LIVE),
+                sessions.c.funds_low_at <= now,
+                sessions.c.funds_low_sent.is_(False),
+            )
+            .values(funds_low_sent=True)
+            .returning(
+                sessions.c.id,
+                sessions.c.client_id,
+                sessions.c.therapist_id,
+                sessions.c.exhausted_at,
+            )
+        )
+        async with self.db.session() as s, s.begin():
+            rows = (await s.execute(pick)).all()
+        for sid, client_id, therapist_id, exhausted_at in rows:
+            left = max(0, round((exhausted_at - now).total_seconds()))
+            frame: dict[str, Any] = {
+                "type": "session.funds_low",
+                "session_id": sid,
+                "seconds_left": left,
+            }
+            await self.bus.publish(
+                [Effect("user", to=u, frame=frame) for u in (client_id, therapist_id)]
+            )
+            log.info("billing.funds_low", session_id=sid, seconds_left=left)
+        return len(rows)
+
+    async def exhausted_due(self) -> list[Session]:
+        """End each live session whose money ran out; returns those this call ended."""
+        now = self.clock()
+        query = select(sessions.c.id, sessions.c.exhausted_at).where(
+            sessions.c.state == str(SessionState.LIVE), sessions.c.exhausted_at <= _dt(now)
+        )
+        async with self.db.session() as s:
+            due = (await s.execute(query)).all()
+        ended: list[Session] = []
+        for sid, exhausted_at in due:
+            # It ends when the money ran out, however late the tick that saw it:
+            # a whole number of minutes after it went live (the stored time lost
+            # sub-microsecond precision, which would shave a second off).
+            open_session = await self.store.get_session(sid)
+            at = exhausted_at.timestamp()
+            if open_session is not None and open_session.started_at is not None:
+                minutes = round((at - open_session.started_at) / 60)
+                at = open_session.started_at + minutes * 60
+            session = await self.store.end_session(sid, "funds_exhausted", at)
+            if session is not None:
+                ended.append(session)
+        return ended
+
+    async def settle(self, session: Session) -> None:
+        """Write the session's charge and the therapist's share (once)."""
+        if session.ended_at is None:
+            return
+        balance = await self.ledger.balance(session.client_id)
+        charge = final_charge(session.started_at, session.ended_at, balance, self.price)
+        tx = await self.ledger.charge_session(
+            session.id, session.client_id, session.therapist_id, charge, self.clock()
+        )
+        if tx is not None:
+            log.info("billing.settled", session_id=session.id, charge_minor=charge)
+
+    async def open_session_ids(self, matched_before: float) -> list[str]:
+        """Sessions the records still show open, matched before the given time
+        (the caller checks each against the pool, which may have ended it while
+        the database was failing)."""
+        query = select(sessions.c.id).where(
+            sessions.c.state.in_([str(SessionState.READY), str(SessionState.LIVE)]),
+            sessions.c.matched_at < _dt(matched_before),
+        )
+        async with self.db.session() as s:
+            return [row[0] for row in (await s.execute(query)).all()]
+
+    async def sweep(self) -> int:
+        """Settle ended sessions that have no charge yet (their server died
+        between the end and the charge); returns how many were settled."""
+        since = _dt(self.clock()) - _SWEEP_WINDOW
+        charged = select(ledger_transactions.c.session_id).where(
+            ledger_transactions.c.kind == "session_charge",
+            ledger_transactions.c.session_id.is_not(None),
+        )
+        query = select(sessions).where(
+            and_(
+                sessions.c.state == str(SessionState.ENDED),
+                sessions.c.ended_at >= since,
+                sessions.c.id.not_in(charged),
+            )
+        )
+        async with self.db.session() as s:
+            rows = (await s.execute(query)).mappings().all()
+        for row in rows:
+            await self.settle(
+                Session(
+                    id=row["id"],
+                    request_id=row["request_id"],
+                    client_id=row["client_id"],
+                    therapist_id=row["therapist_id"],
+                    state=SessionState.ENDED,
+                    started_at=row["started_at"].timestamp() if row["started_at"] else None,
+                    ended_at=row["ended_at"].timestamp(),
+                    end_reason=row["end_reason"],
+                )
+            )
+        return len(rows)
