@@ -371,3 +371,36 @@ def test_demo_mode_funds_demo_clients_once(tmp_path: Path) -> None:
             assert wallet["balance_minor"] == 10_000
             r = client.get("/v1/therapists/demo-therapist-1", headers=auth("client", "x"))
             assert r.status_code == 200
+
+
+def test_a_top_up_during_a_call_moves_its_end(tmp_path: Path) -> None:
+    clock = FakeClock()
+    overrides = {
+        "dev": True,
+        "secret": SECRET,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'topup.db'}",
+        "billing_tick_s": 0.05,
+    }
+    with TestClient(create_app(load_settings(overrides, env={}), clock=clock)) as client:
+        put_therapist(client, "tt")
+        with connect(client, "therapist", "tt") as t, connect(client, "client", "ct") as c:
+            expect(t, "pool.snapshot")
+            t.send_json({"type": "status", "available": True})
+            expect(t, "status.ok")
+            sid = _matched(client, t, c, "ct", amount=1500)  # 10 minutes
+            c.send_json({"type": "session.join", "session_id": sid})
+            t.send_json({"type": "session.join", "session_id": sid})
+            expect(c, "session.live")
+            clock.shift += 9 * 60 + 1
+            expect(c, "session.funds_low")
+            body = {"client_id": "ct", "amount_minor": 1500, "reference": "more"}
+            r = client.post("/v1/wallet/topups", json=body, headers=auth("operator", "op"))
+            assert r.status_code == 201, r.text
+            clock.shift += 10 * 60  # past the old end, before the new one
+            low = expect(c, "session.funds_low")  # warned again before the new end
+            assert low["seconds_left"] <= 60
+            clock.shift += 60
+            ended = expect(c, "session.ended")
+            assert (ended["reason"], ended["duration_s"]) == ("funds_exhausted", 1200)
+        wallet = client.get("/v1/wallet", headers=auth("client", "ct")).json()
+        assert wallet["balance_minor"] == 0

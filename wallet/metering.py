@@ -63,24 +63,42 @@ class Metering:
 
     async def plan(self, session: Session) -> None:
         """Write the funds plan of a session that just went live."""
-        if session.started_at is None:
-            return
-        balance = await self.ledger.balance(session.client_id)
-        plan = funds_plan(session.started_at, balance, self.price)
-        stmt = (
-            update(sessions)
-            .where(sessions.c.id == session.id)
-            .values(
-                exhausted_at=_dt(plan.exhausted_at),
-                funds_low_at=_dt(plan.funds_low_at) if plan.funds_low_at is not None else None,
-            )
+        if session.started_at is not None:
+            await self._plan(session.id, session.client_id, session.started_at)
+
+    async def replan(self, client_id: str) -> None:
+        """After a top-up: the client's live sessions last as long as the
+        new balance pays for (the charge is taken at the end, so the whole
+        balance counts), and a warning already sent may be sent again later."""
+        query = select(sessions.c.id, sessions.c.started_at).where(
+            sessions.c.client_id == client_id,
+            sessions.c.state == str(SessionState.LIVE),
+            sessions.c.started_at.is_not(None),
         )
+        async with self.db.session() as s:
+            rows = (await s.execute(query)).all()
+        for sid, started_at in rows:
+            await self._plan(sid, client_id, started_at.timestamp())
+
+    async def _plan(self, session_id: str, client_id: str, started_at: float) -> None:
+        balance = await self.ledger.balance(client_id)
+        plan = funds_plan(started_at, balance, self.price)
+        low = plan.funds_low_at
+        values: dict[str, Any] = {
+            "exhausted_at": _dt(plan.exhausted_at),
+            "funds_low_at": _dt(low) if low is not None else None,
+        }
+        if low is None:
+            values["funds_low_sent"] = True  # it runs out at once: nothing to warn of
+        elif low > self.clock():
+            values["funds_low_sent"] = False  # still ahead: owed (again, after a top-up)
+        stmt = update(sessions).where(sessions.c.id == session_id).values(**values)
         async with self.db.session() as s, s.begin():
             await s.execute(stmt)
         log.info(
             "billing.planned",
-            session_id=session.id,
-            seconds=round(plan.exhausted_at - session.started_at),
+            session_id=session_id,
+            seconds=round(plan.exhausted_at - started_at),
         )
 
     async def warn_due(self) -> int:

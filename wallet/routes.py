@@ -89,6 +89,9 @@ async def post_topup(request: HttpRequest) -> Response:
     amount = check_amount(body.get("amount_minor"))
     reference = check_reference(body.get("reference"))
     txn = await _ledger(request).topup(client_id, amount, reference, ctx_of(request).clock())
+    if not txn.replayed:
+        # A top-up during a call moves its end: the money now lasts longer.
+        await ctx_of(request).metering.replan(client_id)
     out = {
         "transaction": {
             **txn.view(client_account(client_id)),
