@@ -32,10 +32,6 @@ Origin = tuple[str, str | None]  # (conn_id, ref)
 _OPEN = (SessionState.READY, SessionState.LIVE)
 
 
-def peer_of(session: Session, user_id: str) -> str:
-    return session.therapist_id if user_id == session.client_id else session.client_id
-
-
 def ended_frame(session: Session) -> dict[str, Any]:
     return {
         "type": "session.ended",
@@ -92,7 +88,7 @@ class Signaling:
         await self.participant(user_id, session_id)
         now = self.clock()
         session, went_live, held = await self.store.join_session(session_id, user_id, now)
-        peer = peer_of(session, user_id)
+        peer, _ = session.peer_of(user_id)
         joined: dict[str, Any] = {
             "type": "session.joined",
             "session_id": session_id,
@@ -135,7 +131,7 @@ class Signaling:
             raise NotFound("the session has ended")
         frame = {"type": "rtc.signal", "session_id": session_id, "from": user_id, "data": data}
         if await self.store.pass_or_hold(session_id, user_id, frame, self.held_frames_max):
-            await self._send(peer_of(session, user_id), frame)
+            await self._send(session.peer_of(user_id)[0], frame)
 
     # -- chat and notes ------------------------------------------------------------
     async def chat(
