@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint clean bench services
+.PHONY: venv run test lint clean bench services browser
 
 venv: $(STAMP)
 
@@ -21,6 +21,15 @@ run: venv
 
 test: lint services
 	$(BIN)/pytest
+
+# The real-browser tier (tests/browser): Chromium driven by Playwright against real
+# servers, in a network namespace with only loopback. As root it installs a missing
+# Chromium (apt-get); without what it needs it skips with one line, except under
+# CI=true, where that fails. Screenshots go to artifacts/browser/.
+# Not yet part of `make test`: the two-party call test still fails about one run in
+# three (an offer race in static/js/call.js), and CI must stay green.
+browser: venv
+	sh scripts/browser-tests
 
 # The suite starts its own redis-server; PostgreSQL (for the durable-store
 # tests) must answer on 127.0.0.1:5432. Start the local cluster if it is down.

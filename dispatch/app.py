@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from dispatch import calllog, demo, routes, ws
+from dispatch import calllog, demo, pages, routes, ws
 from dispatch.bus import Bus, LocalBus, RedisBus
 from dispatch.context import AppContext
 from dispatch.db import Database
@@ -145,6 +145,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *routes.ROUTES,
             *calllog.ROUTES,
             *wallet_routes.ROUTES,
+            *pages.ROUTES,
             WebSocketRoute("/v1/ws", ws.endpoint),
         ],
         exception_handlers={

@@ -191,13 +191,16 @@ class Hub:
                         freed.append(conn)
                     conn.busy = False
                 elif ftype == "status.ok":
-                    conn.available = bool(effect.frame.get("available"))
+                    now_available = bool(effect.frame.get("available"))
+                    if now_available and not conn.available and not conn.busy:
+                        freed.append(conn)  # it got no request.new while away
+                    conn.available = now_available
             if effect.ref is not None and conn.id == effect.conn:
                 conn.send_frame({**effect.frame, "ref": effect.ref})
             else:
                 conn.send(plain)
         if freed:
-            # While busy the console got no request.new; give it the pool as it is now.
+            # While busy or away the console got no request.new: the pool as it is now.
             snapshot = Encoded(await self.snapshot(freed[0].profile))
             for conn in freed:
                 conn.send(snapshot)

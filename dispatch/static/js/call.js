@@ -1,0 +1,486 @@
+// call.js — the WebRTC call of one session (an ES module, no build step).
+//
+// API
+//   const call = new Call({conn, session, selfId, role, localVideo, remoteVideo, onState})
+//     conn: a protocol.js Connection; session: S from `session.ready`;
+//     selfId: this user's id; role: "client" | "therapist"; localVideo /
+//     remoteVideo: <video> elements (either may be null); onState(event, detail)
+//     is told what happens (below). Sets window.qcCall = call (for tests).
+//   await call.start()
+//     getUserMedia({audio, video}) (on failure the call goes on without this
+//     side's media and onState("media", {ok: false, message}) says why), an
+//     RTCPeerConnection with session.ice_servers, then `session.join`.
+//   await call.hangUp() -> the `session.ended` frame | null
+//     Stops the camera at once, sends `session.end` (after the websocket
+//     comes back, if it is down), then closes everything.
+//   call.close()         Closes media and the peer connection without ending
+//                        the session (e.g. the page goes away).
+//   call.finish({reason, duration_s})  Closes the call as ended, for an end
+//                        learnt another way (e.g. GET /v1/sessions after a
+//                        reconnect that brought no `session.ready`).
+//   call.unmuteRemote()  Plays the remote audio after the browser blocked autoplay.
+//   await call.framesDecoded() -> number   inbound video frames decoded so far.
+//   call.pc              the RTCPeerConnection (for tests: getStats()).
+//   call.state           "starting" | "joining" | "waiting" | "connecting" |
+//                        "connected" | "reconnecting" | "ending" | "ended"
+//   call.peerJoined, call.live, call.startedAt, call.ended ({reason, duration_s}),
+//   call.localStream, call.remoteStream, call.mediaError
+//
+//   onState events: "state" {state} · "media" {ok, message?, audio, video} ·
+//   "joined" {state, peerJoined} · "peer_joined" {userId, rejoin} ·
+//   "live" {startedAt} · "connection" {state: pc.connectionState} ·
+//   "autoplay" {blocked} · "rejoined" {} · "ended" {reason, duration_s}
+//
+// Signalling: `rtc.signal` data is {pc, to, description} or {pc, to, candidate},
+// where `pc` names the sender's RTCPeerConnection and `to` the receiver's one
+// it is meant for (null until known); a signal for a peer connection we no
+// longer have is dropped. Negotiation follows the "perfect
+// negotiation" pattern (the client is polite, the therapist impolite); ICE
+// candidates trickle. When the websocket comes back inside the reconnect
+// grace the server sends `session.ready` for the same session again: the call
+// joins again and restarts ICE, so it resumes. An offer from a new remote
+// `pc` (the other side reloaded its page) makes a fresh peer connection here.
+
+function mediaErrorMessage(err) {
+  switch (err && err.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "Camera and microphone access was not allowed. The call goes on without your video and sound; chat still works.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No camera or microphone was found. The call goes on without your video and sound; chat still works.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The camera or microphone is in use by another program. The call goes on without your video and sound.";
+    case "NoMediaDevices":
+      return "This browser cannot use a camera or microphone here (the page must be served over https). The call goes on without them.";
+    default:
+      return "The camera and microphone could not be started. The call goes on without your video and sound.";
+  }
+}
+
+export class Call {
+  constructor({ conn, session, selfId, role, localVideo = null, remoteVideo = null, onState = () => {} }) {
+    this.conn = conn;
+    this.session = session;
+    this.sessionId = session.id;
+    this.selfId = selfId;
+    this.role = role;
+    this.polite = role === "client";
+    this.localVideo = localVideo;
+    this.remoteVideo = remoteVideo;
+    this.onState = onState;
+
+    this.state = "starting";
+    this.pc = null;
+    this.pcId = null;
+    this.remotePcId = null;
+    this.localStream = null;
+    this.remoteStream = null;
+    this.mediaError = null;
+    this.peerJoined = false;
+    this.joined = false;
+    this.live = session.state === "live";
+    this.startedAt = session.started_at || null;
+    this.ended = null;
+    this.autoplayBlocked = false;
+
+    this._makingOffer = false;
+    this._ignoreOffer = false;
+    this._settingRemoteAnswer = false;
+    this._signalQueue = Promise.resolve();
+    this._offs = [];
+    this._closed = false;
+    this._hangingUp = false;
+    globalThis.qcCall = this;
+  }
+
+  _tell(event, detail = {}) {
+    try {
+      this.onState(event, detail, this);
+    } catch (err) {
+      console.error("call onState failed", err);
+    }
+  }
+
+  _setState(state) {
+    if (this.state === state || this.state === "ended") return;
+    this.state = state;
+    this._tell("state", { state });
+  }
+
+  _mine(frame) {
+    return frame && frame.session_id === this.sessionId;
+  }
+
+  /** Get the media, build the peer connection and join the session. */
+  async start() {
+    this._listen();
+    await this._getMedia();
+    if (this._closed) return;
+    this._buildPc();
+    this._setState("joining");
+    await this._join();
+  }
+
+  async _getMedia() {
+    const md = globalThis.navigator?.mediaDevices;
+    let stream = null;
+    let error = null;
+    if (!md || typeof md.getUserMedia !== "function") {
+      error = { name: "NoMediaDevices" };
+    } else {
+      for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+        try {
+          stream = await md.getUserMedia(constraints);
+          break;
+        } catch (err) {
+          error = error || err;
+          // A refusal covers every kind: asking again would only ask again.
+          if (err && (err.name === "NotAllowedError" || err.name === "SecurityError")) break;
+        }
+      }
+    }
+    if (this._closed) {
+      stream?.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    this.localStream = stream;
+    const audio = !!stream && stream.getAudioTracks().length > 0;
+    const video = !!stream && stream.getVideoTracks().length > 0;
+    if (stream) {
+      if (this.localVideo) {
+        this.localVideo.muted = true;
+        this.localVideo.srcObject = stream;
+        this.localVideo.play?.().catch(() => {});
+      }
+    }
+    if (!stream) {
+      this.mediaError = mediaErrorMessage(error);
+      this._tell("media", { ok: false, message: this.mediaError, audio, video });
+    } else if (!audio || !video) {
+      this.mediaError = !video
+        ? "No camera is available: the other side hears you but does not see you."
+        : "No microphone is available: the other side sees you but does not hear you.";
+      this._tell("media", { ok: true, partial: true, message: this.mediaError, audio, video });
+    } else {
+      this._tell("media", { ok: true, audio, video });
+    }
+  }
+
+  _buildPc() {
+    const pc = new RTCPeerConnection({ iceServers: this.session.ice_servers || [] });
+    this.pc = pc;
+    this.pcId = `pc${Math.random().toString(36).slice(2, 10)}${Date.now().toString(36)}`;
+    this.remotePcId = null;
+    this._makingOffer = false;
+    this._ignoreOffer = false;
+    this._settingRemoteAnswer = false;
+
+    const tracks = this.localStream ? this.localStream.getTracks() : [];
+    for (const track of tracks) pc.addTrack(track, this.localStream);
+    // Without our own audio or video, still ask to receive the other side's.
+    const kinds = new Set(tracks.map((t) => t.kind));
+    for (const kind of ["audio", "video"]) {
+      if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+
+    this.remoteStream = new MediaStream();
+    if (this.remoteVideo) this.remoteVideo.srcObject = this.remoteStream;
+
+    pc.onnegotiationneeded = async () => {
+      if (pc !== this.pc) return;
+      try {
+        this._makingOffer = true;
+        await pc.setLocalDescription();
+        this._signal({ description: pc.localDescription.toJSON() });
+      } catch (err) {
+        console.warn("could not make an offer", err);
+      } finally {
+        this._makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (pc !== this.pc || !candidate) return;
+      this._signal({ candidate: candidate.toJSON() });
+    };
+    pc.ontrack = ({ track }) => {
+      if (pc !== this.pc) return;
+      if (!this.remoteStream.getTracks().includes(track)) this.remoteStream.addTrack(track);
+      track.onunmute = () => this._playRemote();
+      this._playRemote();
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      const state = pc.connectionState;
+      this._tell("connection", { state });
+      if (state === "connected") this._setState("connected");
+      else if (state === "failed") {
+        this._setState("reconnecting");
+        if (this.conn.isOpen) this._renegotiate();
+      } else if (state === "disconnected") this._setState("reconnecting");
+      else if (state === "connecting" && this.state !== "reconnecting") this._setState("connecting");
+    };
+  }
+
+  _playRemote() {
+    const video = this.remoteVideo;
+    if (!video || this._closed) return;
+    if (video.srcObject !== this.remoteStream) video.srcObject = this.remoteStream;
+    const p = video.play?.();
+    if (!p || typeof p.catch !== "function") return;
+    p.catch((err) => {
+      if (err && err.name === "NotAllowedError" && !video.muted) {
+        // The browser blocks sound without a click: play muted, offer to unmute.
+        video.muted = true;
+        this.autoplayBlocked = true;
+        this._tell("autoplay", { blocked: true });
+        video.play().catch(() => {});
+      }
+    });
+  }
+
+  /** After the browser blocked autoplay with sound: call from a click. */
+  unmuteRemote() {
+    if (!this.remoteVideo) return;
+    this.remoteVideo.muted = false;
+    this.remoteVideo.play?.().catch(() => {});
+    this.autoplayBlocked = false;
+    this._tell("autoplay", { blocked: false });
+  }
+
+  _signal(data) {
+    this.conn.send({
+      type: "rtc.signal",
+      session_id: this.sessionId,
+      data: { pc: this.pcId, to: this.remotePcId, ...data },
+    });
+  }
+
+  async _join() {
+    try {
+      const joined = await this.conn.request({ type: "session.join", session_id: this.sessionId });
+      if (this._closed) return;
+      this.joined = true;
+      if (joined.state === "live") this.live = true;
+      if (joined.peer_joined) this.peerJoined = true;
+      this._tell("joined", { state: joined.state, peerJoined: !!joined.peer_joined });
+      if (this.pc && this.pc.connectionState !== "connected") {
+        this._setState(this.peerJoined ? "connecting" : "waiting");
+      }
+    } catch (err) {
+      if (this._closed) return;
+      if (err.code === "not_found" || err.code === "forbidden") {
+        // The session ended while we were away.
+        this._finish({ reason: null, duration_s: 0 });
+      } else if (err.code !== "disconnected") {
+        console.warn("session.join failed", err.code);
+      }
+      // "disconnected": the reconnect brings `session.ready` and we join again.
+    }
+  }
+
+  _listen() {
+    const on = (type, fn) => this._offs.push(this.conn.on(type, fn));
+    on("rtc.signal", (frame) => {
+      if (!this._mine(frame) || !frame.data || typeof frame.data !== "object") return;
+      this._signalQueue = this._signalQueue
+        .then(() => this._onSignal(frame.data))
+        .catch((err) => console.warn("signal failed", err));
+    });
+    on("session.peer_joined", (frame) => {
+      if (!this._mine(frame)) return;
+      const rejoin = this.peerJoined;
+      this.peerJoined = true;
+      this._tell("peer_joined", { userId: frame.user_id, rejoin });
+      if (this.state === "waiting") this._setState("connecting");
+      // The other side came back: if the media path is broken, restart ICE.
+      if (rejoin && this.pc && this.pc.connectionState !== "connected") this._renegotiate();
+    });
+    on("session.live", (frame) => {
+      if (!this._mine(frame)) return;
+      this.live = true;
+      this.startedAt = frame.started_at || this.startedAt;
+      this._tell("live", { startedAt: this.startedAt });
+    });
+    on("session.ready", (frame) => {
+      // The websocket came back inside the grace: join again, restart ICE.
+      const s = frame.session;
+      if (!s || s.id !== this.sessionId || this._closed || this._hangingUp) return;
+      this.session = { ...this.session, ...s, ice_servers: s.ice_servers || this.session.ice_servers };
+      if (s.state === "live") {
+        this.live = true;
+        this.startedAt = s.started_at || this.startedAt;
+      }
+      this._tell("rejoined", {});
+      this._join().then(() => {
+        if (this.pc && !this._closed) this._renegotiate();
+      });
+    });
+    on("session.ended", (frame) => {
+      if (!this._mine(frame)) return;
+      this._finish({ reason: frame.reason, duration_s: frame.duration_s });
+    });
+  }
+
+  async _onSignal(data) {
+    if (this._closed || this._hangingUp) return;
+    const { description, candidate } = data;
+    const from = typeof data.pc === "string" ? data.pc : null;
+    const to = typeof data.to === "string" ? data.to : null;
+    if (to && to !== this.pcId) return; // meant for a peer connection we no longer have
+    if (description) {
+      if (description.type === "offer" && from && this.remotePcId && from !== this.remotePcId) {
+        // The other side has a new peer connection (it reloaded): start afresh.
+        this._rebuildPc();
+      }
+      let pc = this.pc;
+      if (!pc) return;
+      const readyForOffer =
+        !this._makingOffer && (pc.signalingState === "stable" || this._settingRemoteAnswer);
+      const collision = description.type === "offer" && !readyForOffer;
+      this._ignoreOffer = !this.polite && collision;
+      if (this._ignoreOffer) return;
+      if (description.type === "answer" && pc.signalingState !== "have-local-offer") return;
+      this._settingRemoteAnswer = description.type === "answer";
+      try {
+        await pc.setRemoteDescription(description); // rolls back our offer if polite
+      } finally {
+        this._settingRemoteAnswer = false;
+      }
+      if (from) this.remotePcId = from;
+      pc = this.pc;
+      if (description.type === "offer" && pc) {
+        await pc.setLocalDescription();
+        this._signal({ description: pc.localDescription.toJSON() });
+      }
+    } else if (candidate) {
+      if (from && this.remotePcId && from !== this.remotePcId) return; // a stale peer connection
+      try {
+        await this.pc?.addIceCandidate(candidate);
+      } catch (err) {
+        if (!this._ignoreOffer) console.warn("a remote ICE candidate was refused", err);
+      }
+    }
+  }
+
+  _rebuildPc() {
+    const old = this.pc;
+    if (old) {
+      old.onnegotiationneeded = old.onicecandidate = old.ontrack = old.onconnectionstatechange = null;
+      old.close();
+    }
+    this._buildPc();
+    this._tell("connection", { state: this.pc.connectionState, rebuilt: true });
+  }
+
+  /** Restart ICE (and drop an offer that the other side never answered). */
+  async _renegotiate() {
+    const pc = this.pc;
+    if (!pc || this._closed || this._hangingUp) return;
+    try {
+      if (pc.signalingState === "have-local-offer") {
+        await pc.setLocalDescription({ type: "rollback" });
+      }
+      pc.restartIce();
+    } catch (err) {
+      console.warn("ICE restart failed", err);
+    }
+  }
+
+  async framesDecoded() {
+    if (!this.pc) return 0;
+    let total = 0;
+    const stats = await this.pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === "inbound-rtp" && (r.kind === "video" || r.mediaType === "video")) {
+        total += r.framesDecoded || 0;
+      }
+    });
+    return total;
+  }
+
+  /** End the session for both sides and close this call. */
+  async hangUp() {
+    if (this.ended || this._hangingUp) return null;
+    this._hangingUp = true;
+    this._stopMedia(); // the camera goes off at once
+    this._setState("ending");
+    let frame = null;
+    for (let attempt = 0; attempt < 3 && !this.ended; attempt += 1) {
+      if (!this.conn.isOpen && !(await this._waitOpen(20000))) break;
+      try {
+        frame = await this.conn.request({ type: "session.end", session_id: this.sessionId });
+        break;
+      } catch (err) {
+        if (err.code !== "disconnected" && err.code !== "timeout") {
+          console.warn("session.end failed", err.code);
+          break;
+        }
+      }
+    }
+    if (frame && frame.type === "session.ended") {
+      this._finish({ reason: frame.reason, duration_s: frame.duration_s });
+    } else {
+      this._finish({ reason: null, duration_s: null });
+    }
+    return frame;
+  }
+
+  _waitOpen(timeoutMs) {
+    return new Promise((resolve) => {
+      const off = this.conn.on("open", () => {
+        clearTimeout(timer);
+        off();
+        resolve(true);
+      });
+      const timer = setTimeout(() => {
+        off();
+        resolve(false);
+      }, timeoutMs);
+    });
+  }
+
+  /** The session ended (learnt another way): close and report "ended". */
+  finish(ended) {
+    this._finish({ reason: ended?.reason ?? null, duration_s: ended?.duration_s ?? null });
+  }
+
+  _finish(ended) {
+    if (this.ended) return;
+    this.ended = ended;
+    this.close();
+    this.state = "ended";
+    this._tell("state", { state: "ended" });
+    this._tell("ended", ended);
+  }
+
+  /** Stop the camera and microphone and the peer connection. */
+  _stopMedia() {
+    const pc = this.pc;
+    if (pc) {
+      pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
+      try {
+        pc.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.localStream?.getTracks().forEach((t) => t.stop());
+    for (const video of [this.localVideo, this.remoteVideo]) {
+      if (video) {
+        video.pause?.();
+        video.srcObject = null;
+      }
+    }
+  }
+
+  /** Stop the media and the peer connection and stop listening (does not end the session). */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    for (const off of this._offs) off();
+    this._offs = [];
+    this._stopMedia();
+  }
+}

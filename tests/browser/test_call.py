@@ -1,0 +1,191 @@
+"""The whole path in a real browser: two therapists on two servers, one client, one call.
+
+The client (on server B, a phone-sized screen) asks; both consoles (t-alpha on A,
+t-beta on B) show the request; t-alpha accepts; it vanishes from t-beta's list; the
+client ticks the terms and accepts; the call connects with video decoded on both sides
+(``getStats()``: inbound-rtp ``framesDecoded`` > 0); chat goes both ways; a private
+note is saved; the therapist hangs up and both see the end. The operator page (on A)
+shows the numbers move all along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from playwright.async_api import expect
+
+from .conftest import Stage
+
+pytestmark = pytest.mark.integration
+
+ALPHA = "Dr Alpha Browser"
+BETA = "Dr Beta Browser"
+
+
+@pytest.mark.timeout(150)
+async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
+    a, b = await stage.start(2)
+    await stage.therapist("t-alpha", ALPHA)
+    await stage.therapist("t-beta", BETA)
+    await stage.fund("c-casey")
+
+    ops = await stage.ops("operator", a)
+    await expect(ops.tid("stat-waiting")).to_have_text("0")
+
+    alpha = await stage.console("t-alpha", a, "t-alpha")
+    beta = await stage.console("t-beta", b, "t-beta")
+    await alpha.go_available()
+    await beta.go_available()
+    await expect(alpha.tid("request-item")).to_have_count(0)
+    await alpha.shot("available")
+    await expect(ops.tid("stat-therapists_available")).to_have_text("2")
+    await ops.shot("two-available")
+
+    # The client asks (on the other server than the therapist who will take it).
+    client = await stage.talk("client", b, "c-casey")
+    await client.shot("form")
+    notes = "Browser test: I would like to talk about exams."
+    await client.ask(topics=("anxiety",), notes=notes)
+    await expect(client.tid("waiting-screen")).to_be_visible()
+    await expect(client.tid("queue-position")).to_have_text("1")
+    await expect(client.tid("elapsed")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    await client.shot("waiting")
+
+    # Both consoles show it, with the client's notes; the operator sees one waiting.
+    item_alpha = alpha.tid("request-item")
+    await expect(item_alpha).to_have_count(1)
+    rid = await item_alpha.get_attribute("data-request-id")
+    assert rid
+    await expect(item_alpha).to_contain_text(notes)
+    await expect(beta.request_item(rid)).to_have_count(1)
+    await expect(alpha.tid("live-region")).to_contain_text(re.compile("request", re.I))
+    await expect(ops.tid("stat-waiting")).to_have_text("1")
+    await alpha.shot("request-shown")
+    await beta.shot("request-shown")
+    await ops.shot("one-waiting")
+
+    # t-alpha accepts (first come); it vanishes from t-beta's list at once.
+    await alpha.request_item(rid).get_by_test_id("accept-button").click()
+    await expect(alpha.tid("waiting-confirm")).to_be_visible()
+    await expect(beta.request_item(rid)).to_have_count(0)
+    await expect(ops.tid("stat-waiting")).to_have_text("0")
+    await expect(ops.tid("stat-claimed")).to_have_text("1")
+    await alpha.shot("waiting-confirm")
+    await beta.shot("request-gone")
+
+    # The client sees the therapist's card; accepting needs the terms ticked.
+    await expect(client.tid("therapist-card")).to_be_visible()
+    await expect(client.tid("therapist-name")).to_have_text(ALPHA)
+    await client.shot("offer")
+    await client.tid("accept-offer").click()
+    await asyncio.sleep(0.5)
+    await expect(client.tid("therapist-card")).to_be_visible()
+    await expect(client.tid("call-view")).to_be_hidden()
+    await client.tid("terms-checkbox").check()
+    await client.tid("accept-offer").click()
+
+    # The call: both sides, video decoded on both.
+    await expect(client.tid("call-view")).to_be_visible()
+    await expect(alpha.tid("call-view")).to_be_visible()
+    await expect(alpha.tid("peer-joining")).to_be_visible()
+    await expect(alpha.tid("local-video")).to_be_visible()
+    await expect(alpha.tid("remote-video")).to_be_visible()
+    await expect(client.tid("remote-video")).to_be_visible()
+    frames_alpha, frames_client = await asyncio.gather(alpha.wait_video(), client.wait_video())
+    assert frames_alpha > 0 and frames_client > 0
+    await expect(ops.tid("stat-therapists_busy")).to_have_text("1")
+    await alpha.shot("call-connected")
+    await client.shot("call-connected")
+
+    # Chat both ways, each message shown once on each side.
+    await client.chat("Hello from the client")
+    await expect(client.chat_message("Hello from the client")).to_have_count(1)
+    await expect(alpha.chat_message("Hello from the client")).to_have_count(1)
+    await alpha.chat("Hello from the therapist")
+    await expect(alpha.chat_message("Hello from the therapist")).to_have_count(1)
+    await expect(client.chat_message("Hello from the therapist")).to_have_count(1)
+    await alpha.shot("chat")
+    await client.shot("chat")
+
+    # A private note, saved as the therapist types.
+    note = "Browser test note: follow up next week."
+    await alpha.tid("notes-input").fill(note)
+    await expect(alpha.tid("notes-saved")).to_be_visible()
+    await alpha.shot("note-saved")
+
+    sessions = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
+    session = sessions["sessions"][0]
+    assert session["request_id"] == rid
+    saved = await stage.api("GET", f"/v1/sessions/{session['id']}/notes", ("therapist", "t-alpha"))
+    assert saved["notes"] and saved["notes"][-1]["text"] == note
+    transcript = await stage.api(
+        "GET", f"/v1/sessions/{session['id']}/transcript", ("operator", "op-browser")
+    )
+    texts = [m["text"] for m in transcript["messages"]]
+    assert texts == ["Hello from the client", "Hello from the therapist"]
+
+    # The therapist hangs up; both see the end.
+    await alpha.tid("end-call").click()
+    await expect(alpha.tid("call-ended")).to_be_visible()
+    await expect(alpha.tid("call-ended")).to_contain_text(re.compile("ended", re.I))
+    await expect(client.tid("end-message")).to_be_visible()
+    await expect(client.tid("end-message")).to_contain_text(re.compile("therapist ended", re.I))
+    await expect(ops.tid("stat-therapists_busy")).to_have_text("0")
+    await expect(ops.tid("stat-matched_15m")).to_have_text("1")
+    await alpha.shot("call-ended")
+    await client.shot("call-ended")
+    await ops.shot("after-call")
+    await expect(ops.tid("chart-waiting")).to_be_visible()
+
+    ended = await stage.api("GET", "/v1/sessions", ("client", "c-casey"))
+    assert ended["sessions"][0]["id"] == session["id"]
+    assert ended["sessions"][0]["state"] == "ended"
+    stage.assert_no_page_errors()
+
+
+@pytest.mark.timeout(120)
+async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: Stage) -> None:
+    a, b = await stage.start(2, reconnect_grace_s=15.0)
+    await stage.therapist("t-alpha", ALPHA)
+    await stage.fund("c-hal")
+    alpha = await stage.console("t-alpha", a, "t-alpha")
+    await alpha.go_available()
+    client = await stage.talk("client", b, "c-hal", name="Hal Client")
+    await client.ask(topics=("anxiety",))
+    await expect(alpha.tid("request-item")).to_have_count(1)
+    await alpha.tid("request-item").get_by_test_id("accept-button").click()
+    await client.tid("terms-checkbox").check()
+    await client.tid("accept-offer").click()
+    await expect(alpha.tid("call-view")).to_be_visible()
+    await asyncio.gather(alpha.wait_video(), client.wait_video())
+    first = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
+    session_id = first["sessions"][0]["id"]
+
+    # The console's websocket drops (the page's own simulation of a lost network).
+    await alpha.page.evaluate("window.qcConn.drop()")
+    await expect(alpha.tid("status-line")).to_have_attribute("data-state", "reconnecting")
+    await alpha.shot("reconnecting")
+    await expect(alpha.tid("status-line")).to_have_attribute("data-state", "open")
+    await expect(alpha.tid("call-view")).to_be_visible()
+    await expect(alpha.tid("call-ended")).to_be_hidden()
+
+    # The same session goes on: chat both ways, and fresh video keeps being decoded.
+    await alpha.chat("Back after the blip")
+    await expect(client.chat_message("Back after the blip")).to_have_count(1)
+    await client.chat("Glad you are back")
+    await expect(alpha.chat_message("Glad you are back")).to_have_count(1)
+    before = await client.frames_decoded()
+    deadline = asyncio.get_running_loop().time() + 15
+    while await client.frames_decoded() <= before + 10:
+        assert asyncio.get_running_loop().time() < deadline, "the client's video stalled"
+        await asyncio.sleep(0.25)
+    assert await alpha.frames_decoded() > 0
+    await alpha.shot("resumed")
+    await client.shot("resumed")
+
+    now = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
+    assert now["sessions"][0]["id"] == session_id
+    assert now["sessions"][0]["state"] == "live"
+    stage.assert_no_page_errors()
