@@ -79,6 +79,7 @@ export class Call {
     this.remoteStream = null;
     this.mediaError = null;
     this.peerJoined = false;
+    this._peerJoinSeen = false;
     this.joined = false;
     this.live = session.state === "live";
     this.startedAt = session.started_at || null;
@@ -290,7 +291,11 @@ export class Call {
     });
     on("session.peer_joined", (frame) => {
       if (!this._mine(frame)) return;
-      const rejoin = this.peerJoined;
+      // A rejoin is a second peer_joined frame. Our own session.joined may
+      // already have said the peer is there (both joined at once): that is
+      // still its first join, and renegotiating then breaks the first offer.
+      const rejoin = this._peerJoinSeen;
+      this._peerJoinSeen = true;
       this.peerJoined = true;
       this._tell("peer_joined", { userId: frame.user_id, rejoin });
       if (this.state === "waiting") this._setState("connecting");
