@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 
 from dispatch.app import _dispatch_error, _http_error
+from dispatch.bus import LocalBus
 from dispatch.context import AppContext
 from dispatch.db import Database
 from dispatch.errors import DispatchError
@@ -31,7 +32,9 @@ from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.settings import Settings, load_settings
 from dispatch.tokens import mint
+from pool.memory import MemoryPool
 from wallet.ledger import Ledger
+from wallet.metering import Metering
 from wallet.routes import ROUTES
 
 SECRET = "wallet-test-secret-" + "x" * 40
@@ -79,6 +82,10 @@ async def world(database_url: str) -> AsyncIterator[World]:
         metrics=Metrics(),
         clock=clock,
         ledger=ledger,
+        # A top-up plans the client's live sessions again (none here).
+        metering=Metering(
+            ledger, MemoryPool(), LocalBus(), price_per_minute_minor=150, clock=clock
+        ),
     )
     transport = httpx.ASGITransport(app=app)
     try:
