@@ -32,7 +32,7 @@ from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from dispatch.tokens import User
-from pool.model import Request, Role, Session, SessionState, State, TherapistProfile, rfc3339
+from pool.model import Request, Role, Session, SessionState, State, rfc3339
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.relay import Signaling
@@ -64,9 +64,6 @@ class AppContext:
     _billing_turns: int = 0
 
     # -- frames built from the store -----------------------------------------
-    async def snapshot_for(self, profile: TherapistProfile | None) -> dict[str, Any]:
-        return await self.hub.snapshot(profile)
-
     @staticmethod
     def claim_ok_frame(req: Request) -> dict[str, Any]:
         expires = rfc3339(req.expires_at) if req.expires_at is not None else None
@@ -146,7 +143,7 @@ class AppContext:
         offer, either its open session."""
         store, user = self.store, conn.user
         if user.role is Role.THERAPIST:
-            conn.send_frame(await self.snapshot_for(conn.profile))
+            conn.send_frame(await self.hub.snapshot(conn.profile))
             hold = await store.hold_of(user.id)
             conn.busy = hold is not None
             if hold is not None and hold.kind == "claim":

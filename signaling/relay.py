@@ -87,7 +87,7 @@ class Signaling:
         """
         await self.participant(user_id, session_id)
         now = self.clock()
-        session, went_live, held = await self.store.join_session(session_id, user_id, now)
+        session, _, held = await self.store.join_session(session_id, user_id, now)
         peer, _ = session.peer_of(user_id)
         joined: dict[str, Any] = {
             "type": "session.joined",
@@ -103,7 +103,6 @@ class Signaling:
         # The pool makes a session live exactly once; the durable record's
         # conditional update is the gate for announcing it, so a join retried
         # after the database failed still announces (once) what the pool did.
-        del went_live
         if session.state is SessionState.LIVE and session.started_at is not None:
             if not await self.records.session_live(session_id, session.started_at):
                 log.info("session.joined", session_id=session_id, user_id=user_id, held=len(held))
