@@ -246,6 +246,17 @@ class Person:
             f"(framesDecoded={last}, pc state={state})"
         )
 
+    async def wait_more_video(self, frames: int = 10, timeout_s: float = 15.0) -> None:
+        """Wait until ``frames`` more video frames were decoded: the video is flowing now."""
+        before = await self.frames_decoded()
+        deadline = time.monotonic() + timeout_s
+        while (now := await self.frames_decoded()) <= before + frames:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{self.label}: video stalled ({now - before} frames in {timeout_s}s)"
+                )
+            await asyncio.sleep(0.25)
+
     # -- what people do ----------------------------------------------------------------------
     async def go_available(self) -> None:
         """Console: press the availability toggle and wait until the server confirmed it."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
-from .conftest import Stage
+from .conftest import Person, Stage
 
 pytestmark = pytest.mark.integration
 
@@ -145,14 +146,17 @@ async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     stage.assert_no_page_errors()
 
 
-@pytest.mark.timeout(120)
-async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: Stage) -> None:
-    a, b = await stage.start(2, reconnect_grace_s=15.0)
+async def call_on_two_servers(
+    stage: Stage, client_id: str, client_name: str, grace_s: float
+) -> tuple[Person, Person, dict[str, Any]]:
+    """t-alpha's console on server A, the client's page on B, in a call with video both
+    ways: (therapist, client, the session as ``GET /v1/sessions`` shows it)."""
+    a, b = await stage.start(2, reconnect_grace_s=grace_s)
     await stage.therapist("t-alpha", ALPHA)
-    await stage.fund("c-hal")
+    await stage.fund(client_id)
     alpha = await stage.console("t-alpha", a, "t-alpha")
     await alpha.go_available()
-    client = await stage.talk("client", b, "c-hal", name="Hal Client")
+    client = await stage.talk("client", b, client_id, name=client_name)
     await client.ask(topics=("anxiety",))
     await expect(alpha.tid("request-item")).to_have_count(1)
     await alpha.tid("request-item").get_by_test_id("accept-button").click()
@@ -160,8 +164,13 @@ async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: S
     await client.tid("accept-offer").click()
     await expect(alpha.tid("call-view")).to_be_visible()
     await asyncio.gather(alpha.wait_video(), client.wait_video())
-    first = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
-    session_id = first["sessions"][0]["id"]
+    sessions = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
+    return alpha, client, sessions["sessions"][0]
+
+
+@pytest.mark.timeout(120)
+async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: Stage) -> None:
+    alpha, client, session = await call_on_two_servers(stage, "c-hal", "Hal Client", 15.0)
 
     # The console's websocket drops (the page's own simulation of a lost network).
     await alpha.page.evaluate("window.qcConn.drop()")
@@ -176,16 +185,51 @@ async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: S
     await expect(client.chat_message("Back after the blip")).to_have_count(1)
     await client.chat("Glad you are back")
     await expect(alpha.chat_message("Glad you are back")).to_have_count(1)
-    before = await client.frames_decoded()
-    deadline = asyncio.get_running_loop().time() + 15
-    while await client.frames_decoded() <= before + 10:
-        assert asyncio.get_running_loop().time() < deadline, "the client's video stalled"
-        await asyncio.sleep(0.25)
+    await client.wait_more_video()
     assert await alpha.frames_decoded() > 0
     await alpha.shot("resumed")
     await client.shot("resumed")
 
     now = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
-    assert now["sessions"][0]["id"] == session_id
+    assert now["sessions"][0]["id"] == session["id"]
+    assert now["sessions"][0]["state"] == "live"
+    stage.assert_no_page_errors()
+
+
+@pytest.mark.timeout(150)
+async def test_a_reloaded_page_comes_back_to_the_call_with_a_new_peer_connection(
+    stage: Stage,
+) -> None:
+    """A reload drops the page's peer connection: its `hello` from the new one makes the
+    other side start afresh, whichever side reloaded (the client, then the therapist)."""
+    alpha, client, session = await call_on_two_servers(stage, "c-rae", "Rae Client", 20.0)
+
+    for reloaded, other in ((client, alpha), (alpha, client)):
+        old_pc = await reloaded.page.evaluate("window.qcCall.pcId")
+        other_old_pc = await other.page.evaluate("window.qcCall.pcId")
+        await reloaded.page.reload(wait_until="load")
+        await expect(reloaded.tid("call-view")).to_be_visible()
+        # Video flows again on both sides, each over a peer connection made after the reload.
+        await asyncio.gather(reloaded.wait_video(), other.wait_video())
+        assert await reloaded.page.evaluate("window.qcCall.pcId") != old_pc
+        assert await other.page.evaluate("window.qcCall.pcId") != other_old_pc
+        await other.wait_more_video()
+        await reloaded.shot("after-reload")
+        if reloaded is alpha:
+            # The reloaded console counts the call from the session's start, not the reload.
+            await expect(alpha.tid("call-timer")).to_be_visible()
+            shown = await alpha.tid("call-timer").text_content()
+            lasted = await alpha.page.evaluate(
+                "(t) => (Date.now() - Date.parse(t)) / 1000", session["started_at"]
+            )
+            match = re.search(r"(\d+):(\d\d)$", shown or "")
+            assert match, shown
+            assert abs(int(match[1]) * 60 + int(match[2]) - lasted) <= 2, (shown, lasted)
+
+    # Still the same session, and chat still goes both ways.
+    await client.chat("Still here after the reloads")
+    await expect(alpha.chat_message("Still here after the reloads")).to_have_count(1)
+    now = await stage.api("GET", "/v1/sessions", ("client", "c-rae"))
+    assert now["sessions"][0]["id"] == session["id"]
     assert now["sessions"][0]["state"] == "live"
     stage.assert_no_page_errors()

@@ -31,15 +31,33 @@
 //   "live" {startedAt} · "connection" {state: pc.connectionState} ·
 //   "autoplay" {blocked} · "rejoined" {} · "ended" {reason, duration_s}
 //
-// Signalling: `rtc.signal` data is {pc, to, description} or {pc, to, candidate},
-// where `pc` names the sender's RTCPeerConnection and `to` the receiver's one
-// it is meant for (null until known); a signal for a peer connection we no
-// longer have is dropped. Negotiation follows the "perfect
-// negotiation" pattern (the client is polite, the therapist impolite); ICE
-// candidates trickle. When the websocket comes back inside the reconnect
-// grace the server sends `session.ready` for the same session again: the call
-// joins again and restarts ICE, so it resumes. An offer from a new remote
-// `pc` (the other side reloaded its page) makes a fresh peer connection here.
+// Signalling: `rtc.signal` data is {pc, to, hello}, {pc, to, description} or
+// {pc, to, candidate}, where `pc` names the sender's RTCPeerConnection and `to`
+// the receiver's one it is meant for (null until known); a signal for a peer
+// connection we no longer have is dropped.
+//
+// Who offers: the therapist, always. The client never makes an offer of its
+// own: it sends `hello` ("here is my peer connection; offer to it") and
+// answers. Two first offers can therefore never cross (glare: in Chromium a
+// rolled-back offer can leave the answer with no ICE candidates, and the call
+// then never connects). Both sides send `hello` after each `session.join`;
+// a `hello` from a peer connection not seen before means the other side has a
+// new one (it reloaded its page): the therapist then builds a fresh peer
+// connection and offers to it, the client builds a fresh one and says hello
+// back. A `hello` with `restart: true` asks the therapist for an ICE restart;
+// the client sends one when its connection failed, after a reconnect, and,
+// as a watchdog, every STUCK_MS while the call has not connected. An offer
+// that does come from the other side (another team's client) is still
+// answered, with the therapist as the impolite side of "perfect negotiation".
+// When the websocket comes back inside the reconnect grace the server sends
+// `session.ready` for the same session again: the call joins again and, if
+// the media path broke meanwhile, restarts ICE.
+
+/** How long a call may stay unconnected, with both sides joined, before the
+ *  client asks the therapist for an ICE restart (and again after as long). */
+const STUCK_MS = 8000;
+/** An offer not answered for this long is stale: a `hello` then makes a new one. */
+const OFFER_STALE_MS = 5000;
 
 function mediaErrorMessage(err) {
   switch (err && err.name) {
@@ -67,6 +85,8 @@ export class Call {
     this.selfId = selfId;
     this.role = role;
     this.polite = role === "client";
+    /** The therapist makes every offer; the client asks for one (see the header). */
+    this.offerer = role === "therapist";
     this.localVideo = localVideo;
     this.remoteVideo = remoteVideo;
     this.onState = onState;
@@ -89,6 +109,9 @@ export class Call {
     this._makingOffer = false;
     this._ignoreOffer = false;
     this._settingRemoteAnswer = false;
+    this._offerSentAt = 0;
+    this._stuckSince = null;
+    this._watchdog = null;
     this._signalQueue = Promise.resolve();
     this._offs = [];
     this._closed = false;
@@ -121,6 +144,7 @@ export class Call {
     if (this._closed) return;
     this._buildPc();
     this._setState("joining");
+    if (!this.offerer) this._watchdog = setInterval(() => this._checkStuck(), STUCK_MS / 4);
     await this._join();
   }
 
@@ -173,7 +197,6 @@ export class Call {
     const pc = new RTCPeerConnection({ iceServers: this.session.ice_servers || [] });
     this.pc = pc;
     this.pcId = `pc${Math.random().toString(36).slice(2, 10)}${Date.now().toString(36)}`;
-    this.remotePcId = null;
     this._makingOffer = false;
     this._ignoreOffer = false;
     this._settingRemoteAnswer = false;
@@ -189,17 +212,9 @@ export class Call {
     this.remoteStream = new MediaStream();
     if (this.remoteVideo) this.remoteVideo.srcObject = this.remoteStream;
 
-    pc.onnegotiationneeded = async () => {
-      if (pc !== this.pc) return;
-      try {
-        this._makingOffer = true;
-        await pc.setLocalDescription();
-        this._signal({ description: pc.localDescription.toJSON() });
-      } catch (err) {
-        console.warn("could not make an offer", err);
-      } finally {
-        this._makingOffer = false;
-      }
+    // Only the therapist offers, and only once it knows whom to (a `hello`).
+    pc.onnegotiationneeded = () => {
+      if (pc === this.pc && this.offerer) this._offer();
     };
     pc.onicecandidate = ({ candidate }) => {
       if (pc !== this.pc || !candidate) return;
@@ -218,7 +233,7 @@ export class Call {
       if (state === "connected") this._setState("connected");
       else if (state === "failed") {
         this._setState("reconnecting");
-        if (this.conn.isOpen) this._renegotiate();
+        if (this.conn.isOpen) this._restart();
       } else if (state === "disconnected") this._setState("reconnecting");
       else if (state === "connecting" && this.state !== "reconnecting") this._setState("connecting");
     };
@@ -258,6 +273,13 @@ export class Call {
     });
   }
 
+  /** Tell the other side which peer connection is ours. From the client this
+   *  also asks for an offer (with `restart`, for an ICE restart of the pair). */
+  _hello(restart = false) {
+    if (!this.pc || this._closed || this._hangingUp) return;
+    this._signal(restart ? { hello: true, restart: true } : { hello: true });
+  }
+
   async _join() {
     try {
       const joined = await this.conn.request({ type: "session.join", session_id: this.sessionId });
@@ -266,9 +288,14 @@ export class Call {
       if (joined.state === "live") this.live = true;
       if (joined.peer_joined) this.peerJoined = true;
       this._tell("joined", { state: joined.state, peerJoined: !!joined.peer_joined });
-      if (this.pc && this.pc.connectionState !== "connected") {
+      const pc = this.pc;
+      if (pc && pc.connectionState !== "connected") {
         this._setState(this.peerJoined ? "connecting" : "waiting");
       }
+      // A rejoin whose media path broke meanwhile restarts ICE; otherwise say
+      // hello (the first join, or a rejoin with the call still flowing).
+      if (pc && pc.currentRemoteDescription && pc.connectionState !== "connected") this._restart();
+      else this._hello();
     } catch (err) {
       if (this._closed) return;
       if (err.code === "not_found" || err.code === "forbidden") {
@@ -299,8 +326,8 @@ export class Call {
       this.peerJoined = true;
       this._tell("peer_joined", { userId: frame.user_id, rejoin });
       if (this.state === "waiting") this._setState("connecting");
-      // The other side came back: if the media path is broken, restart ICE.
-      if (rejoin && this.pc && this.pc.connectionState !== "connected") this._renegotiate();
+      // Nothing to negotiate here: the peer's `hello` after its join says
+      // whether it kept its peer connection or has a new one.
     });
     on("session.live", (frame) => {
       if (!this._mine(frame)) return;
@@ -318,9 +345,7 @@ export class Call {
         this.startedAt = s.started_at || this.startedAt;
       }
       this._tell("rejoined", {});
-      this._join().then(() => {
-        if (this.pc && !this._closed) this._renegotiate();
-      });
+      this._join();
     });
     on("session.ended", (frame) => {
       if (!this._mine(frame)) return;
@@ -334,6 +359,10 @@ export class Call {
     const from = typeof data.pc === "string" ? data.pc : null;
     const to = typeof data.to === "string" ? data.to : null;
     if (to && to !== this.pcId) return; // meant for a peer connection we no longer have
+    if (data.hello === true) {
+      if (from) await this._onHello(from, data.restart === true);
+      return;
+    }
     if (description) {
       if (description.type === "offer" && from && this.remotePcId && from !== this.remotePcId) {
         // The other side has a new peer connection (it reloaded): start afresh.
@@ -341,12 +370,16 @@ export class Call {
       }
       let pc = this.pc;
       if (!pc) return;
+      if (description.type === "answer") {
+        // Only the answer to our offer in flight, from the peer connection we offered to.
+        if (pc.signalingState !== "have-local-offer") return;
+        if (from && this.remotePcId && from !== this.remotePcId) return;
+      }
       const readyForOffer =
         !this._makingOffer && (pc.signalingState === "stable" || this._settingRemoteAnswer);
       const collision = description.type === "offer" && !readyForOffer;
       this._ignoreOffer = !this.polite && collision;
       if (this._ignoreOffer) return;
-      if (description.type === "answer" && pc.signalingState !== "have-local-offer") return;
       this._settingRemoteAnswer = description.type === "answer";
       try {
         await pc.setRemoteDescription(description); // rolls back our offer if polite
@@ -369,6 +402,40 @@ export class Call {
     }
   }
 
+  /** The other side named its peer connection `from` (see the header). */
+  async _onHello(from, restart) {
+    const pc = this.pc;
+    if (from !== this.remotePcId) {
+      // A peer connection we have not negotiated with: ours, if already used
+      // with another one, is stale.
+      if (pc && (pc.localDescription || pc.remoteDescription)) this._rebuildPc();
+      this.remotePcId = from;
+      if (this.offerer) await this._offer();
+      else this._hello();
+      return;
+    }
+    // The one we know: the therapist restarts ICE when asked, or offers if it never did.
+    if (this.offerer && pc && (restart || !pc.currentRemoteDescription)) await this._restart(restart);
+  }
+
+  /** Therapist: offer to the client's peer connection (unless one is in flight). */
+  async _offer() {
+    const pc = this.pc;
+    if (!pc || !this.remotePcId || this._closed || this._hangingUp) return;
+    if (this._makingOffer || pc.signalingState !== "stable") return;
+    try {
+      this._makingOffer = true;
+      await pc.setLocalDescription();
+      if (pc !== this.pc || pc.signalingState !== "have-local-offer") return;
+      this._offerSentAt = Date.now();
+      this._signal({ description: pc.localDescription.toJSON() });
+    } catch (err) {
+      console.warn("could not make an offer", err);
+    } finally {
+      this._makingOffer = false;
+    }
+  }
+
   _rebuildPc() {
     const old = this.pc;
     if (old) {
@@ -379,17 +446,45 @@ export class Call {
     this._tell("connection", { state: this.pc.connectionState, rebuilt: true });
   }
 
-  /** Restart ICE (and drop an offer that the other side never answered). */
-  async _renegotiate() {
+  /** Get the media path back: the therapist restarts ICE (dropping an offer
+   *  left unanswered too long), the client asks the therapist to. */
+  async _restart(ice = true) {
     const pc = this.pc;
     if (!pc || this._closed || this._hangingUp) return;
+    if (!this.offerer) {
+      this._hello(true);
+      return;
+    }
+    if (!this.remotePcId) {
+      this._hello(); // nobody to offer to yet: the client's hello names its peer connection
+      return;
+    }
     try {
       if (pc.signalingState === "have-local-offer") {
+        if (Date.now() - this._offerSentAt < OFFER_STALE_MS) return; // its answer is on its way
         await pc.setLocalDescription({ type: "rollback" });
       }
-      pc.restartIce();
+      if (ice) pc.restartIce();
+      await this._offer();
     } catch (err) {
       console.warn("ICE restart failed", err);
+    }
+  }
+
+  /** Client, every STUCK_MS / 4: both joined, open websocket, still no media
+   *  path for STUCK_MS? Ask the therapist for an ICE restart. */
+  _checkStuck() {
+    const pc = this.pc;
+    const idle = !pc || this._closed || this._hangingUp || !this.joined || !this.peerJoined;
+    if (idle || !this.conn.isOpen || pc.connectionState === "connected") {
+      this._stuckSince = null;
+      return;
+    }
+    const now = Date.now();
+    if (this._stuckSince === null) this._stuckSince = now;
+    else if (now - this._stuckSince >= STUCK_MS) {
+      this._stuckSince = now;
+      this._hello(true);
     }
   }
 
@@ -484,6 +579,7 @@ export class Call {
   close() {
     if (this._closed) return;
     this._closed = true;
+    clearInterval(this._watchdog);
     for (const off of this._offs) off();
     this._offs = [];
     this._stopMedia();
