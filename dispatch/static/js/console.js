@@ -182,6 +182,7 @@ const state = {
   notes: { timer: null, sessionId: null, dirty: false, wrote: false, saving: false },
   audio: null,
   errorTimer: null,
+  peerJoiningTimer: null,
   resumeTimer: null,
   resumed: false, // a claim.ok / session.ready came since the last reconnect
 };
@@ -589,6 +590,7 @@ function resetCallUi(session) {
   ui.notesStatus.textContent = "";
   clearTimeout(state.notes.timer);
   state.notes = { timer: null, sessionId: session.id, dirty: false, wrote: false, saving: false };
+  clearTimeout(state.peerJoiningTimer);
   ui.peerJoining.hidden = true;
   ui.fundsLow.hidden = true;
   state.fundsEndsAt = null;
@@ -616,6 +618,7 @@ function onCallState(event, detail, call) {
   switch (event) {
     case "state":
       if (CALL_WORDS[detail.state]) ui.callStatus.textContent = CALL_WORDS[detail.state];
+      if (detail.state === "connected") settlePeerJoining();
       break;
     case "media":
       ui.mediaError.textContent = detail.message || "";
@@ -641,11 +644,24 @@ function onCallState(event, detail, call) {
   }
 }
 
+/** The "client is joining" notice lingers a moment after the call connects, then goes. */
+const PEER_JOINED_LINGER_MS = 5000;
+
 function showPeerJoining(rejoin = false) {
+  clearTimeout(state.peerJoiningTimer);
   const wasHidden = ui.peerJoining.hidden;
   ui.peerJoining.textContent = rejoin ? "The client is back and rejoining the call." : "The client is joining the call.";
   ui.peerJoining.hidden = false;
   if (wasHidden || rejoin) announce(ui.peerJoining.textContent);
+}
+
+function settlePeerJoining() {
+  if (ui.peerJoining.hidden) return;
+  ui.peerJoining.textContent = "The client is in the call.";
+  clearTimeout(state.peerJoiningTimer);
+  state.peerJoiningTimer = setTimeout(() => {
+    ui.peerJoining.hidden = true;
+  }, PEER_JOINED_LINGER_MS);
 }
 
 function renderCallTimer() {
