@@ -19,15 +19,16 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/dispatch serve --dev --demo
 
+# The whole suite, then the real-browser tier (a separate pytest run: it lives in a
+# network namespace of its own, where the machine's PostgreSQL is out of reach).
 test: lint services
 	$(BIN)/pytest
+	sh scripts/browser-tests
 
-# The real-browser tier (tests/browser): Chromium driven by Playwright against real
-# servers, in a network namespace with only loopback. As root it installs a missing
-# Chromium (apt-get); without what it needs it skips with one line, except under
-# CI=true, where that fails. Screenshots go to artifacts/browser/.
-# Not yet part of `make test`: the two-party call test still fails about one run in
-# three (an offer race in static/js/call.js), and CI must stay green.
+# The real-browser tier alone (tests/browser): Chromium driven by Playwright against
+# real servers, in a network namespace with only loopback. As root it installs a
+# missing Chromium (apt-get); without what it needs it skips with one line, except
+# under CI=true, where that fails. Screenshots go to artifacts/browser/.
 browser: venv
 	sh scripts/browser-tests
 
