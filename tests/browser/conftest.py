@@ -374,15 +374,20 @@ class Stage:
         sub: str | None = None,
         name: str | None = None,
         phone: bool = False,
+        permissions: tuple[str, ...] = (),
+        init_script: str | None = None,
     ) -> Person:
         """A new browser context on ``server``'s ``path``; with ``role`` and ``sub``
-        the page gets a token in its URL fragment."""
+        the page gets a token in its URL fragment. ``permissions`` are granted beside
+        the camera and microphone; ``init_script`` runs in the page before its own."""
         context = await self.browser.new_context(
             viewport=PHONE if phone else DESKTOP,
             is_mobile=phone,
             has_touch=phone,
-            permissions=["camera", "microphone"],
+            permissions=["camera", "microphone", *permissions],
         )
+        if init_script is not None:
+            await context.add_init_script(init_script)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         context.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
         page = await context.new_page()
@@ -394,8 +399,12 @@ class Stage:
         await page.goto(url, wait_until="load")
         return person
 
-    async def console(self, label: str, server: ServerProcess, therapist_id: str) -> Person:
-        return await self.open(label, server, "/console", role="therapist", sub=therapist_id)
+    async def console(
+        self, label: str, server: ServerProcess, therapist_id: str, **options: Any
+    ) -> Person:
+        return await self.open(
+            label, server, "/console", role="therapist", sub=therapist_id, **options
+        )
 
     async def talk(
         self, label: str, server: ServerProcess, client_id: str, name: str = "Casey Client"

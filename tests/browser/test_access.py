@@ -9,6 +9,7 @@
   contrast ratio against what is behind it of at least 4.5:1, or 3:1 for large text
   (WCAG 2.x AA, success criterion 1.4.3). Text over a picture or video is left out
   (no colour stands behind it), and so is text of a disabled control (exempt in WCAG).
+  On the client's phone-sized screen nothing reaches past the right edge.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Final
 import pytest
 from playwright.async_api import expect
 
-from .conftest import Person, Stage
+from .conftest import PHONE, Person, Stage
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +102,27 @@ _LOW_CONTRAST_JS: Final = """
 _FOCUSED_TESTID_JS: Final = "() => document.activeElement?.dataset?.testid ?? null"
 
 
+_OVERFLOW_JS: Final = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll("body *")].filter((el) => {
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && box.right > width + 1;
+  });
+  return { scroll: document.documentElement.scrollWidth, width,
+           wide: wide.slice(0, 5).map((el) => el.id || el.dataset.testid || el.tagName) };
+}
+"""
+
+
 async def assert_contrast(person: Person, state: str) -> None:
-    """Every visible text of ``person``'s page meets WCAG AA contrast."""
+    """Every visible text of ``person``'s page meets WCAG AA contrast; on a phone-sized
+    screen nothing reaches past the right edge (no sideways scrolling)."""
     low: list[dict[str, Any]] = await person.page.evaluate(_LOW_CONTRAST_JS)
     assert not low, f"{person.label} ({state}): text with too little contrast: {low}"
+    if person.page.viewport_size == PHONE:
+        fit = await person.page.evaluate(_OVERFLOW_JS)
+        assert fit["scroll"] <= fit["width"] and not fit["wide"], f"{person.label} ({state}): {fit}"
 
 
 async def tab_to(person: Person, test_id: str, *, backwards: bool = False) -> None:

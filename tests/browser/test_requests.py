@@ -180,3 +180,59 @@ async def test_a_minor_needs_the_guardians_consent(stage: Stage) -> None:
     await client.tid("cancel-request").click()
     await expect(client.tid("end-message")).to_contain_text(re.compile("cancel", re.I))
     stage.assert_no_page_errors()
+
+
+#: Watches the console's notices without changing them: every Notification the page
+#: makes ({title, body}), and every tone of its Web Audio chime.
+_NOTICE_SPY_JS = """
+window.qcSeen = { notices: [], tones: 0 };
+const RealNotification = window.Notification;
+if (RealNotification) {
+  class Watched extends RealNotification {
+    constructor(title, options) {
+      super(title, options);
+      window.qcSeen.notices.push({ title, body: (options && options.body) || "" });
+    }
+  }
+  Object.defineProperty(Watched, "permission", { get: () => RealNotification.permission });
+  Watched.requestPermission = (...args) => RealNotification.requestPermission(...args);
+  window.Notification = Watched;
+}
+const proto = window.BaseAudioContext && window.BaseAudioContext.prototype;
+if (proto) {
+  const createOscillator = proto.createOscillator;
+  proto.createOscillator = function () {
+    window.qcSeen.tones += 1;
+    return createOscillator.call(this);
+  };
+}
+"""
+
+
+@pytest.mark.timeout(90)
+async def test_a_new_request_chimes_notifies_and_is_announced(stage: Stage) -> None:
+    (a,) = await stage.start(1)
+    await stage.therapist("t-alpha", ALPHA)
+    await stage.fund("c-ivy")
+    alpha = await stage.console(
+        "t-alpha", a, "t-alpha", permissions=("notifications",), init_script=_NOTICE_SPY_JS
+    )
+    await expect(alpha.page.locator("#notify-state")).to_have_text(re.compile("are on"))
+    await alpha.go_available()  # a click: the browser lets the page's audio start
+    seen = await alpha.page.evaluate("window.qcSeen")
+    assert seen == {"notices": [], "tones": 0}
+
+    client = await stage.talk("client", a, "c-ivy", name="Ivy Client")
+    notes = "Browser test: words for the therapist's eyes only."
+    await client.ask(topics=("anxiety",), notes=notes)
+    await expect(alpha.tid("request-item")).to_have_count(1)
+    await expect(alpha.tid("live-region")).to_contain_text("New request")
+    seen = await alpha.page.evaluate("window.qcSeen")
+    assert [n["title"] for n in seen["notices"]] == ["New request"]
+    body = seen["notices"][0]["body"]
+    assert "Anxiety" in body or "anxiety" in body, body
+    # A desktop notification can show on a shared screen: never the client's notes.
+    assert notes not in body and "Ivy" not in body, body
+    assert seen["tones"] >= 2, seen
+    await alpha.shot("notified")
+    stage.assert_no_page_errors()
