@@ -152,7 +152,8 @@ def _frame_summary(payload: str | bytes) -> str:
     if isinstance(data, dict):
         desc = data.get("description")
         what = desc.get("type") if isinstance(desc, dict) else None
-        what = what or ("candidate" if data.get("candidate") else "?")
+        what = what or ("candidate" if data.get("candidate") else None)
+        what = what or ("hello" if data.get("hello") else "?")
         parts.append(f"data={what} pc={data.get('pc')} to={data.get('to')}")
     for key in ("request", "session"):
         obj = frame.get(key)

@@ -233,3 +233,38 @@ async def test_a_reloaded_page_comes_back_to_the_call_with_a_new_peer_connection
     assert now["sessions"][0]["id"] == session["id"]
     assert now["sessions"][0]["state"] == "live"
     stage.assert_no_page_errors()
+
+
+@pytest.mark.timeout(150)
+async def test_a_console_offline_while_the_client_reloads_finds_the_call_again(
+    stage: Stage,
+) -> None:
+    """The console's browser goes offline; meanwhile the client reloads, and its `hello`
+    from its new peer connection is lost (the therapist is away). Back online, the
+    console's own `hello` after its rejoin makes the two find each other again."""
+    alpha, client, session = await call_on_two_servers(stage, "c-uma", "Uma Client", 30.0)
+
+    await alpha.context.set_offline(True)
+    await alpha.page.evaluate("window.qcConn.drop()")
+    await expect(alpha.tid("status-line")).to_have_attribute("data-state", "reconnecting")
+    await client.page.reload(wait_until="load")
+    await expect(client.tid("call-view")).to_be_visible()
+    deadline = asyncio.get_running_loop().time() + 10
+    while not any("-> rtc.signal" in f and "data=hello" in f for f in client.frames):
+        assert asyncio.get_running_loop().time() < deadline, "the reloaded page said no hello"
+        await asyncio.sleep(0.1)
+    # Still offline: the console could not come back meanwhile.
+    await expect(alpha.tid("status-line")).to_have_attribute("data-state", "reconnecting")
+    await alpha.shot("offline")
+
+    await alpha.context.set_offline(False)
+    await expect(alpha.tid("status-line")).to_have_attribute("data-state", "open")
+    await expect(alpha.tid("call-ended")).to_be_hidden()
+    await asyncio.gather(client.wait_video(), alpha.wait_more_video())
+    await client.wait_more_video()
+    await alpha.shot("back-online")
+    await client.shot("back-online")
+    now = await stage.api("GET", "/v1/sessions", ("client", "c-uma"))
+    assert now["sessions"][0]["id"] == session["id"]
+    assert now["sessions"][0]["state"] == "live"
+    stage.assert_no_page_errors()

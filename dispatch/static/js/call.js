@@ -34,17 +34,19 @@
 // Signalling: `rtc.signal` data is {pc, to, hello}, {pc, to, description} or
 // {pc, to, candidate}, where `pc` names the sender's RTCPeerConnection and `to`
 // the receiver's one it is meant for (null until known); a signal for a peer
-// connection we no longer have is dropped.
+// connection we no longer have is dropped, but for a `hello`, always heard.
 //
 // Who offers: the therapist, always. The client never makes an offer of its
 // own: it sends `hello` ("here is my peer connection; offer to it") and
 // answers. Two first offers can therefore never cross (glare: in Chromium a
 // rolled-back offer can leave the answer with no ICE candidates, and the call
 // then never connects). Both sides send `hello` after each `session.join`;
-// a `hello` from a peer connection not seen before means the other side has a
-// new one (it reloaded its page): the therapist then builds a fresh peer
-// connection and offers to it, the client builds a fresh one and says hello
-// back. A `hello` with `restart: true` asks the therapist for an ICE restart;
+// a `hello` (or offer) from a peer connection not seen before means the other
+// side has a new one (it reloaded its page): a side whose own peer connection
+// was negotiated with another builds a fresh one (a never-used one is kept: the
+// other side may be addressing it), then the therapist offers to it and the
+// client says hello back. An answer is taken when its `to` names our offering
+// peer connection, from whichever peer connection it comes. A `hello` with `restart: true` asks the therapist for an ICE restart;
 // the client sends one when its connection failed, after a reconnect, and,
 // as a watchdog, every STUCK_MS while the call has not connected. An offer
 // that does come from the other side (another team's client) is still
@@ -292,10 +294,12 @@ export class Call {
       if (pc && pc.connectionState !== "connected") {
         this._setState(this.peerJoined ? "connecting" : "waiting");
       }
-      // A rejoin whose media path broke meanwhile restarts ICE; otherwise say
-      // hello (the first join, or a rejoin with the call still flowing).
-      if (pc && pc.currentRemoteDescription && pc.connectionState !== "connected") this._restart();
-      else this._hello();
+      // Say hello after every join: the other side may have a new peer
+      // connection that could not reach us while we were away. A rejoin whose
+      // media path broke meanwhile also restarts ICE (the client asks for it).
+      const broken = !!pc?.currentRemoteDescription && pc.connectionState !== "connected";
+      if (broken && this.offerer) this._restart();
+      this._hello(broken && !this.offerer);
     } catch (err) {
       if (this._closed) return;
       if (err.code === "not_found" || err.code === "forbidden") {
@@ -358,23 +362,24 @@ export class Call {
     const { description, candidate } = data;
     const from = typeof data.pc === "string" ? data.pc : null;
     const to = typeof data.to === "string" ? data.to : null;
-    if (to && to !== this.pcId) return; // meant for a peer connection we no longer have
     if (data.hello === true) {
+      // Whatever its `to`: a hello names the sender's peer connection, and one
+      // addressed to a peer connection of ours that is gone says the sender's
+      // view is stale, which answering it mends.
       if (from) await this._onHello(from, data.restart === true);
       return;
     }
+    if (to && to !== this.pcId) return; // meant for a peer connection we no longer have
     if (description) {
-      if (description.type === "offer" && from && this.remotePcId && from !== this.remotePcId) {
+      if (description.type === "offer" && from && from !== this.remotePcId) {
         // The other side has a new peer connection (it reloaded): start afresh.
-        this._rebuildPc();
+        this._dropStalePc();
       }
       let pc = this.pc;
       if (!pc) return;
-      if (description.type === "answer") {
-        // Only the answer to our offer in flight, from the peer connection we offered to.
-        if (pc.signalingState !== "have-local-offer") return;
-        if (from && this.remotePcId && from !== this.remotePcId) return;
-      }
+      // An answer is to our offer in flight (`to` said it is ours); it may come
+      // from a peer connection the other side made since, which we adopt.
+      if (description.type === "answer" && pc.signalingState !== "have-local-offer") return;
       const readyForOffer =
         !this._makingOffer && (pc.signalingState === "stable" || this._settingRemoteAnswer);
       const collision = description.type === "offer" && !readyForOffer;
@@ -406,9 +411,7 @@ export class Call {
   async _onHello(from, restart) {
     const pc = this.pc;
     if (from !== this.remotePcId) {
-      // A peer connection we have not negotiated with: ours, if already used
-      // with another one, is stale.
-      if (pc && (pc.localDescription || pc.remoteDescription)) this._rebuildPc();
+      this._dropStalePc();
       this.remotePcId = from;
       if (this.offerer) await this._offer();
       else this._hello();
@@ -434,6 +437,14 @@ export class Call {
     } finally {
       this._makingOffer = false;
     }
+  }
+
+  /** A peer connection of the other side's that we have not negotiated with:
+   *  ours is stale if it was already used with another one. Rebuilding a fresh
+   *  one would only rename it, and the other side may be addressing it. */
+  _dropStalePc() {
+    const pc = this.pc;
+    if (pc && (pc.localDescription || pc.remoteDescription)) this._rebuildPc();
   }
 
   _rebuildPc() {
