@@ -168,6 +168,12 @@ async def call_on_two_servers(
     return alpha, client, sessions["sessions"][0]
 
 
+async def assert_still_live(stage: Stage, as_user: tuple[str, str], session_id: str) -> None:
+    """The user's call log still has ``session_id`` newest, and ``live``."""
+    sessions = (await stage.api("GET", "/v1/sessions", as_user))["sessions"]
+    assert (sessions[0]["id"], sessions[0]["state"]) == (session_id, "live"), sessions[0]
+
+
 @pytest.mark.timeout(120)
 async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: Stage) -> None:
     alpha, client, session = await call_on_two_servers(stage, "c-hal", "Hal Client", 15.0)
@@ -190,9 +196,7 @@ async def test_console_comes_back_to_the_same_call_after_a_network_blip(stage: S
     await alpha.shot("resumed")
     await client.shot("resumed")
 
-    now = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
-    assert now["sessions"][0]["id"] == session["id"]
-    assert now["sessions"][0]["state"] == "live"
+    await assert_still_live(stage, ("therapist", "t-alpha"), session["id"])
     stage.assert_no_page_errors()
 
 
@@ -229,9 +233,7 @@ async def test_a_reloaded_page_comes_back_to_the_call_with_a_new_peer_connection
     # Still the same session, and chat still goes both ways.
     await client.chat("Still here after the reloads")
     await expect(alpha.chat_message("Still here after the reloads")).to_have_count(1)
-    now = await stage.api("GET", "/v1/sessions", ("client", "c-rae"))
-    assert now["sessions"][0]["id"] == session["id"]
-    assert now["sessions"][0]["state"] == "live"
+    await assert_still_live(stage, ("client", "c-rae"), session["id"])
     stage.assert_no_page_errors()
 
 
@@ -264,7 +266,5 @@ async def test_a_console_offline_while_the_client_reloads_finds_the_call_again(
     await client.wait_more_video()
     await alpha.shot("back-online")
     await client.shot("back-online")
-    now = await stage.api("GET", "/v1/sessions", ("client", "c-uma"))
-    assert now["sessions"][0]["id"] == session["id"]
-    assert now["sessions"][0]["state"] == "live"
+    await assert_still_live(stage, ("client", "c-uma"), session["id"])
     stage.assert_no_page_errors()

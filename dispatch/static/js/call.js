@@ -46,9 +46,10 @@
 // was negotiated with another builds a fresh one (a never-used one is kept: the
 // other side may be addressing it), then the therapist offers to it and the
 // client says hello back. An answer is taken when its `to` names our offering
-// peer connection, from whichever peer connection it comes. A `hello` with `restart: true` asks the therapist for an ICE restart;
-// the client sends one when its connection failed, after a reconnect, and,
-// as a watchdog, every STUCK_MS while the call has not connected. An offer
+// peer connection, from whichever peer connection it comes. A `hello` with
+// `restart: true` asks the therapist for an ICE restart; the client sends one
+// when its connection failed, after a reconnect, and, as a watchdog, every
+// STUCK_MS while the call has not connected. An offer
 // that does come from the other side (another team's client) is still
 // answered, with the therapist as the impolite side of "perfect negotiation".
 // When the websocket comes back inside the reconnect grace the server sends
