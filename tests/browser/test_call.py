@@ -11,6 +11,7 @@ shows the numbers move all along.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from typing import Any
 
@@ -24,11 +25,20 @@ pytestmark = pytest.mark.integration
 ALPHA = "Dr Alpha Browser"
 BETA = "Dr Beta Browser"
 
+#: t-alpha's photo: a small picture in a data: URI (the browser reaches no other host).
+PHOTO = (
+    "data:image/svg+xml;base64,"
+    + base64.b64encode(
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96">'
+        b'<circle cx="48" cy="48" r="44" fill="#1a4a9c"/></svg>'
+    ).decode()
+)
+
 
 @pytest.mark.timeout(150)
 async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     a, b = await stage.start(2)
-    await stage.therapist("t-alpha", ALPHA)
+    await stage.therapist("t-alpha", ALPHA, photo_url=PHOTO)
     await stage.therapist("t-beta", BETA)
     await stage.fund("c-casey")
 
@@ -52,6 +62,8 @@ async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     await expect(client.tid("waiting-screen")).to_be_visible()
     await expect(client.tid("queue-position")).to_have_text("1")
     await expect(client.tid("elapsed")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    waited = await client.tid("elapsed").text_content()
+    await expect(client.tid("elapsed")).not_to_have_text(waited or "")  # it ticks
     await client.shot("waiting")
 
     # Both consoles show it, with the client's notes; the operator sees one waiting.
@@ -60,6 +72,9 @@ async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     rid = await item_alpha.get_attribute("data-request-id")
     assert rid
     await expect(item_alpha).to_contain_text(notes)
+    age = item_alpha.locator(".qc-age-clock")
+    await expect(age).to_have_text(re.compile(r"^\d+:\d\d$"))
+    await expect(age).not_to_have_text(await age.text_content() or "")  # it ticks
     await expect(beta.request_item(rid)).to_have_count(1)
     await expect(alpha.tid("live-region")).to_contain_text(re.compile("request", re.I))
     await expect(ops.tid("stat-waiting")).to_have_text("1")
@@ -79,6 +94,9 @@ async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     # The client sees the therapist's card; accepting needs the terms ticked.
     await expect(client.tid("therapist-card")).to_be_visible()
     await expect(client.tid("therapist-name")).to_have_text(ALPHA)
+    photo = client.page.locator("#therapist-photo")
+    await expect(photo).to_be_visible()
+    assert await photo.evaluate("(img) => img.complete && img.naturalWidth") == 96
     await client.shot("offer")
     await client.tid("accept-offer").click()
     await asyncio.sleep(0.5)
