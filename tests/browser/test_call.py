@@ -286,3 +286,38 @@ async def test_a_console_offline_while_the_client_reloads_finds_the_call_again(
     await client.shot("back-online")
     await assert_still_live(stage, ("client", "c-uma"), session["id"])
     stage.assert_no_page_errors()
+
+
+@pytest.mark.timeout(150)
+async def test_the_money_running_out_warns_then_ends_the_call_on_both_sides(
+    stage: Stage,
+) -> None:
+    """One minute of credit (price 150, a minimum of one minute): both pages warn at
+    once that it runs out, and both say why the call ended when it does, a minute on."""
+    (a,) = await stage.start(1, min_balance_minutes=1, price_per_minute_minor=150)
+    await stage.therapist("t-alpha", ALPHA)
+    await stage.fund("c-max", amount_minor=150)
+    alpha = await stage.console("t-alpha", a, "t-alpha")
+    await alpha.go_available()
+    client = await stage.talk("client", a, "c-max", name="Max Client")
+    await client.ask(topics=("anxiety",))
+    await expect(alpha.tid("request-item")).to_have_count(1)
+    await alpha.tid("request-item").get_by_test_id("accept-button").click()
+    await client.tid("terms-checkbox").check()
+    await client.tid("accept-offer").click()
+    await asyncio.gather(alpha.wait_video(), client.wait_video())
+
+    for person in (client, alpha):
+        await expect(person.tid("funds-low")).to_be_visible()
+        await expect(person.tid("funds-low")).to_contain_text(re.compile(r"run(s|ning) out", re.I))
+        await person.shot("funds-low")
+
+    await expect(client.tid("end-message")).to_contain_text(
+        re.compile("ran out of credit", re.I), timeout=75_000
+    )
+    await expect(alpha.tid("call-ended")).to_have_attribute("data-reason", "funds_exhausted")
+    await client.shot("funds-exhausted")
+    await alpha.shot("funds-exhausted")
+    wallet = await stage.api("GET", "/v1/wallet", ("client", "c-max"))
+    assert wallet["balance_minor"] == 0
+    stage.assert_no_page_errors()
