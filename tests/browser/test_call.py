@@ -25,6 +25,16 @@ pytestmark = pytest.mark.integration
 ALPHA = "Dr Alpha Browser"
 BETA = "Dr Beta Browser"
 
+#: How many distinct colours a canvas holds (a blank one: one or two).
+_CANVAS_COLOURS_JS = """
+(canvas) => {
+  const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+  const seen = new Set();
+  for (let i = 0; i < data.length; i += 4) seen.add(data.slice(i, i + 4).join(","));
+  return seen.size;
+}
+"""
+
 #: t-alpha's photo: a small picture in a data: URI (the browser reaches no other host).
 PHOTO = (
     "data:image/svg+xml;base64,"
@@ -156,7 +166,15 @@ async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     await alpha.shot("call-ended")
     await client.shot("call-ended")
     await ops.shot("after-call")
-    await expect(ops.tid("chart-waiting")).to_be_visible()
+    # The charts drew the last minutes, and their text summaries say what they show.
+    for chart in ("chart-waiting", "chart-available", "chart-wait"):
+        await expect(ops.tid(chart)).to_be_visible()
+        colours = await ops.tid(chart).evaluate(_CANVAS_COLOURS_JS)
+        assert colours > 2, f"{chart}: {colours} colours drawn"
+    await expect(ops.page.locator("#sum-waiting")).to_contain_text("now 0")
+    await expect(ops.page.locator("#sum-waiting")).to_contain_text("highest 1")
+    await expect(ops.page.locator("#sum-available")).to_contain_text("highest 2")
+    await expect(ops.page.locator("#sum-wait")).not_to_contain_text("no data")
 
     ended = await stage.api("GET", "/v1/sessions", ("client", "c-casey"))
     assert ended["sessions"][0]["id"] == session["id"]
