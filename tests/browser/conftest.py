@@ -30,7 +30,7 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -153,7 +153,8 @@ def _frame_summary(payload: str | bytes) -> str:
         desc = data.get("description")
         what = desc.get("type") if isinstance(desc, dict) else None
         what = what or ("candidate" if data.get("candidate") else None)
-        what = what or ("hello" if data.get("hello") else "?")
+        hello = "hello+restart" if data.get("restart") else "hello"
+        what = what or (hello if data.get("hello") else "?")
         parts.append(f"data={what} pc={data.get('pc')} to={data.get('to')}")
     for key in ("request", "session"):
         obj = frame.get(key)
@@ -377,10 +378,13 @@ class Stage:
         phone: bool = False,
         permissions: tuple[str, ...] = (),
         init_script: str | None = None,
+        before_load: Callable[[Page], Awaitable[None]] | None = None,
     ) -> Person:
         """A new browser context on ``server``'s ``path``; with ``role`` and ``sub``
         the page gets a token in its URL fragment. ``permissions`` are granted beside
-        the camera and microphone; ``init_script`` runs in the page before its own."""
+        the camera and microphone; ``init_script`` runs in the page before its own;
+        ``before_load`` is awaited with the page before it loads (e.g. to route its
+        websocket through a test's hands)."""
         context = await self.browser.new_context(
             viewport=PHONE if phone else DESKTOP,
             is_mobile=phone,
@@ -394,6 +398,8 @@ class Stage:
         page = await context.new_page()
         person = Person(self, label, context, page)
         self.people.append(person)
+        if before_load is not None:
+            await before_load(page)
         url = server.url + path
         if role is not None and sub is not None:
             url += "#token=" + token(role, sub, name=name)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 from typing import Any
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from .conftest import Person, Stage
 
@@ -338,4 +339,57 @@ async def test_the_money_running_out_warns_then_ends_the_call_on_both_sides(
     await alpha.shot("funds-exhausted")
     wallet = await stage.api("GET", "/v1/wallet", ("client", "c-max"))
     assert wallet["balance_minor"] == 0
+    stage.assert_no_page_errors()
+
+
+class LoseFirstOffer:
+    """Routes a console's websocket through the test, which loses the first SDP offer
+    the console sends (as a relay that dropped one frame would); all else passes."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+
+    async def __call__(self, page: Page) -> None:
+        await page.route_web_socket(re.compile(r"/v1/ws$"), self._route)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            if not self.lost and isinstance(message, str):
+                data = json.loads(message).get("data")
+                sdp = data.get("description") if isinstance(data, dict) else None
+                if isinstance(sdp, dict) and sdp.get("type") == "offer":
+                    self.lost.append(message)
+                    return
+            server.send(message)
+
+        ws.on_message(to_server)  # what the server sends passes on by itself
+
+
+@pytest.mark.timeout(120)
+async def test_a_lost_first_offer_is_mended_by_the_clients_watchdog(stage: Stage) -> None:
+    """The console's first offer never reaches the client: the call cannot connect. The
+    client's watchdog asks for an ICE restart after 8 s unconnected; the console drops
+    its unanswered offer (over 5 s old) and offers again; the call connects."""
+    (a,) = await stage.start(1)
+    await stage.therapist("t-alpha", ALPHA)
+    await stage.fund("c-ned")
+    loss = LoseFirstOffer()
+    alpha = await stage.console("t-alpha", a, "t-alpha", before_load=loss)
+    await alpha.go_available()
+    client = await stage.talk("client", a, "c-ned", name="Ned Client")
+    await client.ask(topics=("anxiety",))
+    await expect(alpha.tid("request-item")).to_have_count(1)
+    await alpha.tid("request-item").get_by_test_id("accept-button").click()
+    await client.tid("terms-checkbox").check()
+    await client.tid("accept-offer").click()
+    await expect(client.tid("call-view")).to_be_visible()
+
+    await asyncio.gather(alpha.wait_video(timeout_s=40), client.wait_video(timeout_s=40))
+    assert len(loss.lost) == 1
+    asked = [f for f in client.frames if "-> rtc.signal" in f and "data=hello+restart" in f]
+    assert asked, client.frames  # the watchdog's ask is what mended it
+    await alpha.shot("mended")
+    await client.shot("mended")
     stage.assert_no_page_errors()
