@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import pytest
+from integration.harness import ServerProcess
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from .conftest import Person, Stage
@@ -183,23 +184,40 @@ async def test_two_therapists_one_client_one_call(stage: Stage) -> None:
     stage.assert_no_page_errors()
 
 
-async def call_on_two_servers(
-    stage: Stage, client_id: str, client_name: str, grace_s: float
-) -> tuple[Person, Person, dict[str, Any]]:
-    """t-alpha's console on server A, the client's page on B, in a call with video both
-    ways: (therapist, client, the session as ``GET /v1/sessions`` shows it)."""
-    a, b = await stage.start(2, reconnect_grace_s=grace_s)
+async def meet(
+    stage: Stage,
+    therapist_server: ServerProcess,
+    client_server: ServerProcess,
+    client_id: str,
+    client_name: str,
+    *,
+    amount_minor: int = 100_000,
+    **console_options: Any,
+) -> tuple[Person, Person]:
+    """t-alpha's console and a funded client's page, the request taken and accepted: the
+    call is opening on both pages (no wait for its video). (therapist, client)."""
     await stage.therapist("t-alpha", ALPHA)
-    await stage.fund(client_id)
-    alpha = await stage.console("t-alpha", a, "t-alpha")
+    await stage.fund(client_id, amount_minor=amount_minor)
+    alpha = await stage.console("t-alpha", therapist_server, "t-alpha", **console_options)
     await alpha.go_available()
-    client = await stage.talk("client", b, client_id, name=client_name)
+    client = await stage.talk("client", client_server, client_id, name=client_name)
     await client.ask(topics=("anxiety",))
     await expect(alpha.tid("request-item")).to_have_count(1)
     await alpha.tid("request-item").get_by_test_id("accept-button").click()
     await client.tid("terms-checkbox").check()
     await client.tid("accept-offer").click()
     await expect(alpha.tid("call-view")).to_be_visible()
+    await expect(client.tid("call-view")).to_be_visible()
+    return alpha, client
+
+
+async def call_on_two_servers(
+    stage: Stage, client_id: str, client_name: str, grace_s: float
+) -> tuple[Person, Person, dict[str, Any]]:
+    """t-alpha's console on server A, the client's page on B, in a call with video both
+    ways: (therapist, client, the session as ``GET /v1/sessions`` shows it)."""
+    a, b = await stage.start(2, reconnect_grace_s=grace_s)
+    alpha, client = await meet(stage, a, b, client_id, client_name)
     await asyncio.gather(alpha.wait_video(), client.wait_video())
     sessions = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
     return alpha, client, sessions["sessions"][0]
@@ -314,16 +332,7 @@ async def test_the_money_running_out_warns_then_ends_the_call_on_both_sides(
     """One minute of credit (price 150, a minimum of one minute): both pages warn at
     once that it runs out, and both say why the call ended when it does, a minute on."""
     (a,) = await stage.start(1, min_balance_minutes=1, price_per_minute_minor=150)
-    await stage.therapist("t-alpha", ALPHA)
-    await stage.fund("c-max", amount_minor=150)
-    alpha = await stage.console("t-alpha", a, "t-alpha")
-    await alpha.go_available()
-    client = await stage.talk("client", a, "c-max", name="Max Client")
-    await client.ask(topics=("anxiety",))
-    await expect(alpha.tid("request-item")).to_have_count(1)
-    await alpha.tid("request-item").get_by_test_id("accept-button").click()
-    await client.tid("terms-checkbox").check()
-    await client.tid("accept-offer").click()
+    alpha, client = await meet(stage, a, a, "c-max", "Max Client", amount_minor=150)
     await asyncio.gather(alpha.wait_video(), client.wait_video())
 
     for person in (client, alpha):
@@ -373,19 +382,8 @@ async def test_a_lost_first_offer_is_mended_by_the_clients_watchdog(stage: Stage
     client's watchdog asks for an ICE restart after 8 s unconnected; the console drops
     its unanswered offer (over 5 s old) and offers again; the call connects."""
     (a,) = await stage.start(1)
-    await stage.therapist("t-alpha", ALPHA)
-    await stage.fund("c-ned")
     loss = LoseFirstOffer()
-    alpha = await stage.console("t-alpha", a, "t-alpha", before_load=loss)
-    await alpha.go_available()
-    client = await stage.talk("client", a, "c-ned", name="Ned Client")
-    await client.ask(topics=("anxiety",))
-    await expect(alpha.tid("request-item")).to_have_count(1)
-    await alpha.tid("request-item").get_by_test_id("accept-button").click()
-    await client.tid("terms-checkbox").check()
-    await client.tid("accept-offer").click()
-    await expect(client.tid("call-view")).to_be_visible()
-
+    alpha, client = await meet(stage, a, a, "c-ned", "Ned Client", before_load=loss)
     await asyncio.gather(alpha.wait_video(timeout_s=40), client.wait_video(timeout_s=40))
     assert len(loss.lost) == 1
     asked = [f for f in client.frames if "-> rtc.signal" in f and "data=hello+restart" in f]
