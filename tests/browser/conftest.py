@@ -377,22 +377,19 @@ class Stage:
         name: str | None = None,
         phone: bool = False,
         permissions: tuple[str, ...] = (),
-        init_script: str | None = None,
         before_load: Callable[[Page], Awaitable[None]] | None = None,
     ) -> Person:
         """A new browser context on ``server``'s ``path``; with ``role`` and ``sub``
         the page gets a token in its URL fragment. ``permissions`` are granted beside
-        the camera and microphone; ``init_script`` runs in the page before its own;
-        ``before_load`` is awaited with the page before it loads (e.g. to route its
-        websocket through a test's hands)."""
+        the camera and microphone; ``before_load`` is awaited with the page before it
+        loads (to add a script that runs before the page's own, or to route its
+        websocket through the test's hands)."""
         context = await self.browser.new_context(
             viewport=PHONE if phone else DESKTOP,
             is_mobile=phone,
             has_touch=phone,
             permissions=["camera", "microphone", *permissions],
         )
-        if init_script is not None:
-            await context.add_init_script(init_script)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         context.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
         page = await context.new_page()

@@ -215,7 +215,11 @@ async def test_a_new_request_chimes_notifies_and_is_announced(stage: Stage) -> N
     await stage.therapist("t-alpha", ALPHA)
     await stage.fund("c-ivy")
     alpha = await stage.console(
-        "t-alpha", a, "t-alpha", permissions=("notifications",), init_script=_NOTICE_SPY_JS
+        "t-alpha",
+        a,
+        "t-alpha",
+        permissions=("notifications",),
+        before_load=lambda page: page.add_init_script(_NOTICE_SPY_JS),
     )
     await expect(alpha.page.locator("#notify-state")).to_have_text(re.compile("are on"))
     await alpha.go_available()  # a click: the browser lets the page's audio start
