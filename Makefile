@@ -6,15 +6,44 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint clean bench services browser
+# uv installs exactly what uv.lock names (every package, with its hashes); it is
+# itself bootstrapped with pip from requirements-uv.txt (one pinned version, its
+# hashes). uv uses the venv's Python: it never downloads one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: venv run test lint clean bench services browser lock upgrade
 
 venv: $(STAMP)
 
-# Re-install only when the dependencies change.
-$(STAMP): pyproject.toml
+$(BIN)/uv: requirements-uv.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-uv.txt
+	touch $@
+
+# Re-install only when the lock changes. --frozen: install the lock as it is,
+# never re-resolve (a pyproject.toml out of step with it fails `make lint`).
+$(STAMP): uv.lock $(BIN)/uv
+	$(BIN)/uv sync --frozen --python $(BIN)/python
 	touch $(STAMP)
+
+# The lock routine: after editing dependencies in pyproject.toml, `make lock`
+# re-resolves only what changed; `make upgrade` takes the newest releases of
+# everything. Commit uv.lock (and requirements-uv.txt) with the change.
+lock: $(BIN)/uv
+	$(BIN)/uv lock
+	$(MAKE) requirements-uv.txt-refresh
+
+upgrade: $(BIN)/uv
+	$(BIN)/uv lock --upgrade
+	$(MAKE) requirements-uv.txt-refresh
+
+# Keep the pip bootstrap at the uv version the lock names, with its hashes.
+.PHONY: requirements-uv.txt-refresh
+requirements-uv.txt-refresh:
+	v=$$(sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock); \
+	echo "uv==$$v" | $(BIN)/uv pip compile --quiet --generate-hashes --universal \
+		--no-header - -o requirements-uv.txt
 
 run: venv
 	$(BIN)/dispatch serve --dev --demo
@@ -42,6 +71,8 @@ services:
 		echo "PostgreSQL is not answering on 127.0.0.1:5432: its tests will fail under CI=true"
 
 lint: venv
+	$(BIN)/uv lock --locked
+	$(BIN)/deptry .
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -113,7 +113,7 @@ class RedisBus:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _deliver(self, handler: Handler, data: Any) -> None:
         try:
