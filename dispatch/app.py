@@ -20,6 +20,7 @@ from dispatch.errors import DispatchError
 from dispatch.hub import Hub
 from dispatch.logs import configure, get_logger
 from dispatch.metrics import Metrics
+from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from pool.memory import MemoryPool
@@ -102,6 +103,7 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         ledger=ledger,
         metering=metering,
         clock=clock,
+        http_limiter=KeyedLimiter(settings.http_rate_per_s, settings.http_rate_burst),
     )
 
 

@@ -85,7 +85,7 @@ class Codec:
             obj = loads_json(data, what="frame")
         if not isinstance(obj, dict):
             raise BadInput(f"a frame must be a map, got {_kind(obj)}")
-        _check_tree(obj)
+        check_data_model(obj)
         return obj
 
 
@@ -198,14 +198,18 @@ def _unpack(data: bytes) -> Any:
         raise BadInput("frame is not valid MessagePack") from None
 
 
-def _check_tree(root: dict[str, Any]) -> None:
-    """Reject anything outside the shared data model (module docstring)."""
+def check_data_model(root: Any) -> None:
+    """Reject anything outside the shared data model (module docstring).
+
+    Raises :class:`~dispatch.errors.BadInput`. Shared with the HTTP body
+    parser, so that text no encoder can write back is refused on the way in.
+    """
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict):
             if depth > MAX_DEPTH:
-                raise BadInput(f"frame is nested deeper than {MAX_DEPTH} levels")
+                raise BadInput(f"data is nested deeper than {MAX_DEPTH} levels")
             for key, item in value.items():
                 if type(key) is not str:
                     raise BadInput(f"map keys must be strings, got {_kind(key)}")
@@ -213,7 +217,7 @@ def _check_tree(root: dict[str, Any]) -> None:
                 stack.append((item, depth + 1))
         elif isinstance(value, list):
             if depth > MAX_DEPTH:
-                raise BadInput(f"frame is nested deeper than {MAX_DEPTH} levels")
+                raise BadInput(f"data is nested deeper than {MAX_DEPTH} levels")
             stack.extend((item, depth + 1) for item in value)
         elif type(value) is str:
             _check_str(value)

@@ -56,7 +56,7 @@ class AppContext:
     ledger: Ledger
     metering: Metering
     clock: Callable[[], float] = time.time
-    #: HTTP calls per user: a sustained 10 a second, bursts of 30.
+    #: HTTP calls per user (settings ``http_rate_per_s``, ``http_rate_burst``).
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _beats: int = 0

@@ -78,7 +78,7 @@ async def dev_token(request: HttpRequest) -> Response:
     if not isinstance(body, dict):
         raise InvalidField("the body must be a JSON object", field="body")
     role, sub, name = body.get("role"), body.get("sub"), body.get("name")
-    if role not in {r.value for r in Role}:
+    if not isinstance(role, str) or role not in {r.value for r in Role}:
         raise InvalidField("role must be client, therapist or operator", field="role")
     if not isinstance(sub, str) or not SUB_RE.fullmatch(sub):
         raise InvalidField("sub must be 1..64 characters [A-Za-z0-9_.-]", field="sub")

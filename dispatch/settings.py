@@ -98,6 +98,9 @@ class Settings:
     redis_max_connections: int = 64
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
+    #: HTTP calls each signed-in user may make, per process.
+    http_rate_per_s: float = 10.0
+    http_rate_burst: int = 30
     #: Frames buffered per connection before a slow consumer is dropped.
     ws_send_queue: int = 256
     auth_timeout_s: float = 5.0

@@ -20,7 +20,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from dispatch.codec import loads_json
+from dispatch.codec import check_data_model, loads_json
 from dispatch.errors import BadInput, ConsentRequired, InvalidField
 from pool.model import Draft, TherapistProfile
 
@@ -77,7 +77,13 @@ def parse_json_body(raw: bytes, limit: int = BODY_LIMIT) -> Any:
     """The JSON value of a request body, or :class:`BadInput`.
 
     Rejects bodies over ``limit`` bytes, bodies that are not UTF-8, and text
-    that is not exactly one JSON value (``NaN``/``Infinity`` included).
+    that is not exactly one JSON value (``NaN``/``Infinity`` included), and
+    values outside the data model the websocket codecs share
+    (:func:`~dispatch.codec.check_data_model`): a string holding a lone
+    surrogate escape (``"\\ud800"``) is valid JSON but no encoder can write it
+    back, so it is refused here, before anything is stored. In an object, such
+    a value is :class:`InvalidField` naming its top-level field; a bad key, or
+    a bad value in a body that is not an object, is :class:`BadInput`.
     """
     if len(raw) > limit:
         raise BadInput(f"request body is over the limit of {limit} bytes")
@@ -87,7 +93,17 @@ def parse_json_body(raw: bytes, limit: int = BODY_LIMIT) -> Any:
         raise BadInput("request body is not valid UTF-8") from None
     if not text.strip():
         raise BadInput("request body is empty; expected a JSON object")
-    return loads_json(text, what="request body")
+    body = loads_json(text, what="request body")
+    if isinstance(body, dict):
+        for key, value in body.items():
+            check_data_model(key)
+            try:
+                check_data_model(value)
+            except BadInput as exc:
+                raise InvalidField(f"{key}: {exc.message}", field=key) from None
+    else:
+        check_data_model(body)
+    return body
 
 
 def parse_idempotency_key(value: str | None) -> str | None:
