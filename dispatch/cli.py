@@ -256,14 +256,21 @@ def run(settings: Settings) -> None:
 
 def uvicorn_config(app: Any, settings: Settings) -> Any:
     """The ``uvicorn.Config`` the service runs with: frames over
-    ``max_frame_bytes`` close with 1009, pings keep idle sockets honest, and
+    ``max_frame_bytes`` close with 1009, pings keep idle sockets honest, a
+    request must arrive within ``http_read_timeout_s`` and a process holds at
+    most ``max_connections`` (:mod:`dispatch.httpguard`), and
     ``log_config=None`` leaves logging to :mod:`dispatch.logs`."""
     import uvicorn
+
+    from dispatch.httpguard import guarded_protocol
 
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(settings.http_read_timeout_s, settings.max_connections),
+        # uvicorn annotates an int but only hands it to loop.call_later (a float).
+        timeout_keep_alive=settings.http_keepalive_s,  # type: ignore[arg-type]
         ws=WS_IMPL,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,

@@ -101,6 +101,12 @@ class Settings:
     #: HTTP calls each signed-in user may make, per process.
     http_rate_per_s: float = 10.0
     http_rate_burst: int = 30
+    #: Time a request (head and body) may take to arrive, from its first byte.
+    http_read_timeout_s: float = 10.0
+    #: Time an idle keep-alive connection stays open between requests.
+    http_keepalive_s: float = 5.0
+    #: Connections (HTTP and websocket) one process holds; more get 503.
+    max_connections: int = 4096
     #: Frames buffered per connection before a slow consumer is dropped.
     ws_send_queue: int = 256
     auth_timeout_s: float = 5.0
