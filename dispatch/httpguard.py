@@ -38,9 +38,7 @@ def _response(status: str, code: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
-_TIMEOUT = _response(
-    "408 Request Timeout", "request_timeout", "the request did not arrive in time"
-)
+_TIMEOUT = _response("408 Request Timeout", "request_timeout", "the request did not arrive in time")
 _FULL = _response(
     "503 Service Unavailable",
     "unavailable",
