@@ -13,8 +13,8 @@ from dispatch import validation
 from dispatch.context import AppContext
 from dispatch.errors import DispatchError, Forbidden, NotFound, RateLimited, Unauthorized
 from dispatch.metrics import CONTENT_TYPE_LATEST
-from dispatch.tokens import User, bearer, verify
-from pool.model import Role
+from dispatch.tokens import User, bearer, refresh, verify
+from pool.model import Role, rfc3339
 
 
 def ctx_of(request: HttpRequest) -> AppContext:
@@ -91,6 +91,21 @@ async def get_therapist(request: HttpRequest) -> Response:
     return JSONResponse(profile.public())
 
 
+async def refresh_token(request: HttpRequest) -> Response:
+    """A fresh token for the caller (PROTOCOL.md §11): what a page sends in a
+    new ``auth`` frame when its socket says ``auth.expiring``."""
+    ctx = ctx_of(request)
+    signed_in(request)
+    token = refresh(
+        ctx.settings.secret,
+        bearer(request.headers.get("authorization")) or "",
+        ctx.settings.token_max_age_s,
+    )
+    fresh = verify(ctx.settings.secret, token)
+    assert fresh.expires_at is not None  # verify() always sets it
+    return JSONResponse({"token": token, "expires_at": rfc3339(fresh.expires_at)})
+
+
 async def pool_stats(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     signed_in(request, Role.OPERATOR)
@@ -125,6 +140,7 @@ ROUTES = [
     Route("/v1/requests/{request_id}", cancel_request, methods=["DELETE"]),
     Route("/v1/therapists/{therapist_id}", put_therapist, methods=["PUT"]),
     Route("/v1/therapists/{therapist_id}", get_therapist, methods=["GET"]),
+    Route("/v1/auth/refresh", refresh_token, methods=["POST"]),
     Route("/v1/pool/stats", pool_stats, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

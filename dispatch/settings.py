@@ -98,6 +98,8 @@ class Settings:
     redis_max_connections: int = 64
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
+    #: A connection refused frames for this long without a pause closes (1008).
+    ws_flood_close_s: float = 10.0
     #: HTTP calls each signed-in user may make, per process.
     http_rate_per_s: float = 10.0
     http_rate_burst: int = 30
@@ -110,6 +112,10 @@ class Settings:
     #: Frames buffered per connection before a slow consumer is dropped.
     ws_send_queue: int = 256
     auth_timeout_s: float = 5.0
+    #: How long before a token's ``exp`` an open socket gets ``auth.expiring``.
+    auth_expiring_s: float = 60.0
+    #: How long after signing in ``POST /v1/auth/refresh`` still renews a token.
+    token_max_age_s: float = 43200.0
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     stats_interval_s: float = 1.0

@@ -1,7 +1,9 @@
 """Identity: HS256 JWTs signed with ``DISPATCH_SECRET`` (PROTOCOL.md §2).
 
 Claims: ``sub`` (1..64 chars of ``[A-Za-z0-9_.-]``), ``role`` (``client``,
-``therapist``, ``operator``), ``exp``, ``iat`` and optionally ``name``.
+``therapist``, ``operator``), ``exp``, ``iat`` and optionally ``name`` and
+``auth_time`` (when the person signed in; :func:`refresh` keeps it, so a chain
+of refreshed tokens ends ``max_age_s`` after the sign-in).
 :func:`verify` accepts HS256 alone (never ``none``, never an asymmetric
 algorithm whose public key could be confused with the secret) and turns every
 way a token can be wrong into :class:`dispatch.errors.Unauthorized`, whose
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jwt
@@ -36,6 +38,10 @@ class User:
     id: str
     role: Role
     name: str | None = None
+    #: The token's ``exp`` (seconds since the epoch); None for a user no token made.
+    expires_at: float | None = field(default=None, compare=False)
+    #: When the person signed in: the token's ``auth_time``, else its ``iat``.
+    auth_time: float | None = field(default=None, compare=False)
 
 
 def _check_secret(secret: str) -> bytes:
@@ -52,6 +58,7 @@ def mint(
     name: str | None = None,
     ttl_s: float = 3600,
     now: float | None = None,
+    auth_time: float | None = None,
 ) -> str:
     """A signed token for ``sub`` acting as ``role``, valid for ``ttl_s`` seconds
     from ``now`` (default: the current time).
@@ -79,6 +86,8 @@ def mint(
     }
     if name is not None:
         claims["name"] = name
+    if auth_time is not None:
+        claims["auth_time"] = int(auth_time)
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -117,7 +126,47 @@ def verify(secret: str, token: str | None, now: float | None = None) -> User:
     name = claims.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
         raise Unauthorized("invalid token name")
-    return User(id=sub, role=role, name=name or None)
+    auth_time = claims.get("auth_time", claims.get("iat"))
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float | None):
+        raise Unauthorized("invalid token")
+    return User(
+        id=sub,
+        role=role,
+        name=name or None,
+        expires_at=float(exp),
+        auth_time=None if auth_time is None else float(auth_time),
+    )
+
+
+def refresh(secret: str, token: str, max_age_s: float, now: float | None = None) -> str:
+    """A new token for the user ``token`` speaks for (which must still be valid).
+
+    The new token lives as long as the old one did (``exp - iat``, an hour when
+    that cannot be read), but never past ``auth_time + max_age_s``: a refreshed
+    token cannot outlive the sign-in it came from by more than ``max_age_s``.
+    Raises :class:`Unauthorized` for a bad token, or one whose sign-in is
+    already that old (the person must sign in again).
+    """
+    now = time.time() if now is None else now
+    user = verify(secret, token, now=now)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    iat = claims.get("iat")
+    lifetime = 3600.0
+    if isinstance(iat, int | float) and not isinstance(iat, bool) and user.expires_at:
+        lifetime = max(user.expires_at - iat, 1.0)
+    signed_in_at = user.auth_time if user.auth_time is not None else now
+    expires = min(now + lifetime, signed_in_at + max_age_s)
+    if expires - now < 1:
+        raise Unauthorized("this sign-in is too old to refresh; sign in again")
+    return mint(
+        secret,
+        user.role,
+        user.id,
+        name=user.name,
+        ttl_s=expires - now,
+        now=now,
+        auth_time=signed_in_at,
+    )
 
 
 def bearer(header_value: str | None) -> str | None:

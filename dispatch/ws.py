@@ -24,7 +24,7 @@ from dispatch.logs import get_logger
 from dispatch.ratelimit import TokenBucket
 from dispatch.service import new_id
 from dispatch.tokens import User, bearer, verify
-from pool.model import Role
+from pool.model import Role, rfc3339
 
 log = get_logger(component="ws")
 
@@ -33,8 +33,9 @@ CLOSE_POLICY = 1008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_AUTH_TIMEOUT = 4408
 
-#: Consecutive rate-limited frames after which the connection is closed.
-_MAX_STRIKES = 50
+#: Frames other than ``auth`` a connection may send before it authenticates
+#: (the first is answered, the rest are not); one more closes it (1008).
+PRE_AUTH_FRAMES_MAX = 8
 
 
 async def endpoint(websocket: WebSocket) -> None:
@@ -58,6 +59,7 @@ async def _authenticate(websocket: WebSocket, ctx: AppContext, codec: Codec) -> 
             await _close(websocket, CLOSE_UNAUTHORIZED, "bad token")
             return None
     deadline = time.monotonic() + ctx.settings.auth_timeout_s
+    strays = 0
     while True:
         remaining = deadline - time.monotonic()
         try:
@@ -76,12 +78,17 @@ async def _authenticate(websocket: WebSocket, ctx: AppContext, codec: Codec) -> 
             obj = codec.decode(data if data is not None else b"")
             ref = frames.ref_of(obj)
             frame = frames.parse(obj)
-        except BadInput as exc:
-            await _send_now(websocket, codec, frames.error_from(exc, ref))
-            continue
-        if not isinstance(frame, frames.Auth):
-            err = Unauthorized("authenticate first: send an auth frame")
-            await _send_now(websocket, codec, frames.error_from(err, frame.ref))
+            if not isinstance(frame, frames.Auth):
+                raise Unauthorized("authenticate first: send an auth frame")
+        except (BadInput, Unauthorized) as exc:
+            # Only auth is read here: the first other frame is answered, the
+            # rest cost no answer, and a client that keeps on is closed.
+            strays += 1
+            if strays > PRE_AUTH_FRAMES_MAX:
+                await _close(websocket, CLOSE_POLICY, "authenticate first")
+                return None
+            if strays == 1:
+                await _send_now(websocket, codec, frames.error_from(exc, ref))
             continue
         try:
             return verify(ctx.settings.secret, frame.token)
@@ -106,13 +113,21 @@ class _Session:
             closer=self._close,
         )
         self.bucket = TokenBucket(s.ws_rate_per_s, s.ws_rate_burst)
-        self.strikes = 0
+        #: A flood: refused frames with no pause as long as the bucket takes to
+        #: refill. Its start (None: none under way) and its latest refusal.
+        self.flood_since: float | None = None
+        self.last_refused = 0.0
+        self.refill_s = s.ws_rate_burst / s.ws_rate_per_s
         self.writer: asyncio.Task[None] | None = None
+        self.expiry: asyncio.Task[None] | None = None
+        #: Set when a new token arrives on the open socket (§11).
+        self.renewed = asyncio.Event()
         self.log = log.bind(conn_id=self.conn.id, user_id=user.id, role=str(user.role))
 
     async def run(self) -> None:
         ctx, conn = self.ctx, self.conn
         self.writer = asyncio.create_task(self._write(), name=f"ws-writer-{conn.id}")
+        self.expiry = asyncio.create_task(self._watch_expiry(), name=f"ws-expiry-{conn.id}")
         try:
             await self._open()
             self.log.info("ws.connected")
@@ -123,6 +138,7 @@ class _Session:
             # 1013: a passing overload or outage; the console should retry.
             await self._close(1013, "service unavailable; try again")
         finally:
+            self.expiry.cancel()
             ctx.hub.remove(conn)
             await self._stop_writer()
             with contextlib.suppress(DispatchError):
@@ -165,16 +181,28 @@ class _Session:
                 self.log.warning("ws.frame_too_big", size=size)
                 await self._close(CLOSE_TOO_BIG, "frame too big")
                 return
-            if not self.bucket.allow(time.monotonic()):
-                self.strikes += 1
-                self.ctx.metrics.errors.labels(code="rate_limited").inc()
-                if self.strikes >= _MAX_STRIKES:
-                    await self._close(CLOSE_POLICY, "rate limit exceeded")
+            now = time.monotonic()
+            if not self.bucket.allow(now):
+                if await self._refused(raw, now):
                     return
-                self.conn.send_frame(frames.error_from(RateLimited(), self._ref_of(raw)))
                 continue
-            self.strikes = 0
             await self._handle(raw)
+
+    async def _refused(self, raw: str | bytes, now: float) -> bool:
+        """A frame over the rate. The first of a flood is answered ``rate_limited``;
+        the rest are dropped unread (no parse, no answer) until the client pauses
+        for as long as the bucket takes to refill. A flood that lasts
+        ``ws_flood_close_s`` closes the connection (1008): True then."""
+        self.ctx.metrics.errors.labels(code="rate_limited").inc()
+        if self.flood_since is None or now - self.last_refused >= self.refill_s:
+            self.flood_since = now
+            self.conn.send_frame(frames.error_from(RateLimited(), self._ref_of(raw)))
+        self.last_refused = now
+        if now - self.flood_since >= self.ctx.settings.ws_flood_close_s:
+            self.log.warning("ws.flood_closed", seconds=round(now - self.flood_since, 1))
+            await self._close(CLOSE_POLICY, "rate limit exceeded for too long")
+            return True
+        return False
 
     def _ref_of(self, raw: str | bytes) -> str | None:
         """The frame's ``ref``, if it has a readable one (for errors)."""
@@ -207,8 +235,8 @@ class _Session:
         match frame:
             case frames.Ping():
                 self.conn.send_frame({"type": "pong", "ref": frame.ref})
-            case frames.Auth():
-                raise BadInput("already authenticated")
+            case frames.Auth(token=token):
+                await self._reauth(token, frame.ref)
             case frames.Status(available=available):
                 await d.set_status(self.user, available, origin)
             case frames.Claim(request_id=rid):
@@ -227,6 +255,49 @@ class _Session:
                 await d.decline(self.user, rid, origin)
             case _:
                 await self.ctx.session_frame(self.user, self.conn, frame)
+
+    async def _reauth(self, token: str, ref: str | None) -> None:
+        """A new token on the open socket (PROTOCOL.md §11): for the same ``sub``
+        and ``role``, it replaces the old one and is answered ``auth.ok``; a bad
+        token, or one for someone else, closes the socket with 4401."""
+        try:
+            user = verify(self.ctx.settings.secret, token)
+        except Unauthorized:
+            self.log.info("ws.reauth_refused", reason="bad_token")
+            await self._close(CLOSE_UNAUTHORIZED, "bad token")
+            return
+        if (user.id, user.role) != (self.user.id, self.user.role):
+            self.log.info("ws.reauth_refused", reason="other_user")
+            await self._close(CLOSE_UNAUTHORIZED, "a new token must be for the same user and role")
+            return
+        assert user.expires_at is not None  # verify() always sets it
+        self.user = self.conn.user = user
+        self.renewed.set()
+        self.conn.send_frame(
+            {"type": "auth.ok", "expires_at": rfc3339(user.expires_at), "ref": ref}
+        )
+
+    async def _watch_expiry(self) -> None:
+        """Warn ``auth_expiring_s`` before the token's ``exp``; close 4401 at it,
+        unless a new token came (then watch that one)."""
+        lead = self.ctx.settings.auth_expiring_s
+        warned: float | None = None
+        while True:
+            exp = self.user.expires_at
+            if exp is None:
+                return
+            now = time.time()
+            if now >= exp:
+                self.log.info("ws.token_expired")
+                await self._close(CLOSE_UNAUTHORIZED, "token expired")
+                return
+            if now >= exp - lead and warned != exp:
+                warned = exp
+                self.conn.send_frame({"type": "auth.expiring", "expires_at": rfc3339(exp)})
+            wake = exp if warned == exp else exp - lead
+            self.renewed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.renewed.wait(), timeout=wake - now)
 
     async def _write(self) -> None:
         binary = self.conn.codec.binary

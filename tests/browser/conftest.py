@@ -378,12 +378,13 @@ class Stage:
         phone: bool = False,
         permissions: tuple[str, ...] = (),
         before_load: Callable[[Page], Awaitable[None]] | None = None,
+        ttl_s: float = 3600,
     ) -> Person:
         """A new browser context on ``server``'s ``path``; with ``role`` and ``sub``
         the page gets a token in its URL fragment. ``permissions`` are granted beside
         the camera and microphone; ``before_load`` is awaited with the page before it
         loads (to add a script that runs before the page's own, or to route its
-        websocket through the test's hands)."""
+        websocket through the test's hands); ``ttl_s`` is the token's lifetime."""
         context = await self.browser.new_context(
             viewport=PHONE if phone else DESKTOP,
             is_mobile=phone,
@@ -399,7 +400,7 @@ class Stage:
             await before_load(page)
         url = server.url + path
         if role is not None and sub is not None:
-            url += "#token=" + token(role, sub, name=name)
+            url += "#token=" + token(role, sub, name=name, ttl_s=ttl_s)
         await page.goto(url, wait_until="load")
         return person
 
@@ -411,10 +412,15 @@ class Stage:
         )
 
     async def talk(
-        self, label: str, server: ServerProcess, client_id: str, name: str = "Casey Client"
+        self,
+        label: str,
+        server: ServerProcess,
+        client_id: str,
+        name: str = "Casey Client",
+        **options: Any,
     ) -> Person:
         return await self.open(
-            label, server, "/talk", role="client", sub=client_id, name=name, phone=True
+            label, server, "/talk", role="client", sub=client_id, name=name, phone=True, **options
         )
 
     async def ops(self, label: str, server: ServerProcess) -> Person:

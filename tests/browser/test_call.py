@@ -14,8 +14,10 @@ import asyncio
 import base64
 import json
 import re
+import time
 from typing import Any
 
+import jwt
 import pytest
 from integration.harness import ServerProcess
 from playwright.async_api import Page, WebSocketRoute, expect
@@ -192,6 +194,7 @@ async def meet(
     client_name: str,
     *,
     amount_minor: int = 100_000,
+    client_options: dict[str, Any] | None = None,
     **console_options: Any,
 ) -> tuple[Person, Person]:
     """t-alpha's console and a funded client's page, the request taken and accepted: the
@@ -200,7 +203,9 @@ async def meet(
     await stage.fund(client_id, amount_minor=amount_minor)
     alpha = await stage.console("t-alpha", therapist_server, "t-alpha", **console_options)
     await alpha.go_available()
-    client = await stage.talk("client", client_server, client_id, name=client_name)
+    client = await stage.talk(
+        "client", client_server, client_id, name=client_name, **(client_options or {})
+    )
     await client.ask(topics=("anxiety",))
     await expect(alpha.tid("request-item")).to_have_count(1)
     await alpha.tid("request-item").get_by_test_id("accept-button").click()
@@ -390,4 +395,40 @@ async def test_a_lost_first_offer_is_mended_by_the_clients_watchdog(stage: Stage
     assert asked, client.frames  # the watchdog's ask is what mended it
     await alpha.shot("mended")
     await client.shot("mended")
+    stage.assert_no_page_errors()
+
+
+@pytest.mark.timeout(150)
+async def test_tokens_renewed_on_open_sockets_keep_the_call_going(stage: Stage) -> None:
+    """PROTOCOL.md §11 in the pages: both sides' tokens run out mid-call; the server
+    warns (auth.expiring), each page fetches a fresh token and re-authenticates its
+    socket, and the call goes on past the first tokens' exp."""
+    (server,) = await stage.start(1, auth_expiring_s=20.0)
+    ttl = 35.0
+    alpha, client = await meet(
+        stage, server, server, "c-tess", "Tess Client", ttl_s=ttl, client_options={"ttl_s": ttl}
+    )
+    await asyncio.gather(alpha.wait_video(), client.wait_video())
+    sessions = await stage.api("GET", "/v1/sessions", ("therapist", "t-alpha"))
+    session_id = sessions["sessions"][0]["id"]
+    read = "() => sessionStorage.getItem('qc.token')"
+    first = [await p.page.evaluate(read) for p in (alpha, client)]
+    exp = max(jwt.decode(t, options={"verify_signature": False})["exp"] for t in first)
+    for person, old in zip((alpha, client), first, strict=True):
+        # A renewed token replaces the first one (kept for a reload, too).
+        await person.page.wait_for_function(
+            "old => sessionStorage.getItem('qc.token') !== old", arg=old, timeout=40_000
+        )
+    await asyncio.sleep(max(0.0, exp - time.time()) + 2.0)  # past the first tokens' exp
+
+    for person in (alpha, client):
+        await expect(person.tid("status-line")).to_have_attribute("data-state", "open")
+        await expect(person.tid("call-view")).to_be_visible()
+        await expect(person.tid("signed-out")).to_have_count(0)
+    await alpha.chat("Still here after the renewal")
+    await expect(client.chat_message("Still here after the renewal")).to_have_count(1)
+    await client.chat("Me too")
+    await expect(alpha.chat_message("Me too")).to_have_count(1)
+    await client.wait_more_video()
+    await assert_still_live(stage, ("therapist", "t-alpha"), session_id)
     stage.assert_no_page_errors()

@@ -17,6 +17,10 @@
 //       Forgets the token and shows the signed-out message.
 //   forgetToken()
 //       Forgets the token only.
+//   keepToken(conn, onToken?)
+//       Keeps the token a Connection renewed (its "token" event, PROTOCOL.md
+//       §11) in sessionStorage, so a reload signs in with it; onToken(token)
+//       lets the page use it for its own HTTP calls too.
 //   showSignedOut(message?, {container?})
 //       Replaces the page's <main> (or `container`, or <body>) with a clear
 //       "you are not signed in" message (data-testid="signed-out") and a link
@@ -85,6 +89,14 @@ export function isExpired(claims, nowMs = Date.now()) {
 /** Forget the token (sessionStorage) without touching the page. */
 export function forgetToken() {
   storage()?.removeItem(STORAGE_KEY);
+}
+
+/** Keep each token `conn` renews in sessionStorage (and tell `onToken`). */
+export function keepToken(conn, onToken) {
+  return conn.on("token", ({ token }) => {
+    storage()?.setItem(STORAGE_KEY, token);
+    onToken?.(token);
+  });
 }
 
 /** Forget the token and show the signed-out message. */

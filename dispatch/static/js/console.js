@@ -16,7 +16,7 @@
 // media-error, call-status, call-timer, unmute, notify-button, error-message.
 // window.qcConn is the Connection, window.qcCall the current Call.
 
-import { forgetToken, showSignedOut, signIn, signOut } from "./auth.js";
+import { forgetToken, keepToken, showSignedOut, signIn, signOut } from "./auth.js";
 import { Call } from "./call.js";
 import {
   Connection,
@@ -1098,6 +1098,7 @@ function main() {
   const conn = new Connection({ token, autoConnect: false });
   state.conn = conn;
   window.qcConn = conn;
+  keepToken(conn);
   wire(conn);
   renderConn("connecting");
   conn.connect();

@@ -7,7 +7,7 @@
 // chart-waiting, chart-available and chart-wait (p50 and p95).
 
 import { Connection } from "./protocol.js";
-import { signIn, signOut, forgetToken, showSignedOut } from "./auth.js";
+import { signIn, signOut, forgetToken, keepToken, showSignedOut } from "./auth.js";
 
 const FIELDS = [
   "waiting",
@@ -323,6 +323,7 @@ function start() {
   $("who").textContent = claims.name || claims.sub || "";
 
   const conn = new Connection({ token });
+  keepToken(conn);
   $("sign-out").addEventListener("click", () => {
     conn.close();
     signOut();

@@ -3,13 +3,19 @@
 // API
 //   new Connection({token, url?, autoConnect = true, pingIntervalMs = 20000,
 //                   pongTimeoutMs = 10000, requestTimeoutMs = 15000,
-//                   backoffBaseMs = 500, backoffMaxMs = 8000})
+//                   backoffBaseMs = 500, backoffMaxMs = 8000,
+//                   refreshToken = refreshTokenOverHttp, renewRetryMs = 5000})
 //     Opens `/v1/ws` on this page's origin (ws: or wss:) with the
 //     subprotocol `qc.v1.json`, sends the `auth` frame first, and keeps the
 //     connection: an application `ping` every pingIntervalMs (no `pong` within
 //     pongTimeoutMs counts as a drop), and after a drop a reconnect with
 //     exponential backoff and jitter — but not after close code 4401 (bad
 //     token) or 4408 (no auth in time): that is "signed out".
+//     When the server says `auth.expiring` (PROTOCOL.md §11), it gets a new
+//     token with refreshToken(oldToken) -> Promise<newToken>, sends it in an
+//     `auth` frame and waits for `auth.ok`; the socket, and any call on it,
+//     goes on. A failed refresh is tried again every renewRetryMs until the
+//     old token runs out (then the server closes 4401: "signed out").
 //   conn.ready: Promise<welcome frame>  resolved by the first `welcome`;
 //     rejected (ProtocolError "unauthorized") when signed out before it.
 //   conn.user: {id, role} | null         from the latest `welcome`.
@@ -23,6 +29,7 @@
 //       "reconnecting" {attempt, delayMs}
 //       "signedout"    {code, reason}
 //       "state"        {state}
+//       "token"        {token}  a new token is in use (keep it: see auth.js keepToken)
 //   conn.off(type, handler)
 //   conn.send(frame) -> boolean          sends now if authenticated, else false.
 //   conn.request(frame, {timeoutMs}) -> Promise<answer frame>
@@ -37,6 +44,7 @@
 //
 //   class ProtocolError extends Error {code, status?, field?, ref?, detail}
 //   httpRequest(token, method, path, body?, {headers}) — conn.http without a Connection.
+//   refreshTokenOverHttp(token) -> Promise<token> — POST /v1/auth/refresh.
 //   wsUrl(path = "/v1/ws") — ws(s)://<this origin><path>.
 //   newId(prefix = "") — a random id of [A-Za-z0-9_.:-] (for client_msg_id, ref).
 //   END_REASONS, describeEndReason(reason), formatDuration(seconds),
@@ -110,6 +118,15 @@ export async function httpRequest(token, method, path, body, { headers = {} } = 
   return data;
 }
 
+/** A new token for the same user from `POST /v1/auth/refresh` (PROTOCOL.md §11). */
+export async function refreshTokenOverHttp(token) {
+  const data = await httpRequest(token, "POST", "/v1/auth/refresh");
+  if (!data || typeof data.token !== "string") {
+    throw new ProtocolError("bad_answer", "The sign-in could not be renewed.");
+  }
+  return data.token;
+}
+
 /** A websocket connection that authenticates, keeps alive and reconnects. */
 export class Connection {
   constructor({
@@ -121,9 +138,15 @@ export class Connection {
     requestTimeoutMs = 15000,
     backoffBaseMs = 500,
     backoffMaxMs = 8000,
+    refreshToken = refreshTokenOverHttp,
+    renewRetryMs = 5000,
   } = {}) {
     if (!token) throw new TypeError("Connection needs a token");
     this.token = token;
+    this.refreshToken = refreshToken;
+    this.renewRetryMs = renewRetryMs;
+    this._renewing = null; // the renewal under way, if any
+    this._renewTimer = null;
     this.url = url || wsUrl();
     this.pingIntervalMs = pingIntervalMs;
     this.pongTimeoutMs = pongTimeoutMs;
@@ -244,6 +267,7 @@ export class Connection {
   close() {
     this._closedForGood = true;
     globalThis.removeEventListener?.("online", this._onOnline);
+    clearTimeout(this._renewTimer);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._stopKeepalive();
@@ -317,6 +341,7 @@ export class Connection {
       clearTimeout(this._pongTimer);
       this._pongTimer = null;
     }
+    if (frame.type === "auth.expiring") this._renew(frame.expires_at);
     const ref = frame.ref;
     const pending = typeof ref === "string" ? this._pending.get(ref) : undefined;
     if (pending) {
@@ -332,6 +357,30 @@ export class Connection {
     if (frame.type === "error" && pending) return;
     this._emit(frame.type, frame);
     this._emit("*", frame);
+  }
+
+  /** Get a new token and hand it to the open socket (PROTOCOL.md §11). */
+  _renew(expiresAt) {
+    if (this._renewing || this._closedForGood) return;
+    clearTimeout(this._renewTimer);
+    this._renewTimer = null;
+    this._renewing = (async () => {
+      try {
+        const token = await this.refreshToken(this.token);
+        this.token = token;
+        // In use from now on: for HTTP calls, and for the next reconnect.
+        this._emit("token", { token });
+        await this.request({ type: "auth", token });
+      } catch (err) {
+        console.warn("the sign-in could not be renewed yet", err?.code || err);
+        // Try again while the old token still holds; past it the server closes 4401.
+        if (secondsUntil(expiresAt) > this.renewRetryMs / 1000 && !this._closedForGood) {
+          this._renewTimer = setTimeout(() => this._renew(expiresAt), this.renewRetryMs);
+        }
+      } finally {
+        this._renewing = null;
+      }
+    })();
   }
 
   _startKeepalive() {

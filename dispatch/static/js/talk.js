@@ -15,7 +15,7 @@
 
 import { Connection, ProtocolError, httpRequest, newId, formatClock } from "./protocol.js";
 import { Call } from "./call.js";
-import { signIn, signOut, forgetToken, showSignedOut } from "./auth.js";
+import { signIn, signOut, forgetToken, keepToken, showSignedOut } from "./auth.js";
 
 const TERMS_VERSION = "2026-11-01";
 const NOTES_MAX = 2000;
@@ -1056,6 +1056,9 @@ function boot() {
 
   const conn = new Connection({ token: state.token });
   state.conn = conn;
+  keepToken(conn, (token) => {
+    state.token = token; // this page's own HTTP calls use it from now on
+  });
   conn.on("open", onOpen);
   conn.on("request.state", onRequestState);
   conn.on("request.offer", onOffer);
