@@ -15,9 +15,10 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any, Final
 
-from dispatch import demo, tokens
+from dispatch import demo, devkeys, tokens
 from dispatch.settings import ConfigError, Settings, load_settings
 from pool.model import Role
 
@@ -233,12 +234,21 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "database_url": args.database_url,
         "log_level": args.log_level,
     }
+    kept: devkeys.DevKeys | None = None
     try:
         settings = load_settings(overrides, env)
+        if settings.secret_generated:
+            # --dev without DISPATCH_SECRET: the keys of the last run, so that
+            # tokens, chat and notes survive a restart (dispatch/devkeys.py).
+            kept = devkeys.load_or_create(Path(devkeys.DEV_KEYS_FILE))
+            overrides["secret"] = kept.secret
+            if not env.get("DISPATCH_DATA_KEY", "").strip():
+                overrides["data_key"] = kept.data_key
+            settings = load_settings(overrides, env)
     except ConfigError as e:
         return _fail(str(e))
     if settings.dev:
-        print_banner(settings, sys.stdout)
+        print_banner(settings, sys.stdout, kept)
     run(settings)
     return 0
 
@@ -281,9 +291,10 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     )
 
 
-def print_banner(settings: Settings, out: IO[str]) -> None:
+def print_banner(settings: Settings, out: IO[str], kept: devkeys.DevKeys | None = None) -> None:
     """What ``serve --dev`` prints before it starts: the secret when it was made
-    up for this run, where to connect, and with ``--demo`` a token per demo user.
+    up (``kept``: the file it is kept in across restarts), where to connect,
+    and with ``--demo`` a token per demo user.
 
     Dev only: these are throwaway credentials for a local run.
     """
@@ -292,7 +303,14 @@ def print_banner(settings: Settings, out: IO[str]) -> None:
         shown_host = f"[{shown_host}]"
     base = f"{shown_host}:{settings.port}"
     lines = ["quick-connect dispatch: development mode (never use --dev in production)"]
-    if settings.secret_generated:
+    if kept is not None:
+        made = "made now and kept" if kept.created else "kept"
+        lines += [
+            f"  DISPATCH_SECRET={settings.secret}",
+            f"    ({made} in {kept.path}, with the data key: tokens, chat and notes",
+            "     survive restarts; delete that file, and dispatch.db, to start afresh)",
+        ]
+    elif settings.secret_generated:
         lines += [
             f"  DISPATCH_SECRET={settings.secret}",
             "    (random for this run: export it to keep tokens valid across restarts;",

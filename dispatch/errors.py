@@ -14,7 +14,8 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     │   ├── Taken                      taken              409
     │   ├── Busy                       busy               409
     │   ├── NotEligible                not_eligible       409
-    │   └── RequestExists              request_exists     409
+    │   ├── RequestExists              request_exists     409
+    │   └── Undecryptable              undecryptable      409   (no key opens stored data)
     ├── InsufficientFunds              insufficient_funds 402
     ├── RateLimited                    rate_limited       429
     └── Unavailable                    unavailable        503   (a dependency is down)
@@ -103,6 +104,16 @@ class NotEligible(Conflict):
 class RequestExists(Conflict):
     code = "request_exists"
     default_message = "you already have a request waiting or claimed"
+
+
+class Undecryptable(Conflict):
+    """Stored data that no key in ``DISPATCH_DATA_KEY`` opens: a key was rotated
+    away too soon, or the server runs with another key than wrote the data.
+    The data is still there; the fix is the operator's (the message says
+    which setting), so the answer is a clear 409, never a 500."""
+
+    code = "undecryptable"
+    default_message = "stored data cannot be decrypted with the configured DISPATCH_DATA_KEY"
 
 
 class InsufficientFunds(DispatchError):

@@ -19,17 +19,20 @@ from typing import Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from dispatch.errors import Undecryptable
+
 __all__ = ["Cipher", "DataKeyError", "new_key"]
 
 _ENV: Final = "DISPATCH_DATA_KEY"
 
 
-class DataKeyError(Exception):
+class DataKeyError(Undecryptable):
     """Stored data that no configured key opens: the wrong key, a corrupted
     row, or a retired key dropped before ``dispatch keys rotate`` ran.
 
-    Like :class:`dispatch.settings.ConfigError`, this is the operator's fault,
-    not a user's, so it is deliberately not a ``DispatchError``.
+    The operator's fault, not a user's; but a user who asks for such data gets
+    a clear ``409 undecryptable`` naming the setting (an ``undecryptable``
+    error frame on the websocket), never a 500.
     """
 
 

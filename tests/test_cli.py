@@ -29,11 +29,12 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from dispatch import cli, demo, logs
+from dispatch import cli, demo, logs, tokens
 from dispatch.errors import Unauthorized
 from dispatch.settings import Settings
 from dispatch.tokens import User, verify
 from pool.model import Role
+from signaling.crypto import Cipher
 
 SECRET = secrets.token_urlsafe(32)
 DATA_KEY = Fernet.generate_key().decode()
@@ -197,14 +198,19 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> _Ran:
 
 
 def test_serve_dev_demo_prints_secret_and_demo_tokens(
-    no_dispatch_env: None, fake_run: _Ran, capsys: pytest.CaptureFixture[str]
+    no_dispatch_env: None,
+    fake_run: _Ran,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # where --dev keeps its keys
     assert cli.main(["serve", "--dev", "--demo", "--host", "0.0.0.0", "--port", "8123"]) == 0
     out = capsys.readouterr().out
     settings = fake_run.settings
     assert settings is not None and settings.dev and settings.demo
-    assert settings.secret_generated
     assert f"DISPATCH_SECRET={settings.secret}" in out
+    assert "made now and kept in .dispatch-dev.json" in out
     assert "ws://127.0.0.1:8123/v1/ws" in out and "qc.v1.json" in out and "qc.v1.msgpack" in out
     found: dict[str, User] = {}
     for line in out.splitlines():
@@ -223,6 +229,55 @@ def test_serve_dev_demo_prints_secret_and_demo_tokens(
     verify(settings.secret, tok.group(1), now=time.time() + 11 * 3600)
     with pytest.raises(Unauthorized, match="expired"):
         verify(settings.secret, tok.group(1), now=time.time() + 13 * 3600)
+
+
+def test_serve_dev_keeps_its_keys_across_restarts(
+    no_dispatch_env: None,
+    fake_run: _Ran,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #10: data written by one `make run` must be readable by the next."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["serve", "--dev"]) == 0
+    first = fake_run.settings
+    assert first is not None
+    kept = tmp_path / ".dispatch-dev.json"
+    assert kept.stat().st_mode & 0o777 == 0o600  # keys: the owner's alone
+    assert "made now and kept" in capsys.readouterr().out
+    assert cli.main(["serve", "--dev"]) == 0
+    second = fake_run.settings
+    assert second is not None and "kept in" in capsys.readouterr().out
+    assert (second.secret, second.data_key) == (first.secret, first.data_key)
+    # What the first run sealed, the second opens; a token of the first still verifies.
+    sealed = Cipher.from_setting(first.data_key).encrypt("a note")
+    assert Cipher.from_setting(second.data_key).decrypt(sealed) == "a note"
+    verify(second.secret, tokens.mint(first.secret, "client", "c1"))
+    # The environment still wins: a data key set there is used, the secret kept.
+    monkeypatch.setenv("DISPATCH_DATA_KEY", DATA_KEY)
+    assert cli.main(["serve", "--dev"]) == 0
+    third = fake_run.settings
+    assert third is not None and (third.secret, third.data_key) == (first.secret, DATA_KEY)
+
+
+@pytest.mark.parametrize(
+    "content", ["", "not json", "[]", '{"secret": "s"}', '{"secret": 1, "data_key": "k"}']
+)
+def test_serve_dev_refuses_a_broken_keys_file(
+    no_dispatch_env: None,
+    fake_run: _Ran,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dispatch-dev.json").write_text(content)
+    assert cli.main(["serve", "--dev"]) == 2
+    err = capsys.readouterr().err
+    assert ".dispatch-dev.json does not hold the development keys" in err
+    assert fake_run.settings is None
 
 
 def test_serve_builds_the_uvicorn_config_from_settings(
