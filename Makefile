@@ -71,7 +71,7 @@ services:
 		echo "PostgreSQL is not answering on 127.0.0.1:5432: its tests will fail under CI=true"
 
 lint: venv
-	$(BIN)/uv lock --locked
+	$(BIN)/uv lock --locked --offline
 	$(BIN)/deptry .
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
