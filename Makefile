@@ -21,10 +21,11 @@ $(BIN)/uv: requirements-uv.txt
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-uv.txt
 	touch $@
 
-# Re-install only when the lock changes. --frozen: install the lock as it is,
-# never re-resolve (a pyproject.toml out of step with it fails `make lint`).
-$(STAMP): uv.lock $(BIN)/uv
-	$(BIN)/uv sync --frozen --python $(BIN)/python
+# Re-install only when the lock or the project changes. --frozen: install the
+# lock as it is, never re-resolve (a pyproject.toml out of step with it fails
+# `make lint`); the project itself is rebuilt (its packages may have changed).
+$(STAMP): uv.lock pyproject.toml $(BIN)/uv
+	$(BIN)/uv sync --frozen --python $(BIN)/python --reinstall-package quick-connect-dispatch
 	touch $(STAMP)
 
 # The lock routine: after editing dependencies in pyproject.toml, `make lock`
@@ -73,6 +74,7 @@ services:
 lint: venv
 	$(BIN)/uv lock --locked --offline
 	$(BIN)/deptry .
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -12,34 +12,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from dispatch import calllog, demo, pages, routes, ws
-from dispatch.bus import Bus, LocalBus, RedisBus
+from core.bus import Bus, LocalBus, RedisBus
+from core.db import Database
+from core.errors import DispatchError
+from core.logs import configure, get_logger
+from dispatch import calllog, demo, pages, routes, wallet_routes, ws
 from dispatch.context import AppContext
-from dispatch.db import Database
-from dispatch.errors import DispatchError
 from dispatch.hub import Hub
-from dispatch.logs import configure, get_logger
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
+from pool.effects import Effect
 from pool.memory import MemoryPool
 from pool.store import PoolStore
 from signaling.crypto import Cipher
 from signaling.ice import make_provider
+from signaling.metering import Metering
 from signaling.records import Records
 from signaling.relay import Signaling
-from wallet import routes as wallet_routes
 from wallet.billing import min_balance_minor
 from wallet.ledger import Ledger
-from wallet.metering import Metering
 
 log = get_logger(component="app")
 
 
 def build_context(settings: Settings, clock: Callable[[], float] = time.time) -> AppContext:
     store: PoolStore
-    bus: Bus
+    bus: Bus[Effect]
     if settings.redis_url:
         from pool.redis_store import RedisPool
 
@@ -48,9 +48,9 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
             settings.timeouts(),
             max_connections=settings.redis_max_connections,
         )
-        store, bus = redis_pool, RedisBus(redis_pool.client)
+        store, bus = redis_pool, RedisBus(redis_pool.client, Effect.from_wire)
     else:
-        store, bus = MemoryPool(settings.timeouts()), LocalBus()
+        store, bus = MemoryPool(settings.timeouts()), LocalBus[Effect]()
     metrics = Metrics()
     hub = Hub(store, metrics)
     db = Database.from_url(settings.database_url)

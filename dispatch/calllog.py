@@ -14,10 +14,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatch import validation
-from dispatch.errors import InvalidField, NotFound
+from core.clock import rfc3339
+from core.errors import InvalidField, NotFound
+from core.identity import Role
+from core.validation import validate_id
 from dispatch.routes import ctx_of, signed_in
-from pool.model import Role, rfc3339
 from signaling.records import SessionRecord
 
 _DEFAULT_LIMIT = 50
@@ -65,7 +66,7 @@ async def list_sessions(request: HttpRequest) -> Response:
 
 
 async def _record(request: HttpRequest) -> SessionRecord:
-    sid = validation.validate_id(request.path_params["session_id"], "session id")
+    sid = validate_id(request.path_params["session_id"], "session id")
     rec = await ctx_of(request).signaling.records.get_session(sid)
     if rec is None:
         raise NotFound("no such session")

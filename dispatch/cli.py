@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
-from dispatch import demo, devkeys, tokens
+from core import identity as tokens
+from core.identity import Role
+from dispatch import demo, devkeys
 from dispatch.settings import ConfigError, Settings, load_settings
-from pool.model import Role
 
 #: uvicorn's "websockets" implementation imports ``websockets.legacy``, which
 #: websockets >= 14 deprecates (a DeprecationWarning at import); the sans-I/O
@@ -146,8 +147,8 @@ def _keys(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import asyncio
 
-    from dispatch.db import Database
-    from dispatch.errors import Unavailable
+    from core.db import Database
+    from core.errors import Unavailable
     from signaling.crypto import Cipher, DataKeyError
     from signaling.records import Records
 
@@ -187,8 +188,8 @@ def _ledger_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import asyncio
     import json
 
-    from dispatch.db import Database
-    from dispatch.errors import Unavailable
+    from core.db import Database
+    from core.errors import Unavailable
     from wallet.ledger import Ledger
 
     url = (
@@ -257,7 +258,7 @@ def run(settings: Settings) -> None:
     """Configure logging and run the app under uvicorn until it is stopped."""
     import uvicorn
 
-    from dispatch import logs
+    from core import logs
     from dispatch.app import create_app  # imported late: the app pulls in everything
 
     logs.configure(settings.log_level, settings.log_json)
@@ -269,7 +270,7 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     ``max_frame_bytes`` close with 1009, pings keep idle sockets honest, a
     request must arrive within ``http_read_timeout_s`` and a process holds at
     most ``max_connections`` (:mod:`dispatch.httpguard`), and
-    ``log_config=None`` leaves logging to :mod:`dispatch.logs`."""
+    ``log_config=None`` leaves logging to :mod:`core.logs`."""
     import uvicorn
 
     from dispatch.httpguard import guarded_protocol

@@ -10,7 +10,7 @@ Loops (each survives its dependency being down and logs why):
 - heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
   silent for ``server_dead_after_s`` so their users' graces start;
 - billing: every ``billing_tick_s`` warn sessions a minute before their money
-  runs out and end those where it has (:mod:`wallet.metering`).
+  runs out and end those where it has (:mod:`signaling.metering`).
 """
 
 from __future__ import annotations
@@ -21,23 +21,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.bus import Bus
+from core.clock import rfc3339
+from core.db import Database
+from core.errors import BadInput, DispatchError
+from core.identity import Role, User
+from core.logs import get_logger
 from dispatch import frames
-from dispatch.bus import Bus
-from dispatch.db import Database
-from dispatch.errors import BadInput, DispatchError
 from dispatch.hub import Conn, Hub
-from dispatch.logs import get_logger
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
-from dispatch.tokens import User
-from pool.model import Request, Role, Session, SessionState, State, rfc3339
+from pool.effects import Effect
+from pool.model import Request, Session, SessionState, State
 from pool.store import PoolStore
 from signaling.ice import IceProvider
+from signaling.metering import Metering
 from signaling.relay import Signaling
 from wallet.ledger import Ledger
-from wallet.metering import Metering
 
 log = get_logger(component="context")
 
@@ -46,7 +48,7 @@ log = get_logger(component="context")
 class AppContext:
     settings: Settings
     store: PoolStore
-    bus: Bus
+    bus: Bus[Effect]
     metrics: Metrics
     hub: Hub
     dispatcher: Dispatcher

@@ -1,7 +1,7 @@
 """Inbound websocket frames (PROTOCOL.md §5), parsed and checked. Pure: no I/O.
 
-:func:`parse` turns a decoded map (see :mod:`dispatch.codec`) into one of the
-frozen dataclasses below, or raises :class:`~dispatch.errors.BadInput`
+:func:`parse` turns a decoded map (see :mod:`core.wire`) into one of the
+frozen dataclasses below, or raises :class:`~core.errors.BadInput`
 (``bad_message``) whose message names the frame type and field, e.g.
 ``"claim.request_id must be a string of 1..64 characters [A-Za-z0-9_.-]"``.
 Messages never quote a value (it may be a token or chat text).
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeAlias
 
-from dispatch.errors import BadInput, DispatchError
-from dispatch.validation import ID_RULE, is_id
-from pool.model import Role
+from core.errors import BadInput, DispatchError
+from core.identity import Role
+from core.validation import ID_RULE, is_id
 
 REF_MAX = 128
 TOKEN_MAX = 8192

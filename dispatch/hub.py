@@ -4,7 +4,7 @@ Each :class:`Conn` owns a bounded send queue drained by its own writer task,
 so a broadcast never waits on a slow console: when a queue is full the
 connection is closed (1013, try again later) and the console reconnects and
 gets a fresh snapshot. A broadcast frame is encoded once per codec
-(:class:`dispatch.codec.Encoded`), not once per connection.
+(:class:`core.wire.Encoded`), not once per connection.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatch.codec import Codec, Encoded
-from dispatch.logs import get_logger
+from core.identity import Role, User
+from core.logs import get_logger
+from core.wire import Codec, Encoded
 from dispatch.metrics import Metrics
-from dispatch.tokens import User
 from pool import rules
 from pool.effects import Effect
-from pool.model import Request, Role, State, TherapistProfile
+from pool.model import Request, State, TherapistProfile
 from pool.store import PoolStore
 
 log = get_logger(component="hub")

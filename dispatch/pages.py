@@ -18,11 +18,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dispatch import demo, validation
-from dispatch.errors import InvalidField, NotFound
+from core.errors import InvalidField, NotFound
+from core.identity import SUB_RE, Role, mint
+from core.validation import parse_json_body
+from dispatch import demo
 from dispatch.routes import ctx_of
-from dispatch.tokens import SUB_RE, mint
-from pool.model import Role
 
 STATIC = Path(__file__).parent / "static"
 
@@ -74,7 +74,7 @@ async def dev_token(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     if not ctx.settings.dev:
         raise NotFound("not found")
-    body = validation.parse_json_body(await request.body())
+    body = parse_json_body(await request.body())
     if not isinstance(body, dict):
         raise InvalidField("the body must be a JSON object", field="body")
     role, sub, name = body.get("role"), body.get("sub"), body.get("name")

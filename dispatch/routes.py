@@ -9,12 +9,13 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.clock import rfc3339
+from core.errors import DispatchError, Forbidden, NotFound, RateLimited, Unauthorized
+from core.identity import Role, User, bearer, refresh, verify
+from core.validation import parse_idempotency_key, parse_json_body, validate_id
 from dispatch import validation
 from dispatch.context import AppContext
-from dispatch.errors import DispatchError, Forbidden, NotFound, RateLimited, Unauthorized
 from dispatch.metrics import CONTENT_TYPE_LATEST
-from dispatch.tokens import User, bearer, refresh, verify
-from pool.model import Role, rfc3339
 
 
 def ctx_of(request: HttpRequest) -> AppContext:
@@ -37,7 +38,7 @@ def signed_in(request: HttpRequest, *roles: Role) -> User:
 
 
 async def _body(request: HttpRequest) -> Any:
-    return validation.parse_json_body(await request.body())
+    return parse_json_body(await request.body())
 
 
 def _request_body(ctx: AppContext, req: Any, position: int | None) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def _request_body(ctx: AppContext, req: Any, position: int | None) -> dict[str, 
 async def create_request(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     user = signed_in(request, Role.CLIENT)
-    key = validation.parse_idempotency_key(request.headers.get("idempotency-key"))
+    key = parse_idempotency_key(request.headers.get("idempotency-key"))
     draft = validation.parse_draft(await _body(request))
     req, created = await ctx.dispatcher.create_request(user, draft, key)
     position = await ctx.store.position(req.id)
@@ -58,7 +59,7 @@ async def create_request(request: HttpRequest) -> Response:
 async def get_request(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     user = signed_in(request, Role.CLIENT, Role.OPERATOR)
-    rid = validation.validate_id(request.path_params["request_id"], "request_id")
+    rid = validate_id(request.path_params["request_id"], "request_id")
     req, position = await ctx.dispatcher.get_request(user, rid)
     return JSONResponse(_request_body(ctx, req, position))
 
@@ -66,7 +67,7 @@ async def get_request(request: HttpRequest) -> Response:
 async def cancel_request(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     user = signed_in(request, Role.CLIENT)
-    rid = validation.validate_id(request.path_params["request_id"], "request_id")
+    rid = validate_id(request.path_params["request_id"], "request_id")
     change = await ctx.dispatcher.cancel(user, rid)
     return JSONResponse(_request_body(ctx, change.after, None))
 
@@ -74,7 +75,7 @@ async def cancel_request(request: HttpRequest) -> Response:
 async def put_therapist(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     signed_in(request, Role.OPERATOR)
-    tid = validation.validate_id(request.path_params["therapist_id"], "id")
+    tid = validate_id(request.path_params["therapist_id"], "id")
     profile = validation.parse_profile(tid, await _body(request))
     existed = await ctx.store.get_profile(tid) is not None
     await ctx.dispatcher.put_profile(profile)
@@ -84,7 +85,7 @@ async def put_therapist(request: HttpRequest) -> Response:
 async def get_therapist(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     signed_in(request)
-    tid = validation.validate_id(request.path_params["therapist_id"], "id")
+    tid = validate_id(request.path_params["therapist_id"], "id")
     profile = await ctx.store.get_profile(tid)
     if profile is None:
         raise NotFound("no such therapist")

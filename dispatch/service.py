@@ -13,8 +13,8 @@ import secrets
 import time
 from collections.abc import Callable
 
-from dispatch.bus import Bus
-from dispatch.errors import (
+from core.bus import Bus
+from core.errors import (
     DispatchError,
     Forbidden,
     InsufficientFunds,
@@ -22,12 +22,12 @@ from dispatch.errors import (
     RequestExists,
     Taken,
 )
-from dispatch.logs import get_logger
+from core.identity import Role, User
+from core.logs import get_logger
 from dispatch.metrics import Metrics
-from dispatch.tokens import User
 from pool import effects as fx
 from pool.effects import Change, Effect
-from pool.model import Draft, Request, Role, State, TherapistProfile
+from pool.model import Draft, Request, State, TherapistProfile
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.records import Records
@@ -47,7 +47,7 @@ class Dispatcher:
     def __init__(
         self,
         store: PoolStore,
-        bus: Bus,
+        bus: Bus[Effect],
         metrics: Metrics,
         ice: IceProvider,
         records: Records,

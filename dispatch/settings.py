@@ -19,7 +19,7 @@ first, run ``dispatch keys rotate``, then drop the old one
 together or not at all.
 
 Any bad value raises :class:`ConfigError`, whose message names the variable.
-``ConfigError`` is deliberately not a :class:`dispatch.errors.DispatchError`:
+``ConfigError`` is deliberately not a :class:`core.errors.DispatchError`:
 it is the operator's fault at start-up, never a user's at run time.
 """
 
@@ -43,7 +43,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dispatch.tokens import MIN_SECRET_BYTES
+from core.identity import MIN_SECRET_BYTES
 from pool.model import Timeouts
 
 ENV_PREFIX: Final = "DISPATCH_"
@@ -348,7 +348,7 @@ def _check(name: str, value: Any) -> None:
     _check_specific(name, var, value)
 
 
-#: URL schemes the durable store speaks (dispatch.db.normalize_url picks the driver).
+#: URL schemes the durable store speaks (core.db.normalize_url picks the driver).
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 

@@ -1,12 +1,12 @@
-"""Validation of HTTP bodies, path ids and headers (PROTOCOL.md §3). Pure: no I/O.
+"""Validation of the pool's HTTP bodies (PROTOCOL.md §3). Pure: no I/O.
 
-Every parser takes the decoded JSON body and returns a value of
-:mod:`pool.model`, or raises:
+The primitives (ids, the JSON body, the ``Idempotency-Key`` header) are
+:mod:`core.validation`'s. Every parser here takes the decoded JSON body and
+returns a value of :mod:`pool.model`, or raises:
 
-- :class:`~dispatch.errors.BadInput` (400) when the body is not a JSON object
-  (or, in :func:`parse_json_body`, not JSON at all);
-- :class:`~dispatch.errors.InvalidField` (422) naming the bad ``field``;
-- :class:`~dispatch.errors.ConsentRequired` (422) for a minor without a
+- :class:`~core.errors.BadInput` (400) when the body is not a JSON object;
+- :class:`~core.errors.InvalidField` (422) naming the bad ``field``;
+- :class:`~core.errors.ConsentRequired` (422) for a minor without a
   guardian's consent.
 
 Unknown fields are ignored (forward compatibility). An optional field that is
@@ -20,18 +20,13 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from dispatch.codec import check_data_model, loads_json
-from dispatch.errors import BadInput, ConsentRequired, InvalidField
+from core.errors import BadInput, ConsentRequired, InvalidField
+from core.validation import validate_id
 from pool.model import Draft, TherapistProfile
-
-#: Ids of users, requests and sessions (PROTOCOL.md §2).
-ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-ID_RULE = "1..64 characters [A-Za-z0-9_.-]"
 
 REGION_RE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,8})?")
 LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 TOPIC_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,128}")
 _DATA_IMAGE_RE = re.compile(r"data:image/[A-Za-z0-9.+-]+(;[A-Za-z0-9=._+-]+)*,[A-Za-z0-9+/=%._~-]*")
 # Characters that never belong in a URL we hand to a browser.
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"'<>\\`]")
@@ -48,7 +43,6 @@ PHOTO_URL_MAX = 2048
 PROFILE_REGIONS_MAX = 50
 PROFILE_LANGUAGES_MAX = 20
 PROFILE_TOPICS_MAX = 50
-BODY_LIMIT = 65536
 
 _REGION_RULE = (
     'a string like "GB-ENG" or "US-CA"'
@@ -56,66 +50,6 @@ _REGION_RULE = (
 )
 _LANGUAGE_RULE = f'a language tag like "en" or "pt-BR" (at most {LANGUAGE_MAX} characters)'
 _TOPIC_RULE = f"a string of 1..{TOPIC_MAX} characters [a-z0-9_-] starting with a letter or digit"
-
-
-def is_id(value: object) -> bool:
-    """Whether ``value`` is a well-formed id: a string of 1..64 ``[A-Za-z0-9_.-]``."""
-    return type(value) is str and ID_RE.fullmatch(value) is not None
-
-
-def validate_id(value: str, what: str) -> str:
-    """A path id, checked; ``what`` names it in the message (e.g. ``"request id"``).
-
-    Raises :class:`InvalidField` with ``field="id"``.
-    """
-    if not is_id(value):
-        raise InvalidField(f"{what} must be {ID_RULE}", field="id")
-    return value
-
-
-def parse_json_body(raw: bytes, limit: int = BODY_LIMIT) -> Any:
-    """The JSON value of a request body, or :class:`BadInput`.
-
-    Rejects bodies over ``limit`` bytes, bodies that are not UTF-8, and text
-    that is not exactly one JSON value (``NaN``/``Infinity`` included), and
-    values outside the data model the websocket codecs share
-    (:func:`~dispatch.codec.check_data_model`): a string holding a lone
-    surrogate escape (``"\\ud800"``) is valid JSON but no encoder can write it
-    back, so it is refused here, before anything is stored. In an object, such
-    a value is :class:`InvalidField` naming its top-level field; a bad key, or
-    a bad value in a body that is not an object, is :class:`BadInput`.
-    """
-    if len(raw) > limit:
-        raise BadInput(f"request body is over the limit of {limit} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput("request body is not valid UTF-8") from None
-    if not text.strip():
-        raise BadInput("request body is empty; expected a JSON object")
-    body = loads_json(text, what="request body")
-    if isinstance(body, dict):
-        for key, value in body.items():
-            check_data_model(key)
-            try:
-                check_data_model(value)
-            except BadInput as exc:
-                raise InvalidField(f"{key}: {exc.message}", field=key) from None
-    else:
-        check_data_model(body)
-    return body
-
-
-def parse_idempotency_key(value: str | None) -> str | None:
-    """The ``Idempotency-Key`` header: absent, or 1..128 printable ASCII characters."""
-    if value is None:
-        return None
-    if not _IDEMPOTENCY_KEY_RE.fullmatch(value):
-        raise InvalidField(
-            "Idempotency-Key must be 1..128 printable ASCII characters",
-            field="Idempotency-Key",
-        )
-    return value
 
 
 def parse_draft(body: Any) -> Draft:

@@ -15,16 +15,16 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from core.clock import rfc3339
+from core.errors import BadInput, DispatchError, Forbidden, RateLimited, Unauthorized
+from core.identity import Role, User, bearer, verify
+from core.logs import get_logger
+from core.wire import JSON_CODEC, Codec, negotiate
 from dispatch import frames
-from dispatch.codec import JSON_CODEC, Codec, negotiate
 from dispatch.context import AppContext
-from dispatch.errors import BadInput, DispatchError, Forbidden, RateLimited, Unauthorized
 from dispatch.hub import Conn
-from dispatch.logs import get_logger
 from dispatch.ratelimit import TokenBucket
 from dispatch.service import new_id
-from dispatch.tokens import User, bearer, verify
-from pool.model import Role, rfc3339
 
 log = get_logger(component="ws")
 

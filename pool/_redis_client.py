@@ -12,7 +12,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from dispatch.errors import Unavailable
+from core.errors import Unavailable
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

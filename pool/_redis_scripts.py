@@ -19,7 +19,7 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from dispatch.errors import (
+from core.errors import (
     Busy,
     Conflict,
     DispatchError,

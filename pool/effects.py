@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool.model import Request, Session, State, TherapistProfile, rfc3339
+from core.clock import rfc3339
+from pool.model import Request, Session, State, TherapistProfile
 
 
 @dataclass(frozen=True, slots=True)

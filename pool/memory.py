@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from dispatch.errors import Conflict, NotFound, RequestExists
+from core.errors import Conflict, NotFound, RequestExists
+from core.identity import Role
 from pool import rules
 from pool.effects import Change
 from pool.model import (
@@ -21,7 +22,6 @@ from pool.model import (
     Hold,
     PoolStats,
     Request,
-    Role,
     Session,
     SessionState,
     State,

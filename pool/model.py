@@ -1,20 +1,21 @@
 """Value types of the pool. Pure: no I/O, no ``await``.
 
 Times are floats of seconds since the epoch (UTC); they become RFC 3339
-strings only at the protocol edge (:func:`rfc3339`).
+strings only at the protocol edge (:func:`core.clock.rfc3339`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import msgpack
 
-from dispatch.errors import Forbidden, NotFound
+from core.clock import rfc3339
+from core.errors import Forbidden, NotFound
+from core.identity import Role
 
 
 class State(StrEnum):
@@ -42,12 +43,6 @@ class Reason(StrEnum):
     RELEASED = "released"
     THERAPIST_LOST = "therapist_lost"
     MATCHED = "matched"
-
-
-class Role(StrEnum):
-    CLIENT = "client"
-    THERAPIST = "therapist"
-    OPERATOR = "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,12 +389,6 @@ class PoolStats:
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def rfc3339(ts: float) -> str:
-    """UTC, millisecond precision, ``Z`` suffix."""
-    dt = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _opt_str(v: Any) -> str | None:

@@ -12,7 +12,7 @@ result), so both adapters report identical changes.
 
 Key layout: :mod:`pool._redis_keys` (one hash tag for the whole pool).
 Encoding: :mod:`pool._redis_codec`. Redis being down or restarting surfaces
-as :class:`dispatch.errors.Unavailable`.
+as :class:`core.errors.Unavailable`.
 
 Beyond MemoryPool: a finished request (matched, cancelled, expired) and an
 ended session are kept :data:`FINISHED_TTL_S` and then forgotten, and the
@@ -35,7 +35,8 @@ import redis.exceptions
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 
-from dispatch.errors import Unavailable
+from core.errors import Unavailable
+from core.identity import Role
 from pool import _redis_client, _redis_scripts, rules
 from pool._redis_client import unavailable_when_down
 from pool._redis_codec import (
@@ -56,7 +57,6 @@ from pool.model import (
     Hold,
     PoolStats,
     Request,
-    Role,
     Session,
     SessionState,
     TherapistProfile,

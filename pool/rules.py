@@ -2,7 +2,7 @@
 
 Each transition takes the current request (and whatever else it needs to
 know, read atomically by the adapter) and returns the next request, or raises
-a :mod:`dispatch.errors` error and changes nothing. Both adapters apply
+a :mod:`core.errors` error and changes nothing. Both adapters apply
 exactly these rules; the Redis adapter's Lua scripts mirror them and the
 contract tests (``tests/test_pool_contract.py``) hold the two to the same
 answers.
@@ -22,7 +22,7 @@ adapters keep it in a single timer index, so a request never has two timers.
 
 from __future__ import annotations
 
-from dispatch.errors import Busy, Forbidden, NotEligible, NotFound, Taken
+from core.errors import Busy, Forbidden, NotEligible, NotFound, Taken
 from pool.model import Draft, Hold, Reason, Request, State, TherapistProfile, Timeouts
 
 

@@ -2,7 +2,7 @@
 
 Every mutating method is one atomic step: after it returns, the change it
 reports happened exactly once across the whole service; if it raises a
-:mod:`dispatch.errors` error, nothing changed. The rules themselves live in
+:mod:`core.errors` error, nothing changed. The rules themselves live in
 :mod:`pool.rules`; adapters only read, apply and write atomically.
 
 Time is always passed in (``now``, seconds since the epoch) so that tests
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from core.identity import Role
 from pool.effects import Change
-from pool.model import Draft, Hold, PoolStats, Request, Role, Session, TherapistProfile, Timeouts
+from pool.model import Draft, Hold, PoolStats, Request, Session, TherapistProfile, Timeouts
 
 
 class PoolStore(Protocol):

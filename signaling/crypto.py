@@ -19,7 +19,7 @@ from typing import Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from dispatch.errors import Undecryptable
+from core.errors import Undecryptable
 
 __all__ = ["Cipher", "DataKeyError", "new_key"]
 

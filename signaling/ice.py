@@ -38,7 +38,7 @@ import twilio.rest
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
 
-from dispatch.logs import get_logger
+from core.logs import get_logger
 
 IceServer = dict[str, Any]
 

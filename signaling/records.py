@@ -1,5 +1,5 @@
 """Durable records of sessions, their chat and the therapist's notes
-(PROTOCOL.md §5, "Records of past sessions"), over :class:`dispatch.db.Database`.
+(PROTOCOL.md §5, "Records of past sessions"), over :class:`core.db.Database`.
 
 Chat and note text is sealed by :class:`signaling.crypto.Cipher` before it
 leaves the process and opened only on the way back; the database holds Fernet
@@ -15,8 +15,8 @@ client may retry after a reconnect, possibly through another server:
 * :meth:`Records.add_chat` stores once per ``(session_id, sender_id,
   client_msg_id)``, also when two servers store the same retry at once.
 
-Errors: :class:`dispatch.errors.NotFound` for a session that was never
-recorded, :class:`dispatch.errors.Unavailable` when the database is down,
+Errors: :class:`core.errors.NotFound` for a session that was never
+recorded, :class:`core.errors.Unavailable` when the database is down,
 :class:`signaling.crypto.DataKeyError` for data no configured key opens.
 """
 
@@ -36,11 +36,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dispatch.db import Database
-from dispatch.errors import NotFound
-from dispatch.tables import chat_messages, notes, sessions
-from pool.model import Request, Session, SessionState, rfc3339
+from core.clock import rfc3339
+from core.db import Database
+from core.errors import NotFound
+from pool.model import Request, Session, SessionState
 from signaling.crypto import Cipher
+from signaling.tables import chat_messages, notes, sessions
 
 __all__ = ["ChatMessage", "Note", "Records", "SessionRecord"]
 

@@ -17,14 +17,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dispatch.bus import Bus
-from dispatch.errors import Forbidden, NotFound
-from dispatch.logs import get_logger
+from core.bus import Bus
+from core.clock import rfc3339
+from core.errors import Forbidden, NotFound
+from core.identity import Role
+from core.logs import get_logger
 from pool.effects import Effect
-from pool.model import Role, Session, SessionState, rfc3339
+from pool.model import Session, SessionState
 from pool.store import PoolStore
+from signaling.metering import Metering
 from signaling.records import Records
-from wallet.metering import Metering
 
 log = get_logger(component="signaling")
 
@@ -45,7 +47,7 @@ class Signaling:
     def __init__(
         self,
         store: PoolStore,
-        bus: Bus,
+        bus: Bus[Effect],
         records: Records,
         metering: Metering,
         *,

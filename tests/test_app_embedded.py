@@ -17,9 +17,9 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from core.identity import mint
 from dispatch.app import create_app
 from dispatch.settings import load_settings
-from dispatch.tokens import mint
 
 SECRET = "test-secret-" + "x" * 40
 PROFILE = {

@@ -29,11 +29,12 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from dispatch import cli, demo, logs, tokens
-from dispatch.errors import Unauthorized
+from core import identity as tokens
+from core import logs
+from core.errors import Unauthorized
+from core.identity import Role, User, verify
+from dispatch import cli, demo
 from dispatch.settings import Settings
-from dispatch.tokens import User, verify
-from pool.model import Role
 from signaling.crypto import Cipher
 
 SECRET = secrets.token_urlsafe(32)

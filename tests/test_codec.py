@@ -1,4 +1,4 @@
-"""dispatch.codec: the two subprotocols, negotiation and encode-once broadcasting."""
+"""core.wire: the two subprotocols, negotiation and encode-once broadcasting."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatch import codec as codec_mod
-from dispatch.codec import (
+from core import wire as codec_mod
+from core.errors import BadInput
+from core.wire import (
     JSON_CODEC,
     MAX_DEPTH,
     MSGPACK_CODEC,
@@ -21,7 +22,6 @@ from dispatch.codec import (
     loads_json,
     negotiate,
 )
-from dispatch.errors import BadInput
 
 # -- JSON-safe values: what both codecs carry --------------------------------------------
 

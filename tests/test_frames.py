@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from dispatch import errors
-from dispatch.codec import JSON_CODEC, MSGPACK_CODEC
+from core import errors
+from core.identity import Role
+from core.wire import JSON_CODEC, MSGPACK_CODEC
 from dispatch.frames import (
     ALLOWED_ROLES,
     Auth,
@@ -30,7 +31,6 @@ from dispatch.frames import (
     pong_frame,
     ref_of,
 )
-from pool.model import Role
 
 ID_MSG = "must be a string of 1..64 characters [A-Za-z0-9_.-]"
 

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from core.identity import mint, verify
 from dispatch.app import create_app
 from dispatch.settings import load_settings
-from dispatch.tokens import mint, verify
 
 SECRET = "test-secret-" + "x" * 40
 PROFILE: dict[str, Any] = {

@@ -24,7 +24,7 @@ import structlog
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from dispatch import logs
+from core import logs
 from signaling.ice import IceProvider, StaticIce, TwilioIce, make_provider
 
 SID = "AC" + "3f" * 16

@@ -21,9 +21,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
-from dispatch import cli
-from dispatch.db import Database
-from dispatch.errors import (
+from core.db import Database
+from core.errors import (
     Conflict,
     Forbidden,
     InsufficientFunds,
@@ -31,8 +30,9 @@ from dispatch.errors import (
     NotFound,
     Unavailable,
 )
-from dispatch.tables import ledger_accounts, ledger_entries, ledger_transactions, metadata
-from pool.model import Role
+from core.identity import Role
+from core.tables import metadata
+from dispatch import cli
 from wallet import billing
 from wallet.ledger import (
     EXTERNAL_PAYMENTS,
@@ -46,6 +46,7 @@ from wallet.ledger import (
     Withdrawal,
     WithdrawalState,
 )
+from wallet.tables import ledger_accounts, ledger_entries, ledger_transactions
 
 T0 = 1_760_000_000.25  # 2025-10-09T08:53:20.250Z, a Thursday
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
-from dispatch import logs
+from core import logs
 
 PRIVATE = ("Alice Liddell", "I feel anxious", "eyJhbGciOi.secret.token", "hunter2", "s3cr3t")
 

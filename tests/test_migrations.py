@@ -1,4 +1,4 @@
-"""dispatch.db.Database.migrate: Alembic from the installed package, on SQLite
+"""core.db.Database.migrate: Alembic from the installed package, on SQLite
 and PostgreSQL, from empty, repeated, and from several processes at once."""
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from dispatch.db import Database, alembic_config, normalize_url
-from dispatch.tables import metadata
+import signaling.tables
+import wallet.tables
+from core.db import Database, alembic_config, normalize_url
+from core.tables import metadata
+
+# Each domain's tables register on the shared metadata when their module loads.
+assert signaling.tables.sessions.metadata is wallet.tables.withdrawals.metadata is metadata
 
 TABLES = {
     "sessions",
@@ -57,7 +62,7 @@ def test_the_scripts_come_from_the_package(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [HEAD]
-    assert Path(script.dir).parent.name == "dispatch"
+    assert Path(script.dir).parent.name == "core"  # the base package holds the history
     assert (Path(script.dir) / "script.py.mako").is_file()
 
 
@@ -125,7 +130,7 @@ async def test_concurrent_migrate_from_several_databases(database_url: str) -> N
 _MIGRATE_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from dispatch.db import Database
+    from core.db import Database
 
     async def main() -> None:
         db = Database.from_url(sys.argv[1])
@@ -205,23 +210,23 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(
 
 
 def test_migrations_ship_with_the_package() -> None:
-    """pyproject.toml packages the migrations: ``dispatch.migrations`` and its
+    """pyproject.toml packages the migrations: ``core.migrations`` and its
     ``versions`` are packages, the template is package data."""
     import tomllib
 
     root = Path(__file__).resolve().parents[1]
     config = tomllib.loads((root / "pyproject.toml").read_text())
     data = config["tool"]["setuptools"]["package-data"]
-    assert "script.py.mako" in data["dispatch.migrations"]
+    assert "script.py.mako" in data["core.migrations"]
     found = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import setuptools; print(setuptools.find_packages(include=['dispatch*']))",
+            "import setuptools; print(setuptools.find_packages(include=['core*']))",
         ],
         cwd=root,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "'dispatch.migrations'" in found and "'dispatch.migrations.versions'" in found
+    assert "'core.migrations'" in found and "'core.migrations.versions'" in found

@@ -23,9 +23,9 @@ import pytest
 from cryptography.fernet import Fernet
 from starlette.testclient import TestClient
 
+from core.identity import verify
 from dispatch.app import create_app
 from dispatch.settings import load_settings
-from dispatch.tokens import verify
 
 STATIC = Path(__file__).resolve().parents[1] / "dispatch" / "static"
 SECRET = "pages-test-secret-" + "y" * 40

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.errors import (
+from core.errors import (
     Busy,
     DispatchError,
     Forbidden,
@@ -26,17 +26,9 @@ from dispatch.errors import (
     Taken,
     Unavailable,
 )
+from core.identity import Role
 from pool.effects import Change
-from pool.model import (
-    Draft,
-    Hold,
-    Request,
-    Role,
-    Session,
-    SessionState,
-    State,
-    TherapistProfile,
-)
+from pool.model import Draft, Hold, Request, Session, SessionState, State, TherapistProfile
 from pool.store import PoolStore
 
 PoolFactory = Callable[[], Awaitable[PoolStore]]

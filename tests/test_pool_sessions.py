@@ -19,18 +19,10 @@ from typing import Any
 
 import pytest
 
-from dispatch.errors import Conflict, DispatchError, Forbidden, NotFound
+from core.errors import Conflict, DispatchError, Forbidden, NotFound
+from core.identity import Role
 from pool.effects import Change
-from pool.model import (
-    Draft,
-    EndReason,
-    Hold,
-    Role,
-    Session,
-    SessionState,
-    State,
-    TherapistProfile,
-)
+from pool.model import Draft, EndReason, Hold, Session, SessionState, State, TherapistProfile
 from pool.store import PoolStore
 
 PoolFactory = Callable[[], Awaitable[PoolStore]]

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from dispatch.errors import (
+from core.errors import (
     Busy,
     Conflict,
     DispatchError,
@@ -43,6 +43,7 @@ from dispatch.errors import (
     RequestExists,
     Taken,
 )
+from core.identity import Role
 from pool.effects import Change, effects
 from pool.memory import MemoryPool
 from pool.model import (
@@ -50,7 +51,6 @@ from pool.model import (
     EndReason,
     Hold,
     Request,
-    Role,
     Session,
     SessionState,
     State,

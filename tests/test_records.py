@@ -15,13 +15,13 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from core.db import Database
+from core.errors import NotFound, Unavailable
 from dispatch import cli
-from dispatch.db import Database
-from dispatch.errors import NotFound, Unavailable
-from dispatch.tables import chat_messages, notes, sessions
 from pool.model import Request, Session, SessionState, State
 from signaling.crypto import Cipher, DataKeyError, new_key
 from signaling.records import ChatMessage, Note, Records, SessionRecord
+from signaling.tables import chat_messages, notes, sessions
 
 KEY_A = new_key()
 KEY_B = new_key()

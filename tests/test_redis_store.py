@@ -24,7 +24,8 @@ import pytest_asyncio
 import redis.asyncio as aredis
 from redis.crc import key_slot
 
-from dispatch.errors import DispatchError, Taken, Unavailable
+from core.errors import DispatchError, Taken, Unavailable
+from core.identity import Role
 from pool import _redis_scripts
 from pool._redis_keys import Keys
 from pool.effects import Change
@@ -33,7 +34,6 @@ from pool.model import (
     Draft,
     EndReason,
     Hold,
-    Role,
     Session,
     SessionState,
     State,

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatch.errors import Busy, DispatchError, Forbidden, NotEligible, NotFound, Taken
+from core.clock import rfc3339
+from core.errors import Busy, DispatchError, Forbidden, NotEligible, NotFound, Taken
 from pool import rules
 from pool.model import (
     Draft,
@@ -25,7 +26,6 @@ from pool.model import (
     State,
     TherapistProfile,
     Timeouts,
-    rfc3339,
 )
 
 T = Timeouts(claim_confirm_s=60.0, request_max_wait_s=600.0, reconnect_grace_s=15.0)

@@ -20,10 +20,10 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from core.errors import Unauthorized
+from core.identity import mint, refresh, verify
 from dispatch.app import create_app
-from dispatch.errors import Unauthorized
 from dispatch.settings import load_settings
-from dispatch.tokens import mint, refresh, verify
 
 SECRET = "expiry-test-secret-" + "x" * 40
 LEAD_S = 2.0

@@ -11,9 +11,8 @@ from typing import Any
 import jwt
 import pytest
 
-from dispatch.errors import Unauthorized
-from dispatch.tokens import User, bearer, mint, verify
-from pool.model import Role
+from core.errors import Unauthorized
+from core.identity import Role, User, bearer, mint, verify
 
 SECRET = secrets.token_urlsafe(48)  # 64 bytes: long enough for HS512 too
 OTHER = secrets.token_urlsafe(32)

@@ -14,10 +14,10 @@ from pathlib import Path
 from starlette.testclient import TestClient
 from test_records import T0, matched
 
+from core.db import Database
+from core.identity import mint
 from dispatch.app import create_app
-from dispatch.db import Database
 from dispatch.settings import load_settings
-from dispatch.tokens import mint
 from signaling.crypto import Cipher, new_key
 from signaling.records import Records
 

@@ -7,14 +7,9 @@ from typing import Any
 
 import pytest
 
-from dispatch import errors
-from dispatch.validation import (
-    parse_draft,
-    parse_idempotency_key,
-    parse_json_body,
-    parse_profile,
-    validate_id,
-)
+from core import errors
+from core.validation import parse_idempotency_key, parse_json_body, validate_id
+from dispatch.validation import parse_draft, parse_profile
 from pool.model import Draft, TherapistProfile
 
 

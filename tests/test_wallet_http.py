@@ -23,19 +23,20 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 
+from core.bus import LocalBus
+from core.db import Database
+from core.errors import DispatchError
+from core.identity import mint
 from dispatch.app import _dispatch_error, _http_error
-from dispatch.bus import LocalBus
 from dispatch.context import AppContext
-from dispatch.db import Database
-from dispatch.errors import DispatchError
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.settings import Settings, load_settings
-from dispatch.tokens import mint
+from dispatch.wallet_routes import ROUTES
+from pool.effects import Effect
 from pool.memory import MemoryPool
+from signaling.metering import Metering
 from wallet.ledger import Ledger
-from wallet.metering import Metering
-from wallet.routes import ROUTES
 
 SECRET = "wallet-test-secret-" + "x" * 40
 # Thursday 2025-10-09 09:53:20 in London.
@@ -84,7 +85,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
         ledger=ledger,
         # A top-up plans the client's live sessions again (none here).
         metering=Metering(
-            ledger, MemoryPool(), LocalBus(), price_per_minute_minor=150, clock=clock
+            ledger, MemoryPool(), LocalBus[Effect](), price_per_minute_minor=150, clock=clock
         ),
     )
     transport = httpx.ASGITransport(app=app)

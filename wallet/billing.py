@@ -13,7 +13,7 @@ minutes; the next minute starts only after that instant.
 
 Bad arguments are programming or configuration faults, not user input, so
 they raise plain ``ValueError`` rather than a protocol error of
-:mod:`dispatch.errors`.
+:mod:`core.errors`.
 """
 
 from __future__ import annotations

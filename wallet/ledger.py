@@ -1,4 +1,4 @@
-"""The wallet's double-entry ledger (PROTOCOL.md §6) over :class:`dispatch.db.Database`.
+"""The wallet's double-entry ledger (PROTOCOL.md §6) over :class:`core.db.Database`.
 
 Money is an ``int`` count of the deployment's currency's minor unit. Every
 movement is one database transaction that writes a ``ledger_transactions``
@@ -26,7 +26,7 @@ same time on however many servers: a movement locks the rows of the accounts
 it touches, in the order of their ids (``SELECT ... FOR UPDATE`` on
 PostgreSQL; on SQLite ``BEGIN IMMEDIATE`` takes the database's single write
 lock first), reads their balances, refuses with
-:class:`~dispatch.errors.InsufficientFunds` what would overdraw one, and only
+:class:`~core.errors.InsufficientFunds` what would overdraw one, and only
 then writes. A CHECK constraint stands behind it.
 
 Idempotency: ``(kind, reference)`` is unique. A top-up's reference is the
@@ -55,20 +55,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy import Insert, Table, func, select, union, update
+from sqlalchemy import Insert, Select, Table, func, select, union, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dispatch import validation
-from dispatch.db import Database, translate_errors
-from dispatch.errors import Conflict, Forbidden, InsufficientFunds, InvalidField, NotFound
-from dispatch.logs import get_logger
-from dispatch.tables import ledger_accounts, ledger_entries, ledger_transactions, withdrawals
-from pool.model import Role, rfc3339
+from core.clock import rfc3339
+from core.db import Database, translate_errors
+from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidField, NotFound
+from core.identity import Role
+from core.logs import get_logger
+from core.validation import ID_RULE, is_id
 from wallet import billing
+from wallet.tables import ledger_accounts, ledger_entries, ledger_transactions, withdrawals
 
 __all__ = [
     "EXTERNAL_PAYMENTS",
@@ -273,8 +274,8 @@ def check_amount(value: object, name: str = "amount_minor") -> int:
 
 def check_user_id(value: object, name: str) -> str:
     """A user or session id (PROTOCOL.md §2); ``InvalidField`` naming ``name``."""
-    if not isinstance(value, str) or not validation.is_id(value):
-        raise InvalidField(f"{name} must be {validation.ID_RULE}", field=name)
+    if not isinstance(value, str) or not is_id(value):
+        raise InvalidField(f"{name} must be {ID_RULE}", field=name)
     return value
 
 
@@ -334,6 +335,16 @@ class Ledger:
         self.timezone = timezone
 
     # -- reads ---------------------------------------------------------------------
+    @staticmethod
+    def charged_session_ids() -> Select[tuple[str | None]]:
+        """A subquery of the ids of every session already charged: for
+        :mod:`signaling.metering`'s settling sweep, which finds the ended
+        sessions not in it (one statement, no table of the wallet's exposed)."""
+        return select(ledger_transactions.c.session_id).where(
+            ledger_transactions.c.kind == "session_charge",
+            ledger_transactions.c.session_id.is_not(None),
+        )
+
     async def balance(self, client_id: str) -> int:
         """The client's wallet balance (0 for a client never seen)."""
         return await self._balance(client_account(client_id))

@@ -40,7 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from dispatch.tokens import mint
+from core.identity import mint
 
 Frame = dict[str, Any]
 Predicate = Callable[[Frame], bool]

@@ -9,7 +9,7 @@ import time
 import msgpack
 import pytest
 
-from dispatch.tokens import mint
+from core.identity import mint
 
 from .harness import JSON, MSGPACK, SECRET, StartCluster, WsClient, about, token
 

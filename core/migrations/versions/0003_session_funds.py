@@ -1,4 +1,4 @@
-"""A live session's funds plan, for per-minute billing (wallet.metering).
+"""A live session's funds plan, for per-minute billing (signaling.metering).
 
 Revision ID: 0003
 Revises: 0002

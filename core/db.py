@@ -12,7 +12,7 @@ number of servers). Plain ``sqlite://`` and ``postgresql://`` (or
   restarted database heals by itself.
 
 Every error of the driver or the network becomes
-:class:`dispatch.errors.Unavailable` at this boundary (:meth:`Database.session`,
+:class:`core.errors.Unavailable` at this boundary (:meth:`Database.session`,
 :meth:`~Database.ping`, :meth:`~Database.migrate`); constraint violations and
 programming errors pass through unchanged. The engine hides bound parameters
 from its error messages, so a failure never prints chat, notes or names.
@@ -43,12 +43,12 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_only
 
-from dispatch.errors import Unavailable
+from core.errors import Unavailable
 
 __all__ = ["SCRIPT_LOCATION", "Database", "alembic_config", "normalize_url", "translate_errors"]
 
 #: Where Alembic finds ``env.py`` and ``versions/``: inside the installed package.
-SCRIPT_LOCATION: Final = "dispatch:migrations"
+SCRIPT_LOCATION: Final = "core:migrations"
 
 #: How long a SQLite connection waits for another process's write lock.
 SQLITE_BUSY_TIMEOUT_MS: Final = 15_000

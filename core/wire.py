@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from dispatch.errors import BadInput
+from core.errors import BadInput
 
 #: Deepest nesting a decoded frame may have (the top-level map is depth 1).
 #: Signalling data (SDP, ICE candidates) needs 3; the encoders recurse.
@@ -65,7 +65,7 @@ class Codec:
     def decode(self, data: str | bytes) -> dict[str, Any]:
         """One inbound websocket message as a map.
 
-        Raises :class:`~dispatch.errors.BadInput` (``bad_message``) for a
+        Raises :class:`~core.errors.BadInput` (``bad_message``) for a
         message of the wrong kind (text on msgpack, binary on JSON), for data
         that does not parse, for a top-level value that is not a map, and for
         a value outside the shared data model (see the module docstring).
@@ -151,7 +151,7 @@ class _Reject(Exception):
 def loads_json(text: str, *, what: str = "body") -> Any:
     """Strict ``json.loads``: no ``NaN``/``Infinity`` (nor numbers that overflow to it).
 
-    Raises :class:`~dispatch.errors.BadInput` naming ``what`` for text that is
+    Raises :class:`~core.errors.BadInput` naming ``what`` for text that is
     not one JSON value. Shared with the HTTP body parser.
     """
     try:
@@ -201,7 +201,7 @@ def _unpack(data: bytes) -> Any:
 def check_data_model(root: Any) -> None:
     """Reject anything outside the shared data model (module docstring).
 
-    Raises :class:`~dispatch.errors.BadInput`. Shared with the HTTP body
+    Raises :class:`~core.errors.BadInput`. Shared with the HTTP body
     parser, so that text no encoder can write back is refused on the way in.
     """
     stack: list[tuple[Any, int]] = [(root, 1)]

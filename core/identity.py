@@ -6,7 +6,7 @@ Claims: ``sub`` (1..64 chars of ``[A-Za-z0-9_.-]``), ``role`` (``client``,
 of refreshed tokens ends ``max_age_s`` after the sign-in).
 :func:`verify` accepts HS256 alone (never ``none``, never an asymmetric
 algorithm whose public key could be confused with the secret) and turns every
-way a token can be wrong into :class:`dispatch.errors.Unauthorized`, whose
+way a token can be wrong into :class:`core.errors.Unauthorized`, whose
 message never repeats the token.
 """
 
@@ -15,12 +15,21 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final
 
 import jwt
 
-from dispatch.errors import Unauthorized
-from pool.model import Role
+from core.errors import Unauthorized
+
+
+class Role(StrEnum):
+    """Who a user is to the service (PROTOCOL.md §2)."""
+
+    CLIENT = "client"
+    THERAPIST = "therapist"
+    OPERATOR = "operator"
+
 
 ALGORITHM: Final = "HS256"
 SUB_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")

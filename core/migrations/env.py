@@ -1,11 +1,11 @@
 """Alembic's environment for the durable store.
 
-:meth:`dispatch.db.Database.migrate` runs Alembic in code and hands over its
+:meth:`core.db.Database.migrate` runs Alembic in code and hands over its
 connection (``config.attributes["connection"]``), already in a transaction
 that holds the migration lock; everything here then runs inside it.
 
 Without a connection (a developer's ``alembic.command.revision(...,
-autogenerate=True)`` on :func:`dispatch.db.alembic_config`), the URL comes from
+autogenerate=True)`` on :func:`core.db.alembic_config`), the URL comes from
 ``sqlalchemy.url`` or ``DISPATCH_DATABASE_URL``.
 """
 
@@ -17,7 +17,12 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from dispatch.tables import metadata
+from core.tables import metadata
+
+# The migrations themselves are plain DDL. The domains' tables are only needed
+# to compare (autogenerate): a developer imports them first, e.g.
+#   import signaling.tables, wallet.tables  # registers their tables
+# (the base imports nothing of the project, so it cannot do it here).
 
 config = context.config
 
@@ -39,7 +44,7 @@ def _url() -> str:
 
 
 async def _run_own_connection() -> None:
-    from dispatch.db import Database  # late: dispatch.db runs this module
+    from core.db import Database  # late: core.db runs this module
 
     db = Database.from_url(_url())
     try:

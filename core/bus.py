@@ -1,10 +1,12 @@
-"""The bus that carries pool effects to every server of the service.
+"""The bus that carries messages (the pool's effects) to every server of the service.
 
-``LocalBus`` is the embedded default: one process, effects go straight to the
-hub. ``RedisBus`` publishes on one Redis channel; each process keeps exactly
-one subscription and fans out in-process (the hub decides which of its own
-connections get what). Each published message is the list of effects of one
-change, so a change's frames stay in order.
+``LocalBus`` is the embedded default: one process, messages go straight to the
+handler. ``RedisBus`` publishes on one Redis channel; each process keeps exactly
+one subscription and fans out in-process (the app's hub decides which of its own
+connections get what). Each publish is one list of messages (the effects of one
+change), delivered whole and in order. The bus knows nothing of what the
+messages mean: any type with ``to_wire()`` (a msgpack-safe map) and a
+``decode`` for the way back (:class:`RedisBus`) will do.
 
 Redis pub/sub forgets what it could not deliver. When the subscription is
 lost and regained (Redis restarted, network blip) the bus calls ``on_resync``
@@ -16,64 +18,78 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from dispatch.errors import Unavailable
-from dispatch.logs import get_logger
-from pool.effects import Effect
+from core.errors import Unavailable
+from core.logs import get_logger
 
-Handler = Callable[[list[Effect]], Awaitable[None]]
+
+class Message(Protocol):
+    """What the bus carries: anything that can put itself on the wire."""
+
+    def to_wire(self) -> dict[str, Any]: ...
+
+
+M = TypeVar("M", bound=Message)
+Handler = Callable[[list[M]], Awaitable[None]]
 Resync = Callable[[], Awaitable[None]]
 
 log = get_logger(component="bus")
 
 
-class Bus(Protocol):
-    async def start(self, handler: Handler, on_resync: Resync) -> None: ...
-    async def publish(self, effects: list[Effect]) -> None: ...
+class Bus(Protocol[M]):
+    async def start(self, handler: Handler[M], on_resync: Resync) -> None: ...
+    async def publish(self, messages: list[M]) -> None: ...
     async def aclose(self) -> None: ...
 
 
-class LocalBus:
-    """One process: effects are delivered in the publishing task, in order."""
+class LocalBus(Generic[M]):
+    """One process: messages are delivered in the publishing task, in order."""
 
     def __init__(self) -> None:
-        self._handler: Handler | None = None
+        self._handler: Handler[M] | None = None
 
-    async def start(self, handler: Handler, on_resync: Resync) -> None:
+    async def start(self, handler: Handler[M], on_resync: Resync) -> None:
         self._handler = handler
 
-    async def publish(self, effects: list[Effect]) -> None:
-        if effects and self._handler is not None:
-            await self._handler(effects)
+    async def publish(self, messages: list[M]) -> None:
+        if messages and self._handler is not None:
+            await self._handler(messages)
 
     async def aclose(self) -> None:
         self._handler = None
 
 
-class RedisBus:
-    """One channel, one subscription per process."""
+class RedisBus(Generic[M]):
+    """One channel, one subscription per process; ``decode`` turns a received
+    map back into a message."""
 
-    def __init__(self, client: aioredis.Redis, channel: str = "qc:{pool}:events") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        decode: Callable[[dict[str, Any]], M],
+        channel: str = "qc:{pool}:events",
+    ) -> None:
         self._client = client
+        self._decode = decode
         self._channel = channel
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
-    async def start(self, handler: Handler, on_resync: Resync) -> None:
+    async def start(self, handler: Handler[M], on_resync: Resync) -> None:
         self._task = asyncio.create_task(self._listen(handler, on_resync), name="bus-listen")
         # Do not serve before the subscription stands, or early events are missed.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), timeout=10)
 
-    async def publish(self, effects: list[Effect]) -> None:
-        if not effects:
+    async def publish(self, messages: list[M]) -> None:
+        if not messages:
             return
-        payload = msgpack.packb([e.to_wire() for e in effects], use_bin_type=True)
+        payload = msgpack.packb([m.to_wire() for m in messages], use_bin_type=True)
         try:
             await self._client.publish(self._channel, payload)
         except RedisError as exc:
@@ -86,7 +102,7 @@ class RedisBus:
                 await self._task
             self._task = None
 
-    async def _listen(self, handler: Handler, on_resync: Resync) -> None:
+    async def _listen(self, handler: Handler[M], on_resync: Resync) -> None:
         backoff = 0.1
         first = True
         while True:
@@ -115,13 +131,13 @@ class RedisBus:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    async def _deliver(self, handler: Handler, data: Any) -> None:
+    async def _deliver(self, handler: Handler[M], data: Any) -> None:
         try:
-            effects = [Effect.from_wire(m) for m in msgpack.unpackb(data, raw=False)]
+            messages = [self._decode(m) for m in msgpack.unpackb(data, raw=False)]
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             log.error("bus.bad_message", error=type(exc).__name__)
             return
         try:
-            await handler(effects)
+            await handler(messages)
         except Exception:  # one bad delivery must not kill the subscription
             log.exception("bus.deliver_failed")

@@ -25,12 +25,12 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
-from dispatch.bus import Bus
-from dispatch.logs import get_logger
-from dispatch.tables import ledger_transactions, sessions
+from core.bus import Bus
+from core.logs import get_logger
 from pool.effects import Effect
 from pool.model import Session, SessionState
 from pool.store import PoolStore
+from signaling.tables import sessions
 from wallet.billing import final_charge, funds_plan
 from wallet.ledger import Ledger
 
@@ -49,7 +49,7 @@ class Metering:
         self,
         ledger: Ledger,
         store: PoolStore,
-        bus: Bus,
+        bus: Bus[Effect],
         *,
         price_per_minute_minor: int,
         clock: Callable[[], float] = time.time,
@@ -184,10 +184,7 @@ class Metering:
         """Settle ended sessions that have no charge yet (their server died
         between the end and the charge); returns how many were settled."""
         since = _dt(self.clock()) - _SWEEP_WINDOW
-        charged = select(ledger_transactions.c.session_id).where(
-            ledger_transactions.c.kind == "session_charge",
-            ledger_transactions.c.session_id.is_not(None),
-        )
+        charged = self.ledger.charged_session_ids()
         query = select(sessions).where(
             and_(
                 sessions.c.state == str(SessionState.ENDED),

@@ -30,10 +30,10 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatch import validation
-from dispatch.errors import BadInput, InvalidField
+from core.errors import BadInput, InvalidField
+from core.identity import Role
+from core.validation import parse_json_body, validate_id
 from dispatch.routes import ctx_of, signed_in
-from pool.model import Role
 from wallet.ledger import (
     Ledger,
     WithdrawalState,
@@ -56,7 +56,7 @@ def _ledger(request: HttpRequest) -> Ledger:
 
 
 async def _object(request: HttpRequest) -> dict[str, Any]:
-    body = validation.parse_json_body(await request.body())
+    body = parse_json_body(await request.body())
     if not isinstance(body, dict):
         raise BadInput("request body must be a JSON object")
     return body
@@ -72,7 +72,7 @@ def _limit(request: HttpRequest) -> int | None:
 
 
 def _withdrawal_id(request: HttpRequest) -> str:
-    return validation.validate_id(request.path_params["withdrawal_id"], "withdrawal id")
+    return validate_id(request.path_params["withdrawal_id"], "withdrawal id")
 
 
 async def get_wallet(request: HttpRequest) -> Response:

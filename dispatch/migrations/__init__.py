@@ -1,1 +1,0 @@
-"""Alembic migrations of the durable store, run by :meth:`dispatch.db.Database.migrate`."""
