@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.bus import Bus
-from core.clock import rfc3339
 from core.db import Database
 from core.errors import BadInput, DispatchError
 from core.identity import Role, User
@@ -33,6 +32,7 @@ from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
+from pool import effects as fx
 from pool.effects import Effect
 from pool.model import Request, Session, SessionState, State
 from pool.store import PoolStore
@@ -65,24 +65,14 @@ class AppContext:
     _stopping: bool = False
     _billing_turns: int = 0
 
-    # -- frames built from the store -----------------------------------------
-    @staticmethod
-    def claim_ok_frame(req: Request) -> dict[str, Any]:
-        expires = rfc3339(req.expires_at) if req.expires_at is not None else None
-        return {"type": "claim.ok", "request_id": req.id, "expires_at": expires}
-
+    # -- frames built from the store (the builders are the pool's) ----------
     async def offer_frame(self, req: Request) -> dict[str, Any] | None:
         if req.state is not State.CLAIMED or req.claimed_by is None:
             return None
         profile = await self.store.get_profile(req.claimed_by)
         if profile is None:
             return None
-        return {
-            "type": "request.offer",
-            "request_id": req.id,
-            "therapist": profile.public(),
-            "expires_at": rfc3339(req.expires_at) if req.expires_at is not None else None,
-        }
+        return fx.offer_frame(req, profile)
 
     async def session_frame(self, user: User, conn: Conn, frame: frames.Inbound) -> None:
         """Frames inside a session (signaling, chat, notes, ending)."""
@@ -151,7 +141,7 @@ class AppContext:
             if hold is not None and hold.kind == "claim":
                 req = await store.get(hold.id)
                 if req is not None and req.state is State.CLAIMED:
-                    conn.send_frame(self.claim_ok_frame(req))
+                    conn.send_frame(fx.claim_ok_frame(req))
         elif user.role is Role.CLIENT:
             req = await store.active_request_of(user.id)
             conn.request_id = req.id if req is not None else None
@@ -165,7 +155,7 @@ class AppContext:
         session = await store.open_session_of(user.id)
         if session is not None:
             ice = await self.ice.ice_servers()
-            conn.send_frame({"type": "session.ready", "session": session.public(ice)})
+            conn.send_frame(fx.session_ready_frame(session, ice))
 
     async def resync(self) -> None:
         """After the bus missed events: re-send every local console its state."""

@@ -28,12 +28,6 @@ log = get_logger(component="hub")
 
 CLOSE_SLOW_CONSUMER = 1013
 
-#: Frames to a therapist that end its hold (it may get offers again).
-_FREES = frozenset(
-    {"claim.declined", "claim.released", "claim.expired", "claim.cancelled", "session.ended"}
-)
-_HOLDS = frozenset({"claim.ok", "session.ready"})
-
 Closer = Callable[[int, str], Coroutine[None, None, None]]
 
 
@@ -134,8 +128,7 @@ class Hub:
         targets = [
             c
             for c in self.therapists
-            if c.available
-            and not c.busy
+            if rules.Presence(c.available, c.busy).gets_offers
             and c.profile is not None
             and rules.may_see(c.profile, request)
         ]
@@ -184,17 +177,13 @@ class Hub:
         freed: list[Conn] = []
         for conn in conns:
             if conn.user.role is Role.THERAPIST:
-                if ftype in _HOLDS:
-                    conn.busy = True
-                elif ftype in _FREES:
-                    if conn.busy:
-                        freed.append(conn)
-                    conn.busy = False
-                elif ftype == "status.ok":
-                    now_available = bool(effect.frame.get("available"))
-                    if now_available and not conn.available and not conn.busy:
-                        freed.append(conn)  # it got no request.new while away
-                    conn.available = now_available
+                # The pool's rule: which frames hold or free a therapist.
+                presence, back = rules.presence_after(
+                    rules.Presence(conn.available, conn.busy), effect.frame
+                )
+                conn.available, conn.busy = presence.available, presence.busy
+                if back:
+                    freed.append(conn)
             if effect.ref is not None and conn.id == effect.conn:
                 conn.send_frame({**effect.frame, "ref": effect.ref})
             else:

@@ -19,7 +19,6 @@ from core.errors import (
     Forbidden,
     InsufficientFunds,
     NotFound,
-    RequestExists,
     Taken,
 )
 from core.identity import Role, User
@@ -129,9 +128,8 @@ class Dispatcher:
     ) -> tuple[Request, bool]:
         """Returns the request and whether it was created now (False: a replay).
 
-        A client in an open session may not ask for another therapist."""
-        if await self.store.open_session_of(user.id) is not None:
-            raise RequestExists("you are in an open session")
+        A client in an open session may not ask for another therapist: the
+        pool refuses it in the same atomic step that creates the request."""
         balance = await self.ledger.balance(user.id)
         if balance < self.min_balance_minor:
             raise InsufficientFunds(

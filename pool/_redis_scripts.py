@@ -29,7 +29,7 @@ from core.errors import (
     RequestExists,
     Taken,
 )
-from pool.model import NO_SUCH_SESSION, NOT_A_PARTICIPANT, TOO_MANY_HELD
+from pool.model import IN_SESSION, NO_SUCH_SESSION, NOT_A_PARTICIPANT, TOO_MANY_HELD
 
 _USES_LIB = "-- uses _lib.lua"
 
@@ -39,6 +39,7 @@ ERRORS: dict[str, tuple[type[DispatchError], str | None]] = {
     "id_used": (NotFound, "request id already used"),
     "expired": (NotFound, "the request has expired"),
     "request_exists": (RequestExists, None),
+    "in_session": (RequestExists, IN_SESSION),
     "busy": (Busy, None),
     "taken_own": (Taken, "you already hold this claim"),
     "not_eligible": (NotEligible, None),

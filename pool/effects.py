@@ -125,28 +125,15 @@ def effects(change: Change, ice_servers: list[dict[str, Any]] | None = None) -> 
             )
 
     if now_state is State.CLAIMED and after.claimed_by is not None:
-        expires = rfc3339(after.expires_at) if after.expires_at is not None else None
-        ok = {"type": "claim.ok", "request_id": rid, "expires_at": expires}
-        out.append(_to(after.claimed_by, ok))
+        out.append(_to(after.claimed_by, claim_ok_frame(after)))
 
     out.append(Effect("client_state", request=after, to=after.client_id))
 
     if now_state is State.CLAIMED and change.therapist is not None:
-        expires = rfc3339(after.expires_at) if after.expires_at is not None else None
-        out.append(
-            _to(
-                after.client_id,
-                {
-                    "type": "request.offer",
-                    "request_id": rid,
-                    "therapist": change.therapist.public(),
-                    "expires_at": expires,
-                },
-            )
-        )
+        out.append(_to(after.client_id, offer_frame(after, change.therapist)))
 
     if now_state is State.MATCHED and change.session is not None:
-        ready = {"type": "session.ready", "session": change.session.public(ice_servers or [])}
+        ready = session_ready_frame(change.session, ice_servers or [])
         out.append(_to(change.session.therapist_id, ready))
         out.append(_to(change.session.client_id, ready))
 
@@ -155,6 +142,33 @@ def effects(change: Change, ice_servers: list[dict[str, Any]] | None = None) -> 
         if was is not None:
             out.append(Effect("positions"))
     return out
+
+
+# -- frames: built here once, for a change (above) and for a reconnect (resume) --
+
+
+def _expires(req: Request) -> str | None:
+    return rfc3339(req.expires_at) if req.expires_at is not None else None
+
+
+def claim_ok_frame(req: Request) -> dict[str, Any]:
+    """``claim.ok`` for the therapist holding ``req`` (PROTOCOL.md §5)."""
+    return {"type": "claim.ok", "request_id": req.id, "expires_at": _expires(req)}
+
+
+def offer_frame(req: Request, therapist: TherapistProfile) -> dict[str, Any]:
+    """``request.offer`` for the client of a claimed ``req``: who claimed it."""
+    return {
+        "type": "request.offer",
+        "request_id": req.id,
+        "therapist": therapist.public(),
+        "expires_at": _expires(req),
+    }
+
+
+def session_ready_frame(session: Session, ice_servers: list[dict[str, Any]]) -> dict[str, Any]:
+    """``session.ready`` for both participants of ``session``."""
+    return {"type": "session.ready", "session": session.public(ice_servers)}
 
 
 def _to(user_id: str, frame: dict[str, Any]) -> Effect:

@@ -16,6 +16,7 @@ from pool import rules
 from pool.effects import Change
 from pool.model import (
     ACTIVE_STATES,
+    IN_SESSION,
     TOO_MANY_HELD,
     Draft,
     EndReason,
@@ -79,6 +80,8 @@ class MemoryPool:
         now: float,
         idempotency_key: str | None = None,
     ) -> tuple[Request, Change | None]:
+        if client_id in self._open_session_by_user:
+            raise RequestExists(IN_SESSION)
         if idempotency_key is not None:
             hit = self._idem.get((client_id, idempotency_key))
             if hit is not None and hit[1] > now:

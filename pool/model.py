@@ -227,6 +227,9 @@ class EndReason(StrEnum):
 NO_SUCH_SESSION = "no such session"
 NOT_A_PARTICIPANT = "you are not a participant of this session"
 TOO_MANY_HELD = "too many frames held for a peer who has not joined"
+#: A client in an open session (``ready`` or ``live``) may not ask for another
+#: therapist: ``create`` refuses it (RequestExists) in its atomic step.
+IN_SESSION = "you are in an open session"
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,7 +158,14 @@ class RedisPool:
         k = self._keys
         req = rules.new_request(draft, request_id, client_id, now, self.timeouts)
         assert req.expires_at is not None
-        keys = [k.req(request_id), k.active(client_id), k.waiting, k.deadlines, *k.stats]
+        keys = [
+            k.req(request_id),
+            k.active(client_id),
+            k.waiting,
+            k.deadlines,
+            *k.stats,
+            k.open_session(client_id),
+        ]
         if idempotency_key is not None:
             keys.append(k.idem(client_id, idempotency_key))
         fields = [x for pair in request_fields(req).items() for x in pair]

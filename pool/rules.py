@@ -22,6 +22,10 @@ adapters keep it in a single timer index, so a request never has two timers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from core.errors import Busy, Forbidden, NotEligible, NotFound, Taken
 from pool.model import Draft, Hold, Reason, Request, State, TherapistProfile, Timeouts
 
@@ -214,6 +218,47 @@ def hold_after(request: Request) -> Hold | None:
     if request.state is State.MATCHED and request.session_id is not None:
         return Hold("session", request.session_id)
     return None
+
+
+# -- a therapist console's presence (who gets request.new) ---------------------------------
+
+#: Frames to a therapist that start its hold (a claim or an open session).
+HOLDING_FRAMES = frozenset({"claim.ok", "session.ready"})
+#: Frames to a therapist that end its hold: it may get offers again.
+FREEING_FRAMES = frozenset(
+    {"claim.declined", "claim.released", "claim.expired", "claim.cancelled", "session.ended"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """What a therapist's console knows of itself. Only a console that is
+    available and not busy (no claim, no open session) gets ``request.new``
+    (PROTOCOL.md §4: a therapist holding something gets no offers)."""
+
+    available: bool = False
+    busy: bool = False
+
+    @property
+    def gets_offers(self) -> bool:
+        return self.available and not self.busy
+
+
+def presence_after(presence: Presence, frame: Mapping[str, Any]) -> tuple[Presence, bool]:
+    """A therapist console's presence once ``frame`` has reached it, and whether
+    it now gets offers after a stretch without them (busy, or away): it missed
+    every ``request.new`` meanwhile, so it needs the pool as it now is (a
+    ``pool.snapshot``)."""
+    ftype = frame.get("type")
+    if ftype in HOLDING_FRAMES:
+        return Presence(presence.available, busy=True), False
+    if ftype in FREEING_FRAMES:
+        return Presence(presence.available, busy=False), presence.busy
+    if ftype == "status.ok":
+        available = bool(frame.get("available"))
+        back = available and not presence.available and not presence.busy
+        return Presence(available, presence.busy), back
+    return presence, False
 
 
 def percentile(values: list[float], pct: float) -> float | None:

@@ -494,9 +494,11 @@ async def test_accept_opens_a_session(pool_store: PoolStore) -> None:
     assert await pool_store.get_session("nope") is None
     assert await pool_store.active_request_of("c1") is None
     assert await pool_store.waiting() == []
-    # The client may ask again; the therapist is busy with the session.
-    r2 = await make(pool_store, "r2", "c1", T0 + 30)
-    assert await pool_store.active_request_of("c1") == r2
+    # In its open session the client may not ask again (the pool's own rule,
+    # in the same atomic step); the therapist is busy with the session.
+    await fails(RequestExists, make(pool_store, "r2", "c1", T0 + 30))
+    assert await pool_store.active_request_of("c1") is None
+    await make(pool_store, "r2", "c2", T0 + 30)
     await fails(Busy, pool_store.claim("r2", T1, T0 + 31))
     # A matched request no longer times out.
     assert [c.after.id for c in await fire(pool_store, T0 + 10 * DAY)] == ["r2"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from core.errors import Conflict, DispatchError, Forbidden, NotFound
+from core.errors import Conflict, DispatchError, Forbidden, NotFound, RequestExists
 from core.identity import Role
 from pool.effects import Change
 from pool.model import Draft, EndReason, Hold, Session, SessionState, State, TherapistProfile
@@ -420,21 +420,22 @@ async def test_end_cancels_the_graces_of_users_who_hold_nothing_else(
     assert isinstance(expired, Change) and expired.after.reason == "client_no_response"
 
 
-async def test_end_keeps_the_grace_of_a_user_with_another_open_session(
-    pool_store: PoolStore,
-) -> None:
-    """A client may ask again while in a session; its open session is then the
-    newest. Ending the older one leaves the client's grace for the newer."""
-    await connected(pool_store, "t1", "t2", "c1")
+async def test_a_client_in_an_open_session_may_not_ask_again(pool_store: PoolStore) -> None:
+    """The pool's own rule (once a check-then-act in the app): while its session is
+    ``ready`` or ``live`` a client's new request is refused in the atomic step that
+    would create it; so a client never has two open sessions."""
     await open_session(pool_store, "s1", client="c1", t=T1, at=T0)
-    newer = await open_session(pool_store, "s2", client="c1", t=T2, at=T0 + 5)
-    await gone(pool_store, "c1", T0 + 10)  # grace due at T0 + 25
-    await pool_store.end_session("s1", EndReason.ENDED_BY_THERAPIST, T0 + 12)
-    assert await pool_store.open_session_of("c1") == newer
-    assert await pool_store.fire_due(T0 + 24) == []
-    fired = await pool_store.fire_due(T0 + 26)
-    assert fired == [ended(newer, "peer_lost", T0 + 26)]
-    assert await pool_store.hold_of("t2") is None
+    for at in (T0 + 1, T0 + 2):
+        with pytest.raises(RequestExists, match="open session"):
+            await pool_store.create(DRAFT, "c1", f"r-again-{at}", at)
+        if at == T0 + 1:
+            await pool_store.join_session("s1", "c1", at)
+            await pool_store.join_session("s1", "t1", at)  # now live
+    assert await pool_store.active_request_of("c1") is None
+    assert await pool_store.waiting() == []
+    await pool_store.end_session("s1", EndReason.ENDED_BY_CLIENT, T0 + 3)
+    req, change = await pool_store.create(DRAFT, "c1", "r-after", T0 + 4)
+    assert change is not None and req.state is State.WAITING
 
 
 # -- peer lost -----------------------------------------------------------------------------

@@ -305,6 +305,11 @@ class PoolMachine(RuleBasedStateMachine):
     )
     def create(self, client: str, draft: Draft, key: str | None) -> None:
         rid = self._id("r")
+        if client in self.open_of:  # in an open session: refused before anything else
+            with pytest.raises(RequestExists, match="open session"):
+                run(self.pool.create(draft, client, rid, self.now, key))
+            assert run(self.pool.get(rid)) is None
+            return
         if key is not None and (client, key) in self.idem:
             first = self.idem[(client, key)]
             req, change = run(self.pool.create(draft, client, rid, self.now, key))

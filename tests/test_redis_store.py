@@ -165,7 +165,9 @@ async def _random_run(twin: Twin, seed: int, steps: int, run: int) -> _Seen:
     :data:`_OPS`), each answered alike, with the state compared as it goes."""
     rng = random.Random(seed)
     therapists = [_random_profile(rng, f"t{i}") for i in range(30)]
-    clients = [f"c{i}" for i in range(6)]
+    # Enough clients that some are free to ask while others sit in open
+    # sessions (a client in one may not ask: the pool's rule).
+    clients = [f"c{i}" for i in range(12)]
     users = [p.id for p in therapists] + clients
     servers, conns = ["s0", "s1"], ["k0", "k1"]
     for p in therapists:

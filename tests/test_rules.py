@@ -714,3 +714,43 @@ def test_session_public_formats_times() -> None:
         "started_at": rfc3339(T0 + 1.5),
         "ended_at": None,
     }
+
+
+# -- a therapist console's presence ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("ftype", sorted(rules.HOLDING_FRAMES))
+def test_a_hold_stops_offers(ftype: str) -> None:
+    after, back = rules.presence_after(rules.Presence(available=True), {"type": ftype})
+    assert after == rules.Presence(available=True, busy=True) and not after.gets_offers
+    assert back is False
+
+
+@pytest.mark.parametrize("ftype", sorted(rules.FREEING_FRAMES))
+def test_the_end_of_a_hold_brings_offers_back_with_a_snapshot(ftype: str) -> None:
+    busy = rules.Presence(available=True, busy=True)
+    after, back = rules.presence_after(busy, {"type": ftype})
+    assert after == rules.Presence(available=True, busy=False) and after.gets_offers
+    assert back is True  # it missed request.new while busy
+    # Freed twice (two frames about the same end): only the first needs a snapshot.
+    assert rules.presence_after(after, {"type": ftype}) == (after, False)
+
+
+def test_status_ok_sets_availability_and_a_return_needs_a_snapshot() -> None:
+    away = rules.Presence()
+    back, needs = rules.presence_after(away, {"type": "status.ok", "available": True})
+    assert back.gets_offers and needs is True
+    again, needs = rules.presence_after(back, {"type": "status.ok", "available": True})
+    assert again == back and needs is False  # already available: nothing missed
+    gone, needs = rules.presence_after(back, {"type": "status.ok", "available": False})
+    assert not gone.gets_offers and needs is False
+    # Available while busy: no offers yet, so no snapshot until the hold ends.
+    busy = rules.Presence(available=False, busy=True)
+    after, needs = rules.presence_after(busy, {"type": "status.ok", "available": True})
+    assert after == rules.Presence(available=True, busy=True) and needs is False
+
+
+def test_other_frames_change_nothing() -> None:
+    p = rules.Presence(available=True, busy=True)
+    for frame in ({"type": "chat.message"}, {"type": "request.gone"}, {}):
+        assert rules.presence_after(p, frame) == (p, False)

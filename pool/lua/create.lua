@@ -9,7 +9,8 @@
 -- KEYS[6]  st:matched            zset, trimmed here
 -- KEYS[7]  st:expired            zset, trimmed here
 -- KEYS[8]  st:cancelled          zset, trimmed here
--- KEYS[9]  idem:<client>:<key>   string "<lapses at>|<rid>" (only with an idempotency key)
+-- KEYS[9]  opensess:<client>      string, the client's open session (ready or live)
+-- KEYS[10] idem:<client>:<key>   string "<lapses at>|<rid>" (only with an idempotency key)
 -- ARGV[1]  key base "<prefix>:{pool}:" (to read the request an idempotency key names)
 -- ARGV[2]  rid
 -- ARGV[3]  now (= created_at)
@@ -19,11 +20,18 @@
 -- ARGV[7]  stats entries scored below this are dropped
 -- ARGV[8..] the request's hash: field, value, field, value, ...
 --
--- Returns {'ok'}; {'dup', <flat hash of the first request>} for a live
--- idempotency key of this client; {'request_exists'}; {'id_used'}.
+-- Returns {'ok'}; {'in_session'} while the client is in an open session
+-- (pool.rules.check_may_ask); {'dup', <flat hash of the first request>} for a
+-- live idempotency key of this client; {'request_exists'}; {'id_used'}.
 
 local base, rid, now = ARGV[1], ARGV[2], ARGV[3]
-local idem = KEYS[9]
+local idem = KEYS[10]
+
+-- In an open session a client may not ask for another therapist: checked in
+-- the same atomic step that writes the request (no check-then-act).
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  return {'in_session'}
+end
 
 if idem then
   local hit = redis.call('GET', idem)
