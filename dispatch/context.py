@@ -1,40 +1,32 @@
-"""Everything one server process holds, wired together, and its background loops.
-
-Loops (each survives its dependency being down and logs why):
-
-- timers: every ``timer_tick_s`` fire due deadlines and graces (the store makes
-  each fire exactly once across servers), ending sessions whose participant
-  stayed away past the grace (``peer_lost``);
-- stats: every ``stats_interval_s`` read the pool's numbers, push ``pool.stats``
-  to local operators and set the gauges;
-- heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
-  silent for ``server_dead_after_s`` so their users' graces start;
-- billing: every ``billing_tick_s`` warn sessions a minute before their money
-  runs out and end those where it has (:mod:`signaling.metering`).
+"""Everything one server process holds, wired together: the store, the bus,
+the hub, the domains' services; what a reconnecting console is sent
+(:meth:`AppContext.resume`); start and stop. The background loops are
+:mod:`dispatch.loops`'.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.bus import Bus
 from core.db import Database
-from core.errors import BadInput, DispatchError
+from core.errors import BadInput
 from core.identity import Role, User
 from core.logs import get_logger
 from dispatch import frames
 from dispatch.hub import Conn, Hub
+from dispatch.loops import Loops
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from pool import effects as fx
 from pool.effects import Effect
-from pool.model import Request, Session, SessionState, State
+from pool.model import Request, State
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.metering import Metering
@@ -60,10 +52,10 @@ class AppContext:
     clock: Callable[[], float] = time.time
     #: HTTP calls per user (settings ``http_rate_per_s``, ``http_rate_burst``).
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _beats: int = 0
-    _stopping: bool = False
-    _billing_turns: int = 0
+    loops: Loops = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loops = Loops(self)
 
     # -- frames built from the store (the builders are the pool's) ----------
     async def offer_frame(self, req: Request) -> dict[str, Any] | None:
@@ -99,25 +91,11 @@ class AppContext:
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         await self.bus.start(self.hub.deliver, self.resync)
-        s = self.settings
-        self.tasks = [
-            asyncio.create_task(self._every(s.timer_tick_s, self._tick), name="timers"),
-            asyncio.create_task(self._every(s.stats_interval_s, self._stats), name="stats"),
-            asyncio.create_task(self._every(s.heartbeat_s, self._heartbeat), name="heartbeat"),
-            asyncio.create_task(self._every(s.billing_tick_s, self._billing), name="billing"),
-        ]
-        log.info("server.started", server_id=s.server_id)
+        self.loops.start()
+        log.info("server.started", server_id=self.settings.server_id)
 
     async def stop(self) -> None:
-        self._stopping = True
-        for task in self.tasks:
-            task.cancel()
-        # A cancel can be swallowed by a Redis call in flight (redis-py retries);
-        # the stop flag ends the loop at its next turn, and the wait is bounded
-        # so shutdown never hangs on it.
-        if self.tasks:
-            await asyncio.wait(self.tasks, timeout=2.0)
-        self.tasks = []
+        await self.loops.stop()
         await self.hub.close_all(1001, "server shutting down")
         # Let the readers record their disconnects (arming graces) before the
         # store closes; whatever is left the other servers' reaper cleans up.
@@ -162,82 +140,3 @@ class AppContext:
         for conn in self.hub.all():
             if conn.user.role is not Role.OPERATOR:
                 await self.resume(conn)
-
-    async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
-        failing = False
-        while not self._stopping:
-            try:
-                await step()
-                if failing:
-                    log.info("loop.recovered", loop=step.__name__)
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except DispatchError as exc:
-                if not failing:
-                    log.warning("loop.failing", loop=step.__name__, code=exc.code)
-                failing = True
-            except Exception:
-                log.exception("loop.crashed", loop=step.__name__)
-                failing = True
-            await asyncio.sleep(interval)
-
-    async def _tick(self) -> None:
-        while True:
-            fired = await self.store.fire_due(self.clock())
-            for item in fired:
-                # One failed announcement must not drop the rest of the batch;
-                # the repair turn of the billing loop finishes a lost session.
-                try:
-                    if isinstance(item, Session):
-                        await self.signaling.finish(item)  # a participant lost past the grace
-                    else:
-                        await self.dispatcher.fired(item)
-                except DispatchError as exc:
-                    log.warning("timer.announce_failed", code=exc.code)
-            if not fired:
-                return
-
-    async def _billing(self) -> None:
-        """Funds warnings and exhaustion, each once across servers; every
-        tenth turn, settle what a dead server left unsettled."""
-        await self.metering.warn_due()
-        for ended in await self.metering.exhausted_due():
-            await self.signaling.finish(ended)
-        self._billing_turns += 1
-        if self._billing_turns % 10 == 0:
-            await self._repair()
-
-    async def _repair(self) -> None:
-        """Finish what a failure left half done: sessions the pool ended while
-        the database could not record it, and ended sessions left unsettled."""
-        for sid in await self.metering.open_session_ids(self.clock()):
-            session = await self.store.get_session(sid)
-            if session is not None and session.state is SessionState.ENDED:
-                await self.signaling.finish(session)
-        await self.metering.sweep()
-
-    async def _stats(self) -> None:
-        stats = await self.store.stats(self.clock())
-        self.metrics.set_pool(stats)
-        if self.hub.operators:
-            self.hub.broadcast_operators({"type": "pool.stats", **stats.public()})
-
-    async def _heartbeat(self) -> None:
-        now = self.clock()
-        known = await self.store.heartbeat(self.settings.server_id, now)
-        if not known and self._beats > 0:
-            # Taken for dead (a long stall, or a partition from Redis): the
-            # other servers dropped our connections, so register them again
-            # and give every console the state as it now is.
-            log.warning("server.was_reaped", server_id=self.settings.server_id)
-            for conn in self.hub.all():
-                u = conn.user
-                await self.store.connect(u.id, u.role, conn.id, self.settings.server_id, now)
-                if conn.available:
-                    await self.store.set_available(u.id, True)
-            await self.resync()
-        self._beats += 1
-        reaped = await self.store.reap_servers(now, self.settings.server_dead_after_s)
-        for server_id in reaped:
-            log.warning("server.reaped", server_id=server_id)

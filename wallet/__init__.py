@@ -1,8 +1,13 @@
 """Wallet, ledger and therapist earnings (PROTOCOL.md §6).
 
 * :mod:`wallet.billing`: the arithmetic of charges, shares and payout dates (pure).
-* :mod:`wallet.ledger`: the double-entry ledger in the durable store: balances,
-  top-ups, session charges, withdrawals and the audit.
+* :mod:`wallet.ledger`: the double-entry ledger in the durable store
+  (:class:`~wallet.ledger.Ledger`): balances, top-ups, session charges,
+  withdrawals and the audit, put together from
+  :mod:`wallet.accounts` (account ids, values, input checks),
+  :mod:`wallet.entries` (balances, movements, double entry and locking),
+  :mod:`wallet.payouts` (earnings and withdrawals) and
+  :mod:`wallet.audit` (the check of the books).
 * :mod:`wallet.tables`: its tables.
 
 Per-minute billing of a live session is signaling's (:mod:`signaling.metering`,

@@ -1,0 +1,140 @@
+"""The background loops of one server process (each survives its dependency
+being down, and logs when it starts and stops failing):
+
+- timers: every ``timer_tick_s`` fire due deadlines and graces (the store makes
+  each fire exactly once across servers), ending sessions whose participant
+  stayed away past the grace (``peer_lost``);
+- stats: every ``stats_interval_s`` read the pool's numbers, push ``pool.stats``
+  to local operators and set the gauges;
+- heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
+  silent for ``server_dead_after_s`` so their users' graces start;
+- billing: every ``billing_tick_s`` warn sessions a minute before their money
+  runs out and end those where it has (:mod:`signaling.metering`); every tenth
+  turn, repair what a failure left half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from core.errors import DispatchError
+from core.logs import get_logger
+from pool.model import Session, SessionState
+
+if TYPE_CHECKING:
+    from dispatch.context import AppContext
+
+log = get_logger(component="loops")
+
+
+class Loops:
+    """The loops of ``ctx``'s process: :meth:`start` them, :meth:`stop` them."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._beats = 0
+        self._billing_turns = 0
+
+    def start(self) -> None:
+        s = self.ctx.settings
+        self.tasks = [
+            asyncio.create_task(self._every(s.timer_tick_s, self._tick), name="timers"),
+            asyncio.create_task(self._every(s.stats_interval_s, self._stats), name="stats"),
+            asyncio.create_task(self._every(s.heartbeat_s, self._heartbeat), name="heartbeat"),
+            asyncio.create_task(self._every(s.billing_tick_s, self._billing), name="billing"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self.tasks:
+            task.cancel()
+        # A cancel can be swallowed by a Redis call in flight (redis-py retries);
+        # the stop flag ends the loop at its next turn, and the wait is bounded
+        # so shutdown never hangs on it.
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=2.0)
+        self.tasks = []
+
+    async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        failing = False
+        while not self._stopping:
+            try:
+                await step()
+                if failing:
+                    log.info("loop.recovered", loop=step.__name__)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except DispatchError as exc:
+                if not failing:
+                    log.warning("loop.failing", loop=step.__name__, code=exc.code)
+                failing = True
+            except Exception:
+                log.exception("loop.crashed", loop=step.__name__)
+                failing = True
+            await asyncio.sleep(interval)
+
+    async def _tick(self) -> None:
+        while True:
+            fired = await self.ctx.store.fire_due(self.ctx.clock())
+            for item in fired:
+                # One failed announcement must not drop the rest of the batch;
+                # the repair turn of the billing loop finishes a lost session.
+                try:
+                    if isinstance(item, Session):
+                        await self.ctx.signaling.finish(item)  # a participant lost past the grace
+                    else:
+                        await self.ctx.dispatcher.fired(item)
+                except DispatchError as exc:
+                    log.warning("timer.announce_failed", code=exc.code)
+            if not fired:
+                return
+
+    async def _billing(self) -> None:
+        """Funds warnings and exhaustion, each once across servers; every
+        tenth turn, settle what a dead server left unsettled."""
+        await self.ctx.metering.warn_due()
+        for ended in await self.ctx.metering.exhausted_due():
+            await self.ctx.signaling.finish(ended)
+        self._billing_turns += 1
+        if self._billing_turns % 10 == 0:
+            await self._repair()
+
+    async def _repair(self) -> None:
+        """Finish what a failure left half done: sessions the pool ended while
+        the database could not record it, and ended sessions left unsettled."""
+        for sid in await self.ctx.metering.open_session_ids(self.ctx.clock()):
+            session = await self.ctx.store.get_session(sid)
+            if session is not None and session.state is SessionState.ENDED:
+                await self.ctx.signaling.finish(session)
+        await self.ctx.metering.sweep()
+
+    async def _stats(self) -> None:
+        stats = await self.ctx.store.stats(self.ctx.clock())
+        self.ctx.metrics.set_pool(stats)
+        if self.ctx.hub.operators:
+            self.ctx.hub.broadcast_operators({"type": "pool.stats", **stats.public()})
+
+    async def _heartbeat(self) -> None:
+        now = self.ctx.clock()
+        known = await self.ctx.store.heartbeat(self.ctx.settings.server_id, now)
+        if not known and self._beats > 0:
+            # Taken for dead (a long stall, or a partition from Redis): the
+            # other servers dropped our connections, so register them again
+            # and give every console the state as it now is.
+            log.warning("server.was_reaped", server_id=self.ctx.settings.server_id)
+            server_id = self.ctx.settings.server_id
+            for conn in self.ctx.hub.all():
+                u = conn.user
+                await self.ctx.store.connect(u.id, u.role, conn.id, server_id, now)
+                if conn.available:
+                    await self.ctx.store.set_available(u.id, True)
+            await self.ctx.resync()
+        self._beats += 1
+        reaped = await self.ctx.store.reap_servers(now, self.ctx.settings.server_dead_after_s)
+        for server_id in reaped:
+            log.warning("server.reaped", server_id=server_id)
