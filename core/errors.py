@@ -6,6 +6,7 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     DispatchError                      code               status
     ├── BadInput                       bad_message        400
     │   ├── InvalidField               invalid_field      422
+    │   │   └── InvalidPhone           invalid_phone      422
     │   └── ConsentRequired            consent_required   422
     ├── Unauthorized                   unauthorized       401
     ├── Forbidden                      forbidden          403
@@ -54,6 +55,11 @@ class InvalidField(BadInput):
     code = "invalid_field"
     status = 422
     default_message = "a field is invalid"
+
+
+class InvalidPhone(InvalidField):
+    code = "invalid_phone"
+    default_message = "phone must be a valid number in E.164 form, e.g. +447700900123"
 
 
 class ConsentRequired(BadInput):
