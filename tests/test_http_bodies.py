@@ -20,22 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
+from test_app_embedded import DRAFT, PROFILE
 
 from core.identity import mint, verify
 from dispatch.app import create_app
 from dispatch.settings import load_settings
 
 SECRET = "test-secret-" + "x" * 40
-PROFILE: dict[str, Any] = {
-    "name": "Dr Test",
-    "bio": "bio",
-    "photo_url": "",
-    "regions": ["GB-ENG"],
-    "languages": ["en"],
-    "topics": ["anxiety"],
-    "works_with_minors": False,
-}
-DRAFT: dict[str, Any] = {"region": "GB-ENG", "language": "en", "topics": [], "notes": "hi"}
 
 # Text from all of Unicode, lone surrogates (category Cs) included on purpose.
 _TEXT = st.text(

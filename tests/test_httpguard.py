@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from integration.harness import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -30,13 +30,6 @@ from dispatch.settings import Settings
 
 SECRET = "httpguard-test-secret-" + "x" * 32
 DATA_KEY = "A" * 43 + "="
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _healthz(request: Request) -> PlainTextResponse:
@@ -63,7 +56,7 @@ async def _server(**overrides: Any) -> AsyncIterator[str]:
             WebSocketRoute("/ws", _ws),
         ]
     )
-    settings = Settings(secret=SECRET, data_key=DATA_KEY, port=_free_port(), **overrides)
+    settings = Settings(secret=SECRET, data_key=DATA_KEY, port=free_port(), **overrides)
     config = cli.uvicorn_config(app, settings)
     config.lifespan = "off"
     server = uvicorn.Server(config)

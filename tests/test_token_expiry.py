@@ -19,6 +19,7 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from test_app_embedded import DRAFT, PROFILE
 
 from core.errors import Unauthorized
 from core.identity import mint, refresh, verify
@@ -27,16 +28,6 @@ from dispatch.settings import load_settings
 
 SECRET = "expiry-test-secret-" + "x" * 40
 LEAD_S = 2.0
-PROFILE = {
-    "name": "Dr Test",
-    "bio": "bio",
-    "photo_url": "",
-    "regions": ["GB-ENG"],
-    "languages": ["en"],
-    "topics": ["anxiety"],
-    "works_with_minors": False,
-}
-DRAFT = {"region": "GB-ENG", "language": "en", "topics": ["anxiety"], "notes": "hello"}
 
 
 @pytest.fixture
