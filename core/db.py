@@ -18,7 +18,7 @@ programming errors pass through unchanged. The engine hides bound parameters
 from its error messages, so a failure never prints chat, notes or names.
 
 The schema is migrated by Alembic from the installed package
-(``dispatch/migrations``); no ``alembic.ini`` is needed (:func:`alembic_config`).
+(``core/migrations``); no ``alembic.ini`` is needed (:func:`alembic_config`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,18 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Insert, Table, event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -224,6 +227,37 @@ class Database:
         with translate_errors():
             async with self._sessions() as session:
                 yield session
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (autocommit-free, rolled back at the end)."""
+        with translate_errors():
+            async with self.engine.connect() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """One database transaction that commits when the block ends and rolls
+        back when it raises. On SQLite it holds the write lock from the start
+        (``BEGIN IMMEDIATE``), so nothing read inside can change before the
+        writes; on PostgreSQL rows are locked as they are read (``FOR
+        UPDATE``, the caller's)."""
+        with translate_errors():
+            async with self.engine.connect() as conn, conn.begin():
+                if self.dialect == "sqlite":
+                    # pysqlite begins lazily, at the first write: take the lock now.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+
+    def insert_or_nothing(
+        self, table: Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: list[str]
+    ) -> Insert:
+        """``INSERT ... ON CONFLICT (key) DO NOTHING`` in this database's dialect:
+        the building block of every idempotent write."""
+        rows: Any = [dict(v) for v in values] if isinstance(values, Sequence) else dict(values)
+        if self.dialect == "postgresql":
+            return pg_insert(table).values(rows).on_conflict_do_nothing(index_elements=key)
+        return sqlite_insert(table).values(rows).on_conflict_do_nothing(index_elements=key)
 
     async def ping(self) -> None:
         """Return when the database answers a query; raise :class:`Unavailable`

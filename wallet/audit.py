@@ -55,7 +55,7 @@ class Audit(LedgerBase):
         )
         # Entries on accounts that have no row cannot exist (foreign key).
         other_currency = select(a.c.id).where(a.c.currency != self.currency).order_by(a.c.id)
-        async with self._read() as conn:
+        async with self.db.reading() as conn:
             count = (await conn.execute(select(func.count()).select_from(t))).scalar_one()
             bad_txns = list((await conn.execute(unbalanced)).scalars())
             negatives = sorted((await conn.execute(negative)).scalars())

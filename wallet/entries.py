@@ -46,21 +46,18 @@ microsecond; ``now`` is always the caller's.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import re
 import zoneinfo
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Insert, Select, Table, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.db import Database, translate_errors
+from core.db import Database
 from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidField
 from core.identity import Role
 from core.logs import get_logger
@@ -167,7 +164,7 @@ class LedgerBase:
         )
         if limit is not None:
             stmt = stmt.limit(limit)
-        async with self._read() as conn:
+        async with self.db.reading() as conn:
             rows = (await conn.execute(stmt)).all()
         return [
             _entry_view(
@@ -243,7 +240,7 @@ class LedgerBase:
                 field="charge_minor",
             )
         at = _to_dt(now)
-        async with self._write() as conn:
+        async with self.db.writing() as conn:
             txn_id = await self._claim(conn, TxnKind.SESSION_CHARGE, session_id, session_id, at)
             if txn_id is None:
                 return None
@@ -277,37 +274,9 @@ class LedgerBase:
         )
 
     # -- internals -----------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        with translate_errors():
-            async with self.db.engine.connect() as conn:
-                yield conn
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """One database transaction that commits when the block ends and rolls
-        back when it raises. On SQLite it holds the write lock from the start
-        (``BEGIN IMMEDIATE``), so nothing read inside can change before the
-        writes; on PostgreSQL the account rows are locked as they are read
-        (:meth:`_lock`)."""
-        with translate_errors():
-            async with self.db.engine.connect() as conn, conn.begin():
-                if self.db.dialect == "sqlite":
-                    # pysqlite begins lazily, at the first write: take the lock now.
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield conn
-
-    def _insert_or_nothing(
-        self, table: Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: list[str]
-    ) -> Insert:
-        rows: Any = [dict(v) for v in values] if isinstance(values, Sequence) else dict(values)
-        if self.db.dialect == "postgresql":
-            return pg_insert(table).values(rows).on_conflict_do_nothing(index_elements=key)
-        return sqlite_insert(table).values(rows).on_conflict_do_nothing(index_elements=key)
-
     async def _balance(self, account: str) -> int:
         stmt = select(ledger_accounts.c.balance_minor).where(ledger_accounts.c.id == account)
-        async with self._read() as conn:
+        async with self.db.reading() as conn:
             value = (await conn.execute(stmt)).scalar_one_or_none()
         return int(value or 0)
 
@@ -330,7 +299,7 @@ class LedgerBase:
             "shortfall_minor": 0,
             "created_at": at,
         }
-        stmt = self._insert_or_nothing(
+        stmt = self.db.insert_or_nothing(
             ledger_transactions, values, ["kind", "reference"]
         ).returning(ledger_transactions.c.id)
         txn_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
@@ -353,7 +322,7 @@ class LedgerBase:
             }
             for account in ids
         ]
-        await conn.execute(self._insert_or_nothing(ledger_accounts, rows, ["id"]))
+        await conn.execute(self.db.insert_or_nothing(ledger_accounts, rows, ["id"]))
         stmt = (
             select(ledger_accounts.c.id, ledger_accounts.c.balance_minor)
             .where(ledger_accounts.c.id.in_(ids))
@@ -426,7 +395,7 @@ class LedgerBase:
         once; a replay returns the first one, or ``Conflict`` if the first one
         moved another amount on ``account``."""
         at = _to_dt(now)
-        async with self._write() as conn:
+        async with self.db.writing() as conn:
             txn_id = await self._claim(conn, kind, reference, None, at)
             if txn_id is None:
                 first = await self._load(conn, kind, reference)

@@ -117,7 +117,7 @@ class Payouts(LedgerBase):
             balance_of(withdrawing_account(therapist_id)),
             paid,
         )
-        async with self._read() as conn:
+        async with self.db.reading() as conn:
             available, withdrawing, paid_out = (await conn.execute(stmt)).one()
         return {
             "available_minor": int(available or 0),
@@ -127,7 +127,7 @@ class Payouts(LedgerBase):
 
     async def withdrawal(self, withdrawal_id: str) -> Withdrawal:
         """One withdrawal; ``NotFound`` if there is none by that id."""
-        async with self._read() as conn:
+        async with self.db.reading() as conn:
             row = (
                 (await conn.execute(select(withdrawals).where(withdrawals.c.id == withdrawal_id)))
                 .mappings()
@@ -152,7 +152,7 @@ class Payouts(LedgerBase):
             stmt = stmt.where(withdrawals.c.state == str(WithdrawalState(state)))
         if limit is not None:
             stmt = stmt.limit(limit)
-        async with self._read() as conn:
+        async with self.db.reading() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [_withdrawal(r) for r in rows]
 
@@ -182,7 +182,7 @@ class Payouts(LedgerBase):
             paid_at=None,
         )
         available, aside = therapist_account(therapist_id), withdrawing_account(therapist_id)
-        async with self._write() as conn:
+        async with self.db.writing() as conn:
             txn_id = await self._claim(conn, TxnKind.WITHDRAWAL, withdrawal.id, None, at)
             assert txn_id is not None, "a new withdrawal id is never taken"
             balances = await self._lock(conn, [available, aside], at)
@@ -207,7 +207,7 @@ class Payouts(LedgerBase):
         ``NotFound`` for an unknown id, ``Conflict`` from any other state.
         """
         at = _to_dt(now)
-        async with self._write() as conn:
+        async with self.db.writing() as conn:
             current = await self._locked_withdrawal(conn, withdrawal_id)
             self._require_state(current, WithdrawalState.AWAITING_INVOICE)
             payout = billing.payout_date(at, self.timezone)
@@ -231,7 +231,7 @@ class Payouts(LedgerBase):
         (paying twice included).
         """
         at = _to_dt(now)
-        async with self._write() as conn:
+        async with self.db.writing() as conn:
             current = await self._locked_withdrawal(conn, withdrawal_id)
             self._require_state(current, WithdrawalState.SCHEDULED)
             txn_id = await self._claim(conn, TxnKind.WITHDRAWAL_PAID, current.id, None, at)
