@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+import notify.tables
 import signaling.tables
 import wallet.tables
 from core.db import Database, alembic_config, normalize_url
@@ -27,6 +28,7 @@ from core.tables import metadata
 
 # Each domain's tables register on the shared metadata when their module loads.
 assert signaling.tables.sessions.metadata is wallet.tables.withdrawals.metadata is metadata
+assert notify.tables.outbox.metadata is metadata
 
 TABLES = {
     "sessions",
@@ -36,8 +38,9 @@ TABLES = {
     "ledger_transactions",
     "ledger_entries",
     "withdrawals",
+    "outbox",
 }
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _tables(conn: Connection) -> set[str]:
