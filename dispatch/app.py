@@ -16,13 +16,14 @@ from core.bus import Bus, LocalBus, RedisBus
 from core.db import Database
 from core.errors import DispatchError
 from core.logs import configure, get_logger
-from dispatch import calllog, demo, pages, routes, wallet_routes, ws
+from dispatch import calllog, demo, pages, routes, texting, wallet_routes, ws
 from dispatch.context import AppContext
 from dispatch.hub import Hub
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
+from notify.outbox import Outbox
 from pool.effects import Effect
 from pool.memory import MemoryPool
 from pool.store import PoolStore
@@ -101,6 +102,7 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         db=db,
         ice=ice,
         ledger=ledger,
+        outbox=Outbox(db),
         metering=metering,
         clock=clock,
         http_limiter=KeyedLimiter(settings.http_rate_per_s, settings.http_rate_burst),
@@ -147,6 +149,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *routes.ROUTES,
             *calllog.ROUTES,
             *wallet_routes.ROUTES,
+            *texting.ROUTES,
             *pages.ROUTES,
             WebSocketRoute("/v1/ws", ws.endpoint),
         ],

@@ -136,6 +136,16 @@ class Settings:
     # -- media relay (TURN) ----------------------------------------------------
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
+    # -- texts (PROTOCOL.md §7) --------------------------------------------------
+    #: The sending number, or a Messaging Service SID (MG...); with the
+    #: account SID and token it turns texting on.
+    twilio_from: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    #: The address people open (links in texts; Twilio's status callback URL).
+    public_url: str | None = None
+    sms_delay_s: float = 0.0
+    sms_cooldown_s: float = 600.0
+    sms_max_per_request: int = 25
     #: Lifetime of the TURN credentials handed to a session.
     turn_ttl_s: int = 3600
     #: Frames held for a participant while it reconnects, before the oldest go.
@@ -176,6 +186,11 @@ class Settings:
                 f"{env_name('twilio_account_sid')} and {env_name('twilio_auth_token')} "
                 "go together: set both or neither"
             )
+
+    @property
+    def texting(self) -> bool:
+        """Texts go out: the Twilio account, its token and a sender are set."""
+        return None not in (self.twilio_account_sid, self.twilio_auth_token, self.twilio_from)
 
     def timeouts(self) -> Timeouts:
         """The pool's clocks."""
@@ -230,10 +245,17 @@ _FIELD_TYPES: Final = {
     "timezone": str,
     "twilio_account_sid": str,
     "twilio_auth_token": str,
+    "twilio_from": str,
+    "twilio_api_url": str,
+    "public_url": str,
 }
 
 #: String settings that may be left unset (``None``).
-_OPTIONAL: Final = frozenset({"twilio_account_sid", "twilio_auth_token"})
+_OPTIONAL: Final = frozenset(
+    {"twilio_account_sid", "twilio_auth_token", "twilio_from", "public_url"}
+)
+#: Number settings for which 0 is a meaningful value (no delay).
+_ZERO_OK: Final = frozenset({"sms_delay_s"})
 
 
 def _kind(name: str) -> type:
@@ -342,7 +364,8 @@ def _check(name: str, value: Any) -> None:
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
-            or value <= 0
+            or value < 0
+            or (value == 0 and name not in _ZERO_OK)
         ):
             raise ConfigError(f"{var} must be a positive number, not {value!r}")
     _check_specific(name, var, value)
@@ -366,6 +389,10 @@ def _check_specific(name: str, var: str, value: Any) -> None:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"{var} is not a known time zone: {value!r}") from None
+    elif name in ("public_url", "twilio_api_url") and (
+        urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc
+    ):
+        raise ConfigError(f"{var} must be an http:// or https:// URL, not {value!r}")
     elif name == "database_url" and (
         "://" not in value or not value.split("://", 1)[0].startswith(_DATABASE_SCHEMES)
     ):
