@@ -23,6 +23,7 @@ from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
+from notify.contacts import Contacts
 from notify.outbox import Outbox
 from pool.effects import Effect
 from pool.memory import MemoryPool
@@ -103,6 +104,7 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         ice=ice,
         ledger=ledger,
         outbox=Outbox(db),
+        contacts=Contacts(db),
         metering=metering,
         clock=clock,
         http_limiter=KeyedLimiter(settings.http_rate_per_s, settings.http_rate_burst),

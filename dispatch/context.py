@@ -24,6 +24,7 @@ from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
+from notify.contacts import Contacts
 from notify.outbox import Outbox
 from pool import effects as fx
 from pool.effects import Effect
@@ -50,6 +51,7 @@ class AppContext:
     ice: IceProvider
     ledger: Ledger
     outbox: Outbox
+    contacts: Contacts
     metering: Metering
     clock: Callable[[], float] = time.time
     #: HTTP calls per user (settings ``http_rate_per_s``, ``http_rate_burst``).

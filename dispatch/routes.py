@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -82,14 +83,46 @@ async def put_therapist(request: HttpRequest) -> Response:
     return JSONResponse(profile.public(), status_code=200 if existed else 201)
 
 
+def _sees_private(user: User, therapist_id: str) -> bool:
+    return user.role is Role.OPERATOR or (user.role is Role.THERAPIST and user.id == therapist_id)
+
+
 async def get_therapist(request: HttpRequest) -> Response:
+    """The public profile; its contact details too for itself and operators."""
     ctx = ctx_of(request)
-    signed_in(request)
+    user = signed_in(request)
     tid = validate_id(request.path_params["therapist_id"], "id")
     profile = await ctx.store.get_profile(tid)
     if profile is None:
         raise NotFound("no such therapist")
-    return JSONResponse(profile.public())
+    body = profile.public()
+    if _sees_private(user, tid):
+        body.update((await ctx.contacts.get(tid)).private())
+    return JSONResponse(body)
+
+
+async def patch_therapist(request: HttpRequest) -> Response:
+    """PROTOCOL.md §7: a therapist edits its own profile (an operator any):
+    name and bio in the pool's profile, contact details in notify's store;
+    credentials are an operator's alone (403 for a therapist)."""
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.THERAPIST, Role.OPERATOR)
+    tid = validate_id(request.path_params["therapist_id"], "id")
+    if not _sees_private(user, tid):
+        raise Forbidden("a therapist may edit only its own profile")
+    profile_changes, contact_changes = validation.parse_profile_patch(
+        await _body(request), operator=user.role is Role.OPERATOR
+    )
+    profile = await ctx.store.get_profile(tid)
+    if profile is None:
+        raise NotFound("no such therapist")
+    if profile_changes:
+        profile = dataclasses.replace(profile, **profile_changes)
+        await ctx.dispatcher.put_profile(profile)
+    contact = await ctx.contacts.get(tid)
+    if contact_changes:
+        contact = await ctx.contacts.update(tid, contact_changes, ctx.clock())
+    return JSONResponse({**profile.public(), **contact.private()})
 
 
 async def refresh_token(request: HttpRequest) -> Response:
@@ -141,6 +174,7 @@ ROUTES = [
     Route("/v1/requests/{request_id}", cancel_request, methods=["DELETE"]),
     Route("/v1/therapists/{therapist_id}", put_therapist, methods=["PUT"]),
     Route("/v1/therapists/{therapist_id}", get_therapist, methods=["GET"]),
+    Route("/v1/therapists/{therapist_id}", patch_therapist, methods=["PATCH"]),
     Route("/v1/auth/refresh", refresh_token, methods=["POST"]),
     Route("/v1/pool/stats", pool_stats, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

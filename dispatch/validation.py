@@ -20,8 +20,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import BadInput, ConsentRequired, InvalidField
+from core.errors import BadInput, ConsentRequired, Forbidden, InvalidField
 from core.validation import validate_id
+from notify.phone import normalize_phone
+from notify.texts import QuietHours, check_timezone
 from pool.model import Draft, TherapistProfile
 
 REGION_RE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,8})?")
@@ -102,6 +104,88 @@ def parse_profile(therapist_id: str, body: Any) -> TherapistProfile:
         topics=_list(obj, "topics", TOPIC_RE, TOPIC_MAX, _TOPIC_RULE, PROFILE_TOPICS_MAX),
         works_with_minors=bool(_bool(obj, "works_with_minors")),
     )
+
+
+#: Fields only an operator may set (a therapist sending one gets 403).
+CREDENTIALS = ("regions", "languages", "topics", "works_with_minors")
+#: Contract fields whose features are not built yet: refused, never silently dropped.
+_NOT_YET = {
+    "accepting_new_clients": "pausing for new clients is not available yet",
+    "session_price_minor": "session prices come with scheduled care (not available yet)",
+}
+_EMAIL_RE = re.compile(r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+")
+EMAIL_MAX = 254
+
+
+def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The body of ``PATCH /v1/therapists/{id}`` (PROTOCOL.md §7), checked:
+    ``(profile changes, contact changes)``, each holding only the fields sent.
+
+    Profile: ``name``, ``bio``, and for an operator the credentials. Contact:
+    ``phone`` (E.164, or ``null`` to remove; 422 ``invalid_phone``), ``email``
+    (or ``null``), ``sms_opt_in``, ``timezone`` (IANA), ``quiet_hours``
+    (``"HH:MM-HH:MM"`` or ``null``). A credential from a therapist is
+    :class:`~core.errors.Forbidden`.
+    """
+    obj = _object(body)
+    for name in CREDENTIALS:
+        if name in obj and not operator:
+            raise Forbidden(f"{name} is a credential: only an operator may change it")
+    for name, why in _NOT_YET.items():
+        if name in obj:
+            raise InvalidField(why, field=name)
+    profile: dict[str, Any] = {}
+    if "name" in obj:
+        name = _text(obj, "name", NAME_MAX, required=True)
+        if not name.strip():
+            raise InvalidField(f"name must be 1..{NAME_MAX} characters, not blank", field="name")
+        profile["name"] = name
+    if "bio" in obj:
+        profile["bio"] = _text(obj, "bio", BIO_MAX)
+    if operator:
+        if "regions" in obj:
+            profile["regions"] = _list(
+                obj, "regions", REGION_RE, REGION_MAX, _REGION_RULE, PROFILE_REGIONS_MAX
+            )
+        if "languages" in obj:
+            profile["languages"] = _list(
+                obj, "languages", LANGUAGE_RE, LANGUAGE_MAX, _LANGUAGE_RULE, PROFILE_LANGUAGES_MAX
+            )
+        if "topics" in obj:
+            profile["topics"] = _list(
+                obj, "topics", TOPIC_RE, TOPIC_MAX, _TOPIC_RULE, PROFILE_TOPICS_MAX
+            )
+        if "works_with_minors" in obj:
+            profile["works_with_minors"] = bool(_bool(obj, "works_with_minors"))
+    contact: dict[str, Any] = {}
+    if "phone" in obj:
+        contact["phone"] = None if obj["phone"] is None else normalize_phone(obj["phone"])
+    if "email" in obj:
+        email = obj["email"]
+        if email is not None and (
+            not isinstance(email, str) or len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email)
+        ):
+            raise InvalidField(
+                f"email must be an address like name@example.com (at most {EMAIL_MAX})",
+                field="email",
+            )
+        contact["email"] = email
+    if "sms_opt_in" in obj:
+        if type(obj["sms_opt_in"]) is not bool:
+            raise InvalidField("sms_opt_in must be true or false", field="sms_opt_in")
+        contact["sms_opt_in"] = obj["sms_opt_in"]
+    if "timezone" in obj:
+        try:
+            contact["timezone"] = check_timezone(obj["timezone"]).key
+        except ValueError as exc:
+            raise InvalidField(str(exc), field="timezone") from None
+    if "quiet_hours" in obj:
+        raw = obj["quiet_hours"]
+        try:
+            contact["quiet_hours"] = None if raw is None else QuietHours.parse(raw)
+        except ValueError as exc:
+            raise InvalidField(str(exc), field="quiet_hours") from None
+    return profile, contact
 
 
 # -- helpers -------------------------------------------------------------------------------

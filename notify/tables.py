@@ -9,13 +9,17 @@
   sender looks the recipient's up when it sends (a changed number is used,
   an erased one is not). ``provider_id`` is the provider's id (Twilio's
   ``MessageSid``), for its status callbacks.
+* ``contacts``: how to reach a therapist who is not looking, and when not to
+  (PROTOCOL.md §7): its phone (E.164), email, opt-in to texts, time zone and
+  quiet hours, and whether its phone was refused by the provider. Private:
+  shown only to that therapist and to operators, never logged.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import Column, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, false
 
 from core.tables import ID_LEN, UTCDateTime, metadata
 
@@ -46,4 +50,17 @@ outbox: Final = Table(
     Index(None, "about_id"),
     Index(None, "provider_id"),
     Index(None, "recipient_id", "created_at"),
+)
+
+contacts: Final = Table(
+    "contacts",
+    metadata,
+    Column("therapist_id", String(ID_LEN), primary_key=True),
+    Column("phone", String(32), nullable=True),
+    Column("email", String(254), nullable=True),
+    Column("sms_opt_in", Boolean, nullable=False, server_default=false()),
+    Column("timezone", String(64), nullable=False),
+    Column("quiet_hours", String(11), nullable=True),
+    Column("phone_failed", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

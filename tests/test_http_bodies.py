@@ -109,6 +109,41 @@ def test_put_therapist(client: TestClient, field: str, value: Any) -> None:
         assert got.status_code == 404, got.text  # nothing was stored
 
 
+_PATCH_FIELDS = [
+    "name",
+    "bio",
+    "phone",
+    "email",
+    "sms_opt_in",
+    "timezone",
+    "quiet_hours",
+    "regions",
+    "works_with_minors",
+]
+
+
+@_PROPERTY
+@given(
+    field=st.sampled_from(_PATCH_FIELDS) | _EXTRA_FIELD,
+    value=_JSON,
+    role=st.sampled_from(["therapist", "operator"]),
+)
+def test_patch_therapist(client: TestClient, field: str, value: Any, role: str) -> None:
+    tid = f"t-patch-{next(_ids)}"
+    client.put(
+        f"/v1/therapists/{tid}", json=PROFILE, headers=_auth("operator", "op")
+    ).raise_for_status()
+    before = client.get(f"/v1/therapists/{tid}", headers=_auth("operator", "op")).json()
+    sub = tid if role == "therapist" else "op"
+    body = {"bio": "changed", field: value}
+    r = _send(client, "PATCH", f"/v1/therapists/{tid}", body, role, sub)
+    after = client.get(f"/v1/therapists/{tid}", headers=_auth("operator", "op")).json()
+    if r.status_code < 300:
+        assert after == r.json()
+    else:
+        assert after == before  # nothing half-written: neither the profile nor the contact
+
+
 def _waiting(client: TestClient) -> int:
     stats = client.get("/v1/pool/stats", headers=_auth("operator", "op")).json()
     waiting: int = stats["waiting"]

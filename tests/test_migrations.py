@@ -39,8 +39,9 @@ TABLES = {
     "ledger_entries",
     "withdrawals",
     "outbox",
+    "contacts",
 }
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _tables(conn: Connection) -> set[str]:

@@ -1,0 +1,115 @@
+"""Therapists' contact details (PROTOCOL.md §7): the durable, private half of a
+profile. The public half (name, bio, photo, credentials) is the pool's.
+
+Kept in the database rather than in the pool's Redis profile so that they
+outlive a Redis that keeps nothing on disk, and so that they can never leak
+through :meth:`pool.model.TherapistProfile.public`. Shown only to the
+therapist itself and to operators (:meth:`Contact.private`); never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from sqlalchemy import select, update
+
+from core.db import Database
+from notify.tables import contacts
+from notify.texts import QuietHours, TextContact
+
+#: The fields a PATCH may change here (the rest of a profile is the pool's).
+FIELDS: Final = ("phone", "email", "sms_opt_in", "timezone", "quiet_hours")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    therapist_id: str
+    phone: str | None = None
+    email: str | None = None
+    sms_opt_in: bool = False
+    timezone: str = "UTC"
+    quiet_hours: QuietHours | None = None
+    phone_failed: bool = False
+
+    def private(self) -> dict[str, Any]:
+        """The fields only the therapist and operators see."""
+        return {
+            "phone": self.phone,
+            "email": self.email,
+            "sms_opt_in": self.sms_opt_in,
+            "timezone": self.timezone,
+            "quiet_hours": None if self.quiet_hours is None else str(self.quiet_hours),
+        }
+
+    def for_texts(self, last_texted_at: float | None) -> TextContact:
+        return TextContact(
+            therapist_id=self.therapist_id,
+            phone=self.phone,
+            sms_opt_in=self.sms_opt_in,
+            timezone=self.timezone,
+            quiet_hours=self.quiet_hours,
+            last_texted_at=last_texted_at,
+            phone_failed=self.phone_failed,
+        )
+
+
+class Contacts:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, therapist_id: str) -> Contact:
+        """The therapist's contact details (the defaults when it has none)."""
+        stmt = select(contacts).where(contacts.c.therapist_id == therapist_id)
+        async with self.db.reading() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+        if row is None:
+            return Contact(therapist_id)
+        quiet = row["quiet_hours"]
+        return Contact(
+            therapist_id=therapist_id,
+            phone=row["phone"],
+            email=row["email"],
+            sms_opt_in=bool(row["sms_opt_in"]),
+            timezone=row["timezone"],
+            quiet_hours=None if quiet is None else QuietHours.parse(quiet),
+            phone_failed=bool(row["phone_failed"]),
+        )
+
+    async def update(self, therapist_id: str, changes: Mapping[str, Any], now: float) -> Contact:
+        """Apply ``changes`` (already checked: keys of :data:`FIELDS`) and return
+        the result. A new phone clears the provider's refusal of the old one."""
+        current = await self.get(therapist_id)
+        after = replace(current, **dict(changes))
+        if "phone" in changes and changes["phone"] != current.phone:
+            after = replace(after, phone_failed=False)
+        values = {
+            "phone": after.phone,
+            "email": after.email,
+            "sms_opt_in": after.sms_opt_in,
+            "timezone": after.timezone,
+            "quiet_hours": None if after.quiet_hours is None else str(after.quiet_hours),
+            "phone_failed": after.phone_failed,
+            "updated_at": dt.datetime.fromtimestamp(now, tz=dt.UTC),
+        }
+        async with self.db.writing() as conn:
+            insert = self.db.insert_or_nothing(
+                contacts, {"therapist_id": therapist_id, **values}, ["therapist_id"]
+            )
+            if not (await conn.execute(insert)).rowcount:
+                await conn.execute(
+                    update(contacts).where(contacts.c.therapist_id == therapist_id).values(values)
+                )
+        return after
+
+    async def flag_phone(self, therapist_id: str, now: float) -> None:
+        """The provider refused this phone: no texts until it is changed."""
+        stmt = (
+            update(contacts)
+            .where(contacts.c.therapist_id == therapist_id)
+            .values(phone_failed=True, updated_at=dt.datetime.fromtimestamp(now, tz=dt.UTC))
+        )
+        async with self.db.writing() as conn:
+            await conn.execute(stmt)
