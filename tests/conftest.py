@@ -31,6 +31,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aredis
 
+from core.db import Database
 from pool.memory import MemoryPool
 from pool.model import Timeouts
 from pool.store import PoolStore
@@ -422,3 +423,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_server_url")
     _pg_reset(url)
     return url
+
+
+@pytest_asyncio.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A :class:`Database` on each backend, migrated to the latest schema."""
+    database = Database.from_url(database_url)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.aclose()
+
+
+def embedded_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, **overrides: Any
+) -> dict[str, Any]:
+    """Settings overrides for an embedded app on ``request.param``'s pool
+    (``"memory"`` or ``"redis"``: the session's redis-server, started again if
+    a test stopped it), with its database in ``tmp_path``."""
+    settings: dict[str, Any] = {
+        "dev": True,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}",
+        **overrides,
+    }
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        if not server.ping():
+            server.stop(kill=True)
+            server.start()
+        settings["redis_url"] = server.url
+    return settings

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import embedded_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -72,20 +73,14 @@ def _send(client: TestClient, method: str, path: str, body: Any, role: str, sub:
 
 @pytest.fixture(params=["memory", "redis"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    overrides: dict[str, Any] = {
-        "dev": True,
-        "secret": SECRET,
+    overrides = embedded_settings(
+        request,
+        tmp_path,
+        secret=SECRET,
         # Hundreds of calls by one operator: the HTTP rate limit is not under test.
-        "http_rate_per_s": 1e6,
-        "http_rate_burst": 1_000_000,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}",
-    }
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        if not server.ping():
-            server.stop(kill=True)
-            server.start()
-        overrides["redis_url"] = server.url
+        http_rate_per_s=1e6,
+        http_rate_burst=1_000_000,
+    )
     with TestClient(create_app(load_settings(overrides, env={}))) as c:
         yield c
 

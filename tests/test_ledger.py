@@ -58,16 +58,6 @@ def make_ledger(db: Database, *, share: int = 60, tz: str = "Europe/London") -> 
 
 
 @pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.aclose()
-
-
-@pytest_asyncio.fixture
 async def other_db(database_url: str, db: Database) -> AsyncIterator[Database]:
     """A second server's connection to the same database."""
     database = Database.from_url(database_url)

@@ -4,25 +4,13 @@ time, leases given back, retries with backoff, statuses only forward."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from core.db import Database
 from notify.outbox import MAX_ATTEMPTS, NewMessage, Outbox, retry_delay
 
 T0 = 1_780_000_000.0
-
-
-@pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 def text_for(request_id: str, therapist_id: str) -> NewMessage:

@@ -76,16 +76,6 @@ async def twilio() -> AsyncIterator[StandIn]:
         await asyncio.wait_for(task, 10)
 
 
-@pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.aclose()
-
-
 @contextlib.asynccontextmanager
 async def sender_for(url: str, sender: str = "+15005550006") -> AsyncIterator[TwilioSender]:
     s = TwilioSender(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import embedded_settings
 from starlette.testclient import TestClient
 from test_app_embedded import PROFILE
 
@@ -22,17 +23,7 @@ PRIVATE = {"phone", "email", "sms_opt_in", "timezone", "quiet_hours"}
 
 @pytest.fixture(params=["memory", "redis"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    overrides: dict[str, Any] = {
-        "dev": True,
-        "secret": SECRET,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}",
-    }
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        if not server.ping():
-            server.stop(kill=True)
-            server.start()
-        overrides["redis_url"] = server.url
+    overrides = embedded_settings(request, tmp_path, secret=SECRET)
     with TestClient(create_app(load_settings(overrides, env={}))) as c:
         for tid in ("t1", "t2"):
             r = c.put(f"/v1/therapists/{tid}", json=PROFILE, headers=_h("operator", "op"))

@@ -8,11 +8,9 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
 
 from core.db import Database
@@ -26,16 +24,6 @@ from signaling.tables import chat_messages, notes, sessions
 KEY_A = new_key()
 KEY_B = new_key()
 T0 = 1_760_000_000.25  # a fixed clock: 2025-10-09T08:53:20.250Z
-
-
-@pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 @pytest.fixture
