@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import RowMapping
 
 from core.db import Database
 from notify.tables import contacts
@@ -65,43 +66,43 @@ class Contacts:
         stmt = select(contacts).where(contacts.c.therapist_id == therapist_id)
         async with self.db.reading() as conn:
             row = (await conn.execute(stmt)).mappings().first()
-        if row is None:
-            return Contact(therapist_id)
-        quiet = row["quiet_hours"]
-        return Contact(
-            therapist_id=therapist_id,
-            phone=row["phone"],
-            email=row["email"],
-            sms_opt_in=bool(row["sms_opt_in"]),
-            timezone=row["timezone"],
-            quiet_hours=None if quiet is None else QuietHours.parse(quiet),
-            phone_failed=bool(row["phone_failed"]),
-        )
+        return _contact(therapist_id, row)
 
     async def update(self, therapist_id: str, changes: Mapping[str, Any], now: float) -> Contact:
         """Apply ``changes`` (already checked: keys of :data:`FIELDS`) and return
-        the result. A new phone clears the provider's refusal of the old one."""
-        current = await self.get(therapist_id)
-        after = replace(current, **dict(changes))
-        if "phone" in changes and changes["phone"] != current.phone:
-            after = replace(after, phone_failed=False)
-        values = {
-            "phone": after.phone,
-            "email": after.email,
-            "sms_opt_in": after.sms_opt_in,
-            "timezone": after.timezone,
-            "quiet_hours": None if after.quiet_hours is None else str(after.quiet_hours),
-            "phone_failed": after.phone_failed,
-            "updated_at": dt.datetime.fromtimestamp(now, tz=dt.UTC),
-        }
+        the result. A new phone clears the provider's refusal of the old one.
+
+        One transaction, the row read under lock (``FOR UPDATE``; SQLite's write
+        lock), so two edits of different fields at once both land."""
+        at = dt.datetime.fromtimestamp(now, tz=dt.UTC)
         async with self.db.writing() as conn:
-            insert = self.db.insert_or_nothing(
-                contacts, {"therapist_id": therapist_id, **values}, ["therapist_id"]
-            )
-            if not (await conn.execute(insert)).rowcount:
-                await conn.execute(
-                    update(contacts).where(contacts.c.therapist_id == therapist_id).values(values)
+            await conn.execute(
+                self.db.insert_or_nothing(
+                    contacts,
+                    {"therapist_id": therapist_id, "timezone": "UTC", "updated_at": at},
+                    ["therapist_id"],
                 )
+            )
+            locked = (
+                select(contacts).where(contacts.c.therapist_id == therapist_id).with_for_update()
+            )
+            current = _contact(therapist_id, (await conn.execute(locked)).mappings().first())
+            after = replace(current, **dict(changes))
+            if "phone" in changes and changes["phone"] != current.phone:
+                after = replace(after, phone_failed=False)
+            await conn.execute(
+                update(contacts)
+                .where(contacts.c.therapist_id == therapist_id)
+                .values(
+                    phone=after.phone,
+                    email=after.email,
+                    sms_opt_in=after.sms_opt_in,
+                    timezone=after.timezone,
+                    quiet_hours=None if after.quiet_hours is None else str(after.quiet_hours),
+                    phone_failed=after.phone_failed,
+                    updated_at=at,
+                )
+            )
         return after
 
     async def flag_phone(self, therapist_id: str, now: float) -> None:
@@ -113,3 +114,18 @@ class Contacts:
         )
         async with self.db.writing() as conn:
             await conn.execute(stmt)
+
+
+def _contact(therapist_id: str, row: RowMapping | None) -> Contact:
+    if row is None:
+        return Contact(therapist_id)
+    quiet = row["quiet_hours"]
+    return Contact(
+        therapist_id=therapist_id,
+        phone=row["phone"],
+        email=row["email"],
+        sms_opt_in=bool(row["sms_opt_in"]),
+        timezone=row["timezone"],
+        quiet_hours=None if quiet is None else QuietHours.parse(quiet),
+        phone_failed=bool(row["phone_failed"]),
+    )
