@@ -155,6 +155,16 @@ def test_dev_generates_a_secret_and_derives_a_data_key() -> None:
         ({"currency": "pounds"}, "DISPATCH_CURRENCY must be an ISO 4217 code"),
         ({"timezone": "Mars/Olympus"}, "DISPATCH_TIMEZONE is not a known time zone"),
         ({"host": ""}, None),  # empty means unset: the default host
+        ({"public_url": "care.example.com"}, "DISPATCH_PUBLIC_URL must be an http"),
+        ({"public_url": "ftp://care.example.com"}, "DISPATCH_PUBLIC_URL must be an http"),
+        ({"twilio_api_url": "http://"}, "DISPATCH_TWILIO_API_URL must be an http"),
+        ({"sms_delay_s": "-1"}, "DISPATCH_SMS_DELAY_S must be a positive"),
+        ({"sms_cooldown_s": "0"}, "DISPATCH_SMS_COOLDOWN_S must be a positive"),
+        ({"sms_max_per_request": "0"}, "DISPATCH_SMS_MAX_PER_REQUEST must be a positive"),
+        ({"http_read_timeout_s": "0"}, "DISPATCH_HTTP_READ_TIMEOUT_S must be a positive"),
+        ({"max_connections": "-3"}, "DISPATCH_MAX_CONNECTIONS must be a positive"),
+        ({"ws_flood_close_s": "never"}, "DISPATCH_WS_FLOOD_CLOSE_S must be a number"),
+        ({"sms_delay_s": "0"}, None),  # no delay: allowed
     ],
 )
 def test_bad_values_name_their_variable(extra: dict[str, str], message: str | None) -> None:
@@ -256,3 +266,11 @@ def test_database_url_must_be_sqlite_or_postgresql(url: str) -> None:
 )
 def test_database_url_accepts_sqlite_and_postgresql(url: str) -> None:
     assert load_settings({"dev": True, "database_url": url}, env={}).database_url == url
+
+
+def test_texting_needs_the_account_its_token_and_a_sender() -> None:
+    twilio = {"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": "token"}
+    assert not load_settings({}, env()).texting
+    assert not load_settings({}, env(**twilio)).texting  # TURN only: no sender
+    on = load_settings({}, env(**twilio, twilio_from="+15005550006"))
+    assert on.texting and on.sms_delay_s == 0.0 and on.sms_max_per_request == 25
