@@ -7,7 +7,9 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     ├── BadInput                       bad_message        400
     │   ├── InvalidField               invalid_field      422
     │   │   └── InvalidPhone           invalid_phone      422
-    │   └── ConsentRequired            consent_required   422
+    │   ├── ConsentRequired            consent_required   422
+    │   ├── InvalidImage               invalid_image      422   (not a JPEG/PNG that decodes)
+    │   └── TooLarge                   too_large          413   (a body over its limit)
     ├── Unauthorized                   unauthorized       401
     ├── Forbidden                      forbidden          403
     ├── NotFound                       not_found          404
@@ -59,13 +61,33 @@ class InvalidField(BadInput):
 
 class InvalidPhone(InvalidField):
     code = "invalid_phone"
-    default_message = "phone must be a valid number in E.164 form, e.g. +447700900123"
+    default_message = (
+        "phone must be a mobile number with its country code, e.g. +44 7700 900123 (E.164)"
+    )
 
 
 class ConsentRequired(BadInput):
     code = "consent_required"
     status = 422
     default_message = "a guardian's consent is required for a client under 18"
+
+
+class InvalidImage(BadInput):
+    """A body that should be an image and is not one we take: another type, a
+    declared type its bytes do not match, or bytes that do not decode (truncated,
+    corrupt, a decompression bomb)."""
+
+    code = "invalid_image"
+    status = 422
+    default_message = "the body must be a JPEG or PNG image that decodes"
+
+
+class TooLarge(BadInput):
+    """A body over its limit, refused before it is read whole."""
+
+    code = "too_large"
+    status = 413
+    default_message = "the request body is too large"
 
 
 class Unauthorized(DispatchError):

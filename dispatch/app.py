@@ -16,7 +16,17 @@ from core.bus import Bus, LocalBus, RedisBus
 from core.db import Database
 from core.errors import DispatchError
 from core.logs import configure, get_logger
-from dispatch import calllog, demo, pages, routes, texting, wallet_routes, ws
+from dispatch import (
+    calllog,
+    demo,
+    pages,
+    photo_routes,
+    routes,
+    senders,
+    texting,
+    wallet_routes,
+    ws,
+)
 from dispatch.context import AppContext
 from dispatch.hub import Hub
 from dispatch.metrics import Metrics
@@ -25,6 +35,7 @@ from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from notify.contacts import Contacts
 from notify.outbox import Outbox
+from photos.store import Photos
 from pool.effects import Effect
 from pool.memory import MemoryPool
 from pool.store import PoolStore
@@ -54,9 +65,9 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
     else:
         store, bus = MemoryPool(settings.timeouts()), LocalBus[Effect]()
     metrics = Metrics()
-    hub = Hub(store, metrics)
     db = Database.from_url(settings.database_url)
     records = Records(db, Cipher.from_setting(settings.data_key))
+    hub = Hub(store, metrics, records.clients_known)
     ice = make_provider(
         list(settings.ice_servers),
         settings.twilio_account_sid,
@@ -92,6 +103,8 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         held_frames_max=settings.held_frames_max,
         clock=clock,
     )
+    outbox, contacts = Outbox(db, settings.outbox_lease_s), Contacts(db)
+    text_senders = senders.texts(settings, outbox, contacts, store, records.clients_known, clock)
     return AppContext(
         settings=settings,
         store=store,
@@ -103,8 +116,12 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         db=db,
         ice=ice,
         ledger=ledger,
-        outbox=Outbox(db),
-        contacts=Contacts(db),
+        outbox=outbox,
+        contacts=contacts,
+        texts=text_senders[0] if text_senders else None,
+        sms=text_senders[1] if text_senders else None,
+        mail=senders.emails(settings, outbox, contacts),
+        photos=Photos(db),
         metering=metering,
         clock=clock,
         http_limiter=KeyedLimiter(settings.http_rate_per_s, settings.http_rate_burst),
@@ -137,6 +154,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        senders.announce(settings)
         await ctx.db.migrate()
         if settings.demo:
             await demo.seed(ctx.store, ctx.ledger, ctx.clock())
@@ -152,6 +170,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *calllog.ROUTES,
             *wallet_routes.ROUTES,
             *texting.ROUTES,
+            *photo_routes.ROUTES,
             *pages.ROUTES,
             WebSocketRoute("/v1/ws", ws.endpoint),
         ],

@@ -2,11 +2,12 @@
 token`` prints a signed token for demos and tests (PROTOCOL.md §1, §2),
 ``dispatch keys new|rotate`` makes a data key and re-encrypts chat and notes
 under the first key of ``DISPATCH_DATA_KEY``, ``dispatch ledger check`` audits
-the wallet's ledger and prints the result as JSON.
+the wallet's ledger and prints the result as JSON, ``dispatch sms test --to
+NUMBER`` sends one text to check the Twilio set-up (PROTOCOL.md §7).
 
 Exit codes: 0 done, 1 the database is unavailable or holds data no key opens,
-or the ledger does not balance, 2 bad usage or configuration (the message goes
-to stderr).
+the ledger does not balance, or Twilio did not take the test text, 2 bad
+usage or configuration (the message goes to stderr).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dispatch.settings import ConfigError, Settings, load_settings
 WS_IMPL: Final = "websockets-sansio"
 SUBPROTOCOLS: Final = ("qc.v1.json", "qc.v1.msgpack")
 DEMO_TOKEN_TTL_S: Final = 12 * 3600
+SMS_TEST_BODY: Final = "quick-connect dispatch: this test text shows texting works."
 EXIT_USAGE: Final = 2
 EXIT_FAILED: Final = 1
 
@@ -104,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--database-url", help="the database (DISPATCH_DATABASE_URL, default sqlite)"
     )
+    sms = sub.add_parser(
+        "sms",
+        help="texts through Twilio: check the set-up",
+        description="Texts to therapists through Twilio (DISPATCH_TWILIO_*).",
+    )
+    sms_sub = sms.add_subparsers(dest="sms_command", required=True, metavar="ACTION")
+    sms_test = sms_sub.add_parser(
+        "test",
+        help="send one text to NUMBER with the configured account and sender; prints "
+        "Twilio's message SID, exits 1 when Twilio refuses or cannot be reached",
+    )
+    sms_test.add_argument("--to", required=True, metavar="NUMBER", help="E.164, e.g. +447700900123")
     return parser
 
 
@@ -116,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys(args, os.environ)
     if args.command == "ledger":
         return _ledger_check(args, os.environ)
+    if args.command == "sms":
+        return _sms_test(args, os.environ)
     return _serve(args, os.environ)
 
 
@@ -223,6 +239,50 @@ def _ledger_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return EXIT_FAILED
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0 if result["balanced"] else EXIT_FAILED
+
+
+def _sms_test(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import asyncio
+
+    from core.errors import InvalidPhone
+    from dispatch import senders
+    from notify.phone import normalize_phone
+    from notify.sms import TwilioSender
+    from notify.worker import Outcome, Sent
+
+    try:
+        # Only the Twilio settings matter here: no server secret is needed.
+        settings = load_settings({"dev": True}, env)
+        to = normalize_phone(args.to)
+    except (ConfigError, InvalidPhone) as e:
+        return _fail(str(e))
+    if not settings.texting:
+        return _fail(
+            "texting is off: set DISPATCH_TWILIO_ACCOUNT_SID, DISPATCH_TWILIO_AUTH_TOKEN "
+            "and DISPATCH_TWILIO_FROM"
+        )
+    assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+
+    async def send() -> Outcome:
+        sender = TwilioSender(
+            settings.twilio_account_sid or "",
+            settings.twilio_auth_token or "",
+            settings.twilio_from or "",
+            api_url=settings.twilio_api_url,
+            timeout_s=senders.SEND_TIMEOUT_S,
+        )
+        try:
+            return await sender.send(to, SMS_TEST_BODY)
+        finally:
+            await sender.aclose()
+
+    outcome = asyncio.run(send())
+    if isinstance(outcome, Sent):
+        print(outcome.provider_id)
+        return 0
+    kind = "refused" if type(outcome).__name__ == "Refused" else "failed, try again"
+    print(f"dispatch: error: the text was not sent ({kind}): {outcome.reason}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -10,11 +10,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from core.bus import Bus
 from core.db import Database
-from core.errors import BadInput
+from core.errors import BadInput, DispatchError
 from core.identity import Role, User
 from core.logs import get_logger
 from dispatch import frames
@@ -25,10 +25,14 @@ from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
 from notify.contacts import Contacts
+from notify.email import EmailWorker
 from notify.outbox import Outbox
+from notify.rounds import TextRounds
+from notify.sms import SmsWorker
+from photos.store import Photos
 from pool import effects as fx
 from pool.effects import Effect
-from pool.model import Request, State
+from pool.model import PoolStats, Request, State
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.metering import Metering
@@ -36,6 +40,11 @@ from signaling.relay import Signaling
 from wallet.ledger import Ledger
 
 log = get_logger(component="context")
+
+#: ``texts_sent_15m``, ``texts_failed_15m``: how far back they count.
+TEXT_STATS_WINDOW_S: Final = 900.0
+#: A text that went out (whatever the network made of it since).
+SENT_STATES: Final = ("sent", "delivered", "undelivered")
 
 
 @dataclass
@@ -52,7 +61,13 @@ class AppContext:
     ledger: Ledger
     outbox: Outbox
     contacts: Contacts
+    photos: Photos
     metering: Metering
+    #: Deciding texts and sending them (None: texting is off).
+    texts: TextRounds | None = None
+    sms: SmsWorker | None = None
+    #: Sending emails (None: emails are off).
+    mail: EmailWorker | None = None
     clock: Callable[[], float] = time.time
     #: HTTP calls per user (settings ``http_rate_per_s``, ``http_rate_burst``).
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))
@@ -60,6 +75,27 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.loops = Loops(self)
+
+    async def stats_body(self, now: float, stats: PoolStats | None = None) -> dict[str, Any]:
+        """The body of ``pool.stats`` and ``GET /v1/pool/stats``: the pool's
+        numbers and the texts'. With the database down the texts' are left
+        out rather than the pool's withheld."""
+        if stats is None:
+            stats = await self.store.stats(now)
+        try:
+            texts = await self.text_stats(now)
+        except DispatchError as exc:
+            log.warning("stats.texts_unavailable", code=exc.code)
+            texts = {}
+        return {**stats.public(), **texts}
+
+    async def text_stats(self, now: float) -> dict[str, int]:
+        """``pool.stats``' text counters (PROTOCOL.md §7): the last 15 minutes."""
+        since = now - TEXT_STATS_WINDOW_S
+        return {
+            "texts_sent_15m": await self.outbox.count("sms", SENT_STATES, since),
+            "texts_failed_15m": await self.outbox.count("sms", ("failed",), since),
+        }
 
     # -- frames built from the store (the builders are the pool's) ----------
     async def offer_frame(self, req: Request) -> dict[str, Any] | None:
@@ -100,6 +136,8 @@ class AppContext:
 
     async def stop(self) -> None:
         await self.loops.stop()
+        if self.sms is not None:
+            await self.sms.sender.aclose()
         await self.hub.close_all(1001, "server shutting down")
         # Let the readers record their disconnects (arming graces) before the
         # store closes; whatever is left the other servers' reaper cleans up.

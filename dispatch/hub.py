@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ log = get_logger(component="hub")
 CLOSE_SLOW_CONSUMER = 1013
 
 Closer = Callable[[int, str], Coroutine[None, None, None]]
+#: ``(therapist id, client ids) -> those clients it has had sessions with``.
+KnownClients = Callable[[str, list[str]], Awaitable[set[str]]]
 
 
 @dataclass(eq=False)
@@ -71,9 +73,14 @@ class Conn:
 
 
 class Hub:
-    def __init__(self, store: PoolStore, metrics: Metrics) -> None:
+    def __init__(
+        self, store: PoolStore, metrics: Metrics, known: KnownClients | None = None
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        #: Which of some clients a therapist has had sessions with: asked only
+        #: for therapists paused for new clients (None: every client is known).
+        self._known = known
         self._by_user: dict[str, set[Conn]] = {}
         self._by_id: dict[str, Conn] = {}
         self.operators: set[Conn] = set()
@@ -131,6 +138,11 @@ class Hub:
             if rules.Presence(c.available, c.busy).gets_offers
             and c.profile is not None
             and rules.may_see(c.profile, request)
+        ]
+        targets = [
+            c
+            for c in targets
+            if c.profile is None or not await self._paused(c.profile, [request.client_id])
         ]
         if not targets:
             return
@@ -200,10 +212,24 @@ class Hub:
         """``pool.snapshot``: every waiting request this therapist may take."""
         requests: list[dict[str, Any]] = []
         if profile is not None:
-            for i, req in enumerate(await self._store.waiting(), start=1):
-                if rules.may_see(profile, req):
-                    requests.append(req.public(i))
+            seen = [
+                (i, req)
+                for i, req in enumerate(await self._store.waiting(), start=1)
+                if rules.may_see(profile, req)
+            ]
+            paused = await self._paused(profile, [req.client_id for _, req in seen])
+            requests = [req.public(i) for i, req in seen if req.client_id not in paused]
         return {"type": "pool.snapshot", "requests": requests}
+
+    async def _paused(self, profile: TherapistProfile, client_ids: list[str]) -> set[str]:
+        """Those of ``client_ids`` whose requests the therapist's pause on new
+        clients keeps away from it (the pool's rule, :func:`pool.rules.paused_for`)."""
+        if profile.accepting_new_clients or not client_ids:
+            return set()
+        known = (
+            set(client_ids) if self._known is None else await self._known(profile.id, client_ids)
+        )
+        return {cid for cid in client_ids if rules.paused_for(profile, cid in known)}
 
     async def refresh_positions(self) -> None:
         """Send ``request.state`` to each local waiting client whose place moved."""

@@ -10,14 +10,19 @@ being down, and logs when it starts and stops failing):
   silent for ``server_dead_after_s`` so their users' graces start;
 - billing: every ``billing_tick_s`` warn sessions a minute before their money
   runs out and end those where it has (:mod:`signaling.metering`); every tenth
-  turn, repair what a failure left half done.
+  turn, repair what a failure left half done;
+- texts (when texting is on): every second decide who gets a text about the
+  requests waiting (:mod:`notify.rounds`), then send what the outbox holds
+  (:class:`notify.sms.SmsWorker`);
+- emails (when emails are on): every second send what the outbox holds
+  (:class:`notify.email.EmailWorker`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from core.errors import DispatchError
 from core.logs import get_logger
@@ -27,6 +32,11 @@ if TYPE_CHECKING:
     from dispatch.context import AppContext
 
 log = get_logger(component="loops")
+
+#: How often the outbox senders look for work (and texts are decided).
+NOTIFY_TICK_S: Final = 1.0
+#: Rows a sender takes at once; it takes again at once while batches come full.
+NOTIFY_BATCH: Final = 20
 
 
 class Loops:
@@ -47,6 +57,14 @@ class Loops:
             asyncio.create_task(self._every(s.heartbeat_s, self._heartbeat), name="heartbeat"),
             asyncio.create_task(self._every(s.billing_tick_s, self._billing), name="billing"),
         ]
+        if self.ctx.sms is not None:
+            self.tasks.append(
+                asyncio.create_task(self._every(NOTIFY_TICK_S, self._texts), name="texts")
+            )
+        if self.ctx.mail is not None:
+            self.tasks.append(
+                asyncio.create_task(self._every(NOTIFY_TICK_S, self._emails), name="emails")
+            )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -113,11 +131,32 @@ class Loops:
                 await self.ctx.signaling.finish(session)
         await self.ctx.metering.sweep()
 
+    async def _texts(self) -> None:
+        """Decide texts, then send due ones until a batch comes back short."""
+        assert self.ctx.texts is not None and self.ctx.sms is not None
+        await self.ctx.texts.run(self.ctx.clock())
+        while await self.ctx.sms.run_once(self.ctx.clock(), NOTIFY_BATCH) == NOTIFY_BATCH:
+            if self._stopping:
+                return
+
+    async def _emails(self) -> None:
+        assert self.ctx.mail is not None
+        while await self.ctx.mail.run_once(self.ctx.clock(), NOTIFY_BATCH) == NOTIFY_BATCH:
+            if self._stopping:
+                return
+
     async def _stats(self) -> None:
-        stats = await self.ctx.store.stats(self.ctx.clock())
+        now = self.ctx.clock()
+        stats = await self.ctx.store.stats(now)
         self.ctx.metrics.set_pool(stats)
+        try:  # the database down must not silence the pool's numbers
+            outbox = self.ctx.outbox
+            self.ctx.metrics.set_outbox(await outbox.counts(), await outbox.oldest_due_age(now))
+        except DispatchError as exc:
+            log.warning("stats.outbox_unavailable", code=exc.code)
         if self.ctx.hub.operators:
-            self.ctx.hub.broadcast_operators({"type": "pool.stats", **stats.public()})
+            body = await self.ctx.stats_body(now, stats)
+            self.ctx.hub.broadcast_operators({"type": "pool.stats", **body})
 
     async def _heartbeat(self) -> None:
         now = self.ctx.clock()

@@ -8,9 +8,13 @@ across servers, not ``sum``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from notify.outbox import CHANNELS
+from notify.tables import STATES
 from pool.model import PoolStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -65,9 +69,29 @@ class Metrics:
         self.errors = Counter(
             "dispatch_errors", "Error frames and responses, by code", ["code"], registry=r
         )
+        self.outbox = Gauge(
+            "dispatch_outbox_messages",
+            "Texts and emails in the outbox, by channel and state (queued, sending, sent, "
+            "delivered, undelivered, failed, dropped)",
+            ["channel", "state"],
+            registry=r,
+        )
+        self.outbox_age = Gauge(
+            "dispatch_outbox_oldest_due_seconds",
+            "Age of the oldest text or email still to send (0 when none)",
+            registry=r,
+        )
         self.slow_consumers = Counter(
             "dispatch_ws_slow_consumers", "Connections closed for a full send queue", registry=r
         )
+
+    def set_outbox(self, counts: Mapping[tuple[str, str], int], oldest_due_s: float) -> None:
+        for channel in CHANNELS:
+            for state in STATES:
+                self.outbox.labels(channel=channel, state=state).set(
+                    counts.get((channel, state), 0)
+                )
+        self.outbox_age.set(oldest_due_s)
 
     def set_pool(self, stats: PoolStats) -> None:
         self.waiting.set(stats.waiting)

@@ -80,7 +80,9 @@ async def put_therapist(request: HttpRequest) -> Response:
     profile = validation.parse_profile(tid, await _body(request))
     existed = await ctx.store.get_profile(tid) is not None
     await ctx.dispatcher.put_profile(profile)
-    return JSONResponse(profile.public(), status_code=200 if existed else 201)
+    contact = await ctx.contacts.get(tid)
+    body = {**profile.public(), **contact.public()}  # the profile as anyone reads it
+    return JSONResponse(body, status_code=200 if existed else 201)
 
 
 def _sees_private(user: User, therapist_id: str) -> bool:
@@ -95,10 +97,11 @@ async def get_therapist(request: HttpRequest) -> Response:
     profile = await ctx.store.get_profile(tid)
     if profile is None:
         raise NotFound("no such therapist")
-    body = profile.public()
-    if _sees_private(user, tid):
-        body.update((await ctx.contacts.get(tid)).private())
-    return JSONResponse(body)
+    contact = await ctx.contacts.get(tid)
+    private = _sees_private(user, tid)
+    return JSONResponse(
+        {**profile.public(), **(contact.private() if private else contact.public())}
+    )
 
 
 async def patch_therapist(request: HttpRequest) -> Response:
@@ -143,8 +146,7 @@ async def refresh_token(request: HttpRequest) -> Response:
 async def pool_stats(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     signed_in(request, Role.OPERATOR)
-    stats = await ctx.store.stats(ctx.clock())
-    return JSONResponse(stats.public())
+    return JSONResponse(await ctx.stats_body(ctx.clock()))
 
 
 async def metrics(request: HttpRequest) -> Response:

@@ -18,6 +18,7 @@ from core.errors import (
     DispatchError,
     Forbidden,
     InsufficientFunds,
+    NotEligible,
     NotFound,
     Taken,
 )
@@ -25,6 +26,7 @@ from core.identity import Role, User
 from core.logs import get_logger
 from dispatch.metrics import Metrics
 from pool import effects as fx
+from pool import rules
 from pool.effects import Change, Effect
 from pool.model import Draft, Request, State, TherapistProfile
 from pool.store import PoolStore
@@ -108,6 +110,15 @@ class Dispatcher:
         if profile is None:
             self.metrics.claims.labels(outcome="not_eligible").inc()
             raise Forbidden("no therapist profile for this user")
+        if not profile.accepting_new_clients:
+            # The pause on new clients (PROTOCOL.md §7): the request's client
+            # must be one this therapist has had a session with.
+            req = await self.store.get(request_id)
+            if req is not None and rules.paused_for(
+                profile, await self.knows_client(profile.id, req.client_id)
+            ):
+                self.metrics.claims.labels(outcome="not_eligible").inc()
+                raise NotEligible("not accepting new clients: this client is new to you")
         try:
             change = await self.store.claim(request_id, profile, self.clock())
         except DispatchError as exc:
@@ -121,6 +132,10 @@ class Dispatcher:
         change = await self.store.release(request_id, user.id, self.clock())
         await self.publish(change, user.id, origin)
         return change
+
+    async def knows_client(self, therapist_id: str, client_id: str) -> bool:
+        """Whether the client has had a session with the therapist."""
+        return client_id in await self.records.clients_known(therapist_id, [client_id])
 
     # -- clients -------------------------------------------------------------
     async def create_request(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import email.utils
 import json
 import math
 import os
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from core.identity import MIN_SECRET_BYTES
+from notify.email import SmtpConfig
 from pool.model import Timeouts
 
 ENV_PREFIX: Final = "DISPATCH_"
@@ -146,6 +148,15 @@ class Settings:
     sms_delay_s: float = 0.0
     sms_cooldown_s: float = 600.0
     sms_max_per_request: int = 25
+    #: How long a server that took a text or an email to send has it before
+    #: another may (it died meanwhile); sends time out well before.
+    outbox_lease_s: float = 60.0
+    # -- emails (PROTOCOL.md §7) -------------------------------------------------
+    #: ``smtp://[user:pass@]host:port[?starttls=1]`` (``smtps://``: TLS from the
+    #: start); unset, emails are off.
+    smtp_url: str | None = field(default=None, repr=False)
+    #: The From address of every email.
+    mail_from: str | None = None
     #: Lifetime of the TURN credentials handed to a session.
     turn_ttl_s: int = 3600
     #: Frames held for a participant while it reconnects, before the oldest go.
@@ -186,6 +197,28 @@ class Settings:
                 f"{env_name('twilio_account_sid')} and {env_name('twilio_auth_token')} "
                 "go together: set both or neither"
             )
+
+        if self.texting and not self.public_url:
+            raise ConfigError(
+                f"{env_name('public_url')} is not set: texts link to the console there, "
+                "and Twilio reports delivery to it"
+            )
+        if self.smtp_url is not None:
+            try:
+                SmtpConfig.parse(self.smtp_url)
+            except ValueError as exc:
+                raise ConfigError(f"{env_name('smtp_url')}: {exc}") from None
+            if not self.mail_from:
+                raise ConfigError(f"{env_name('mail_from')} is not set: emails need a From address")
+            if not self.public_url:
+                raise ConfigError(
+                    f"{env_name('public_url')} is not set: emails link to the service there"
+                )
+
+    @property
+    def emailing(self) -> bool:
+        """Emails go out: an SMTP server and a From address are set."""
+        return self.smtp_url is not None and bool(self.mail_from)
 
     @property
     def texting(self) -> bool:
@@ -248,11 +281,20 @@ _FIELD_TYPES: Final = {
     "twilio_from": str,
     "twilio_api_url": str,
     "public_url": str,
+    "smtp_url": str,
+    "mail_from": str,
 }
 
 #: String settings that may be left unset (``None``).
 _OPTIONAL: Final = frozenset(
-    {"twilio_account_sid", "twilio_auth_token", "twilio_from", "public_url"}
+    {
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_from",
+        "public_url",
+        "smtp_url",
+        "mail_from",
+    }
 )
 #: Number settings for which 0 is a meaningful value (no delay).
 _ZERO_OK: Final = frozenset({"sms_delay_s"})
@@ -389,6 +431,11 @@ def _check_specific(name: str, var: str, value: Any) -> None:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"{var} is not a known time zone: {value!r}") from None
+    elif name == "mail_from" and "@" not in email.utils.parseaddr(value)[1]:
+        raise ConfigError(
+            f"{var} must be an address such as care@example.com or "
+            f"'Care <care@example.com>', not {value!r}"
+        )
     elif name in ("public_url", "twilio_api_url") and (
         urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc
     ):

@@ -96,23 +96,22 @@ def parse_profile(therapist_id: str, body: Any) -> TherapistProfile:
         id=therapist_id,
         name=name,
         bio=_text(obj, "bio", BIO_MAX),
-        photo_url=_photo_url(obj),
+        photo_url=_photo_url(therapist_id, obj),
         regions=_list(obj, "regions", REGION_RE, REGION_MAX, _REGION_RULE, PROFILE_REGIONS_MAX),
         languages=_list(
             obj, "languages", LANGUAGE_RE, LANGUAGE_MAX, _LANGUAGE_RULE, PROFILE_LANGUAGES_MAX
         ),
         topics=_list(obj, "topics", TOPIC_RE, TOPIC_MAX, _TOPIC_RULE, PROFILE_TOPICS_MAX),
         works_with_minors=bool(_bool(obj, "works_with_minors")),
+        accepting_new_clients=_bool(obj, "accepting_new_clients") is not False,
+        session_price_minor=_price(obj),
     )
 
 
 #: Fields only an operator may set (a therapist sending one gets 403).
 CREDENTIALS = ("regions", "languages", "topics", "works_with_minors")
-#: Contract fields whose features are not built yet: refused, never silently dropped.
-_NOT_YET = {
-    "accepting_new_clients": "pausing for new clients is not available yet",
-    "session_price_minor": "session prices come with scheduled care (not available yet)",
-}
+#: The highest session price a profile may ask, in minor units (10 000.00).
+PRICE_MAX_MINOR = 1_000_000
 _EMAIL_RE = re.compile(r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+")
 EMAIL_MAX = 254
 
@@ -121,7 +120,8 @@ def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], d
     """The body of ``PATCH /v1/therapists/{id}`` (PROTOCOL.md §7), checked:
     ``(profile changes, contact changes)``, each holding only the fields sent.
 
-    Profile: ``name``, ``bio``, and for an operator the credentials. Contact:
+    Profile: ``name``, ``bio``, ``accepting_new_clients``, ``session_price_minor``
+    (or ``null``), and for an operator the credentials. Contact:
     ``phone`` (E.164, or ``null`` to remove; 422 ``invalid_phone``), ``email``
     (or ``null``), ``sms_opt_in``, ``timezone`` (IANA), ``quiet_hours``
     (``"HH:MM-HH:MM"`` or ``null``). A credential from a therapist is
@@ -131,9 +131,6 @@ def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], d
     for name in CREDENTIALS:
         if name in obj and not operator:
             raise Forbidden(f"{name} is a credential: only an operator may change it")
-    for name, why in _NOT_YET.items():
-        if name in obj:
-            raise InvalidField(why, field=name)
     profile: dict[str, Any] = {}
     if "name" in obj:
         name = _text(obj, "name", NAME_MAX, required=True)
@@ -142,6 +139,14 @@ def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], d
         profile["name"] = name
     if "bio" in obj:
         profile["bio"] = _text(obj, "bio", BIO_MAX)
+    if "accepting_new_clients" in obj:
+        if type(obj["accepting_new_clients"]) is not bool:
+            raise InvalidField(
+                "accepting_new_clients must be true or false", field="accepting_new_clients"
+            )
+        profile["accepting_new_clients"] = obj["accepting_new_clients"]
+    if "session_price_minor" in obj:
+        profile["session_price_minor"] = _price(obj)
     if operator:
         if "regions" in obj:
             profile["regions"] = _list(
@@ -266,6 +271,19 @@ def _bool(obj: dict[str, Any], name: str) -> bool | None:
     return value
 
 
+def _price(obj: dict[str, Any]) -> int | None:
+    value = _get(obj, "session_price_minor", required=False)
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= PRICE_MAX_MINOR:
+        raise InvalidField(
+            f"session_price_minor must be a whole number of minor units 0..{PRICE_MAX_MINOR},"
+            " or null",
+            field="session_price_minor",
+        )
+    return value
+
+
 def _age(obj: dict[str, Any]) -> int | None:
     value = _get(obj, "age", required=False)
     if value is None:
@@ -275,14 +293,21 @@ def _age(obj: dict[str, Any]) -> int | None:
     return value
 
 
-def _photo_url(obj: dict[str, Any]) -> str:
+def _photo_url(therapist_id: str, obj: dict[str, Any]) -> str:
     rule = (
-        'photo_url must be "", an http(s) URL or a data:image/ URI'
-        f" of at most {PHOTO_URL_MAX} characters"
+        'photo_url must be "", an http(s) URL, a data:image/ URI or this profile\'s own'
+        f" uploaded photo, of at most {PHOTO_URL_MAX} characters"
     )
     value = _get(obj, "photo_url", required=False)
     if value is None or value == "":
         return ""
+    if type(value) is str and value.startswith("/"):
+        # A profile read back with its uploaded photo (PUT /v1/therapists/{id}/photo).
+        if re.fullmatch(
+            rf"/v1/therapists/{re.escape(therapist_id)}/photo\?v=[0-9a-f]{{8,64}}", value
+        ):
+            return value
+        raise InvalidField(rule, field="photo_url")
     if type(value) is not str or len(value) > PHOTO_URL_MAX or _URL_FORBIDDEN.search(value):
         raise InvalidField(rule, field="photo_url")
     if value.startswith("data:"):

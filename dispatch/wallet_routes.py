@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -34,8 +35,11 @@ from core.errors import BadInput, InvalidField
 from core.identity import Role
 from core.validation import parse_json_body, validate_id
 from dispatch.routes import ctx_of, signed_in
+from notify.email import withdrawal_email
 from wallet.ledger import (
+    AlsoInTxn,
     Ledger,
+    Withdrawal,
     WithdrawalState,
     check_amount,
     check_reference,
@@ -148,9 +152,33 @@ async def list_withdrawals(request: HttpRequest) -> Response:
 
 
 async def post_invoice(request: HttpRequest) -> Response:
+    """Schedules the payout; with emails on, the therapist's "withdrawal
+    scheduled" email is queued in the same transaction (PROTOCOL.md §7)."""
+    ctx = ctx_of(request)
     signed_in(request, Role.OPERATOR)
     wid = _withdrawal_id(request)
-    withdrawal = await _ledger(request).invoice_received(wid, ctx_of(request).clock())
+    also: AlsoInTxn | None = None
+    if ctx.mail is not None and ctx.settings.public_url is not None:
+        current = await ctx.ledger.withdrawal(wid)
+        profile = await ctx.store.get_profile(current.therapist_id)
+        name = profile.name if profile is not None else ""
+        public_url = ctx.settings.public_url
+
+        async def queue_email(conn: AsyncConnection, scheduled: Withdrawal) -> None:
+            assert scheduled.payout_date is not None
+            email = withdrawal_email(
+                scheduled.id,
+                scheduled.therapist_id,
+                scheduled.amount_minor,
+                ctx.settings.currency,
+                scheduled.payout_date.isoformat(),
+                name,
+                public_url,
+            )
+            await ctx.outbox.queue(conn, [email], ctx.clock())
+
+        also = queue_email
+    withdrawal = await ctx.ledger.invoice_received(wid, ctx.clock(), also=also)
     return JSONResponse({"withdrawal": withdrawal.public()})
 
 

@@ -161,7 +161,7 @@ class _Session:
         # meanwhile is missed (at worst a frame arrives twice).
         ctx.hub.add(conn)
         if user.role is Role.OPERATOR:
-            conn.send_frame({"type": "pool.stats", **(await store.stats(now)).public()})
+            conn.send_frame({"type": "pool.stats", **await ctx.stats_body(now)})
         else:
             await ctx.resume(conn)
 

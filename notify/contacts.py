@@ -35,13 +35,18 @@ class Contact:
     quiet_hours: QuietHours | None = None
     phone_failed: bool = False
 
+    def public(self) -> dict[str, Any]:
+        """What any signed-in user sees with the profile: the time zone its
+        hours and bookings are in."""
+        return {"timezone": self.timezone}
+
     def private(self) -> dict[str, Any]:
-        """The fields only the therapist and operators see."""
+        """Everything, for the therapist itself and operators."""
         return {
+            **self.public(),
             "phone": self.phone,
             "email": self.email,
             "sms_opt_in": self.sms_opt_in,
-            "timezone": self.timezone,
             "quiet_hours": None if self.quiet_hours is None else str(self.quiet_hours),
         }
 
@@ -104,6 +109,18 @@ class Contacts:
                 )
             )
         return after
+
+    async def textable(self) -> list[Contact]:
+        """Therapists who can take a text at all: opted in, with a phone the
+        provider has not refused."""
+        stmt = select(contacts).where(
+            contacts.c.sms_opt_in.is_(True),
+            contacts.c.phone.is_not(None),
+            contacts.c.phone_failed.is_(False),
+        )
+        async with self.db.reading() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_contact(row["therapist_id"], row) for row in rows]
 
     async def flag_phone(self, therapist_id: str, now: float) -> None:
         """The provider refused this phone: no texts until it is changed."""

@@ -41,6 +41,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import Database
 from notify.tables import outbox
 
+#: The channels a message goes out on.
+CHANNELS: Final = ("sms", "email")
 #: Attempts before a message that keeps failing for passing reasons is given up.
 MAX_ATTEMPTS: Final = 8
 #: How long a taken row is the taker's before another sender may take it.
@@ -105,8 +107,10 @@ class Message:
 
 
 class Outbox:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lease_s: float = LEASE_S) -> None:
         self.db = db
+        #: How long a taken row stays its taker's (a sender's timeout must be shorter).
+        self.lease_s = lease_s
 
     async def queue(self, conn: AsyncConnection, messages: Sequence[NewMessage], now: float) -> int:
         """Queue ``messages`` inside the caller's transaction ``conn`` (the one
@@ -136,7 +140,7 @@ class Outbox:
         return max(result.rowcount, 0)
 
     async def take(
-        self, channel: str, worker: str, now: float, limit: int = 20, lease_s: float = LEASE_S
+        self, channel: str, worker: str, now: float, limit: int = 20, lease_s: float | None = None
     ) -> list[Message]:
         """Up to ``limit`` due messages of ``channel``, now ``sending`` and this
         ``worker``'s until the lease passes; oldest due first. A row whose
@@ -160,7 +164,7 @@ class Outbox:
             .where(outbox.c.id.in_(due.scalar_subquery()))
             .values(
                 state="sending",
-                lease_until=_dt(now + lease_s),
+                lease_until=_dt(now + (self.lease_s if lease_s is None else lease_s)),
                 claimed_by=worker,
                 attempts=outbox.c.attempts + 1,
                 updated_at=at,
@@ -244,6 +248,14 @@ class Outbox:
         )
         async with self.db.reading() as conn:
             return int((await conn.execute(stmt)).scalar_one())
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """How many messages each ``(channel, state)`` holds, for the metrics."""
+        stmt = select(outbox.c.channel, outbox.c.state, func.count()).group_by(
+            outbox.c.channel, outbox.c.state
+        )
+        async with self.db.reading() as conn:
+            return {(ch, st): int(n) for ch, st, n in (await conn.execute(stmt))}
 
     async def oldest_due_age(self, now: float) -> float:
         """Seconds the oldest message still to send has waited (0 when none):

@@ -22,7 +22,6 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -33,30 +32,13 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from core.logs import get_logger
 from notify.outbox import Message, Outbox
 from notify.texts import text_body
+from notify.worker import OutboxWorker, Outcome, Refused, Retry, Sent
 
 log = get_logger(component="sms")
 
 #: twilio-python logs each request's URL and headers at INFO: kept below that.
 _QUIET: Final = logging.getLogger("notify.sms.twilio_http")
 _QUIET.setLevel(logging.WARNING)
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    sid: str
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    reason: str
-
-
-Outcome = Sent | Retry | Refused
 
 
 class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no py.typed
@@ -110,14 +92,14 @@ class TwilioSender:
         self._sender = sender
         self._api_url = api_url.rstrip("/")
         self._status_callback = status_callback
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._http: _HttpClient | None = None
         self._client: twilio.rest.Client | None = None
 
     def _open(self) -> twilio.rest.Client:
         if self._client is None:
             # Opens an aiohttp session: only inside the running loop.
-            self._http = _HttpClient(timeout=self._timeout_s, logger=_QUIET)
+            self._http = _HttpClient(timeout=self.timeout_s, logger=_QUIET)
             self._client = twilio.rest.Client(self._sid, self._token, http_client=self._http)
             # The API domain's base URL: Twilio's, or the stand-in's.
             self._client.api.base_url = self._api_url
@@ -137,7 +119,7 @@ class TwilioSender:
         try:
             # The async client does not apply its own timeout on every path.
             message = await asyncio.wait_for(
-                client.messages.create_async(**fields), timeout=self._timeout_s
+                client.messages.create_async(**fields), timeout=self.timeout_s
             )
         except TwilioRestException as exc:
             status = int(exc.status or 0)
@@ -162,9 +144,10 @@ StillWanted = Callable[[Message], Awaitable[bool]]
 Refusal = Callable[[str], Awaitable[None]]
 
 
-class SmsWorker:
-    """Drains the outbox's texts through ``sender``; one per server process
-    (``worker`` names it in the rows it takes)."""
+class SmsWorker(OutboxWorker):
+    """Drains the outbox's texts through ``sender``."""
+
+    channel = "sms"
 
     def __init__(
         self,
@@ -177,22 +160,18 @@ class SmsWorker:
         still_wanted: StillWanted,
         on_refused: Refusal | None = None,
     ) -> None:
-        self.outbox = outbox
         self.sender = sender
-        self.worker = worker
+        super().__init__(outbox, worker)
         self.body = text_body(public_url)
         self.phone_of = phone_of
         self.still_wanted = still_wanted
         self.on_refused = on_refused
 
-    async def run_once(self, now: float, limit: int = 20) -> int:
-        """Take and handle one batch; returns how many rows it took."""
-        taken = await self.outbox.take("sms", self.worker, now, limit=limit)
-        for message in taken:
-            await self._handle(message, now)
-        return len(taken)
+    @property
+    def timeout_s(self) -> float:
+        return self.sender.timeout_s
 
-    async def _handle(self, message: Message, now: float) -> None:
+    async def handle(self, message: Message, now: float) -> None:
         ids = {"message_id": message.id, "request_id": message.about_id}
         if not await self.still_wanted(message):
             await self.outbox.dropped(message.id, self.worker, "no longer wanted", now)
@@ -205,8 +184,8 @@ class SmsWorker:
             return
         outcome = await self.sender.send(phone, self.body)
         if isinstance(outcome, Sent):
-            await self.outbox.sent(message.id, self.worker, outcome.sid, now)
-            log.info("sms.sent", sid=outcome.sid, **ids)
+            await self.outbox.sent(message.id, self.worker, outcome.provider_id, now)
+            log.info("sms.sent", sid=outcome.provider_id, **ids)
         elif isinstance(outcome, Retry):
             await self.outbox.retry(message, self.worker, outcome.reason, now)
             log.warning("sms.retry", reason=outcome.reason, attempts=message.attempts, **ids)

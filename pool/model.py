@@ -174,6 +174,11 @@ class TherapistProfile:
     languages: tuple[str, ...] = ()
     topics: tuple[str, ...] = ()
     works_with_minors: bool = False
+    #: False: no quick-connect offers for clients it has never had a session
+    #: with (:func:`pool.rules.paused_for`); those it knows still reach it.
+    accepting_new_clients: bool = True
+    #: The price of a booked session, in minor units (PROTOCOL.md §7, §8).
+    session_price_minor: int | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -185,6 +190,8 @@ class TherapistProfile:
             "languages": list(self.languages),
             "topics": list(self.topics),
             "works_with_minors": self.works_with_minors,
+            "accepting_new_clients": self.accepting_new_clients,
+            "session_price_minor": self.session_price_minor,
         }
 
     to_record = public
@@ -200,6 +207,11 @@ class TherapistProfile:
             languages=tuple(str(x) for x in rec.get("languages") or ()),
             topics=tuple(str(x) for x in rec.get("topics") or ()),
             works_with_minors=bool(rec.get("works_with_minors")),
+            # Records written before these fields existed: the defaults.
+            accepting_new_clients=rec.get("accepting_new_clients") is not False,
+            session_price_minor=(
+                None if rec.get("session_price_minor") is None else int(rec["session_price_minor"])
+            ),
         )
 
 

@@ -51,6 +51,14 @@ def may_see(profile: TherapistProfile, request: Request) -> bool:
     return profile.id not in request.declined and may_take(profile, request)
 
 
+def paused_for(profile: TherapistProfile, knows_client: bool) -> bool:
+    """Whether a therapist not accepting new clients keeps a request from a
+    client away (PROTOCOL.md §7): from a client it has never had a session
+    with (``knows_client`` False). Such a request is not offered to it, not
+    claimable by it, and brings it no text."""
+    return not profile.accepting_new_clients and not knows_client
+
+
 def new_request(draft: Draft, request_id: str, client_id: str, now: float, t: Timeouts) -> Request:
     return Request(
         id=request_id,

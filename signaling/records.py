@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -253,6 +253,20 @@ class Records:
         async with self.db.session() as s:
             rows = (await s.execute(stmt)).mappings().all()
         return [_session(row) for row in rows]
+
+    async def clients_known(self, therapist_id: str, client_ids: Collection[str]) -> set[str]:
+        """Those of ``client_ids`` that have had a session with ``therapist_id``
+        (matched: the client accepted it), for the pause on new clients."""
+        if not client_ids:
+            return set()
+        stmt = (
+            select(sessions.c.client_id)
+            .where(sessions.c.therapist_id == therapist_id)
+            .where(sessions.c.client_id.in_(sorted(set(client_ids))))
+            .distinct()
+        )
+        async with self.db.session() as s:
+            return set((await s.execute(stmt)).scalars().all())
 
     # -- chat ----------------------------------------------------------------
     async def add_chat(

@@ -16,6 +16,8 @@ import contextlib
 import ctypes
 import importlib
 import inspect
+import io
+import logging
 import os
 import shutil
 import signal
@@ -30,7 +32,9 @@ import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aredis
+import structlog
 
+from core import logs
 from core.db import Database
 from pool.memory import MemoryPool
 from pool.model import Timeouts
@@ -454,3 +458,24 @@ def embedded_settings(
             server.start()
         settings["redis_url"] = server.url
     return settings
+
+
+# -- logs ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Our JSON log lines, at DEBUG, for the duration of one test (the logging
+    set-up as it was is put back after)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    buf = io.StringIO()
+    logs.configure("debug", json=True, stream=buf)
+    yield buf
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(level)
+    structlog.reset_defaults()
+    logs._configured = False

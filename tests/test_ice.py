@@ -20,11 +20,9 @@ from typing import Any
 
 import pytest
 import requests
-import structlog
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from core import logs
 from signaling.ice import IceProvider, StaticIce, TwilioIce, make_provider
 
 SID = "AC" + "3f" * 16
@@ -174,23 +172,6 @@ class FakeTwilioHttp(HttpClient):  # type: ignore[misc]
 def twilio(http: FakeTwilioHttp, clock: Clock, **kw: Any) -> TwilioIce:
     kw.setdefault("fallback", STATIC)
     return TwilioIce(SID, TOKEN, 3600, http_client=http, clock=clock, **kw)
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """Our JSON log lines, at DEBUG, for the duration of one test."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    buf = io.StringIO()
-    logs.configure("debug", json=True, stream=buf)
-    yield buf
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    root.setLevel(level)
-    structlog.reset_defaults()
-    logs._configured = False
 
 
 def events(buf: io.StringIO) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 import notify.tables
+import photos.tables
 import signaling.tables
 import wallet.tables
 from core.db import Database, alembic_config, normalize_url
@@ -28,7 +29,7 @@ from core.tables import metadata
 
 # Each domain's tables register on the shared metadata when their module loads.
 assert signaling.tables.sessions.metadata is wallet.tables.withdrawals.metadata is metadata
-assert notify.tables.outbox.metadata is metadata
+assert notify.tables.outbox.metadata is photos.tables.photos.metadata is metadata
 
 TABLES = {
     "sessions",
@@ -40,8 +41,9 @@ TABLES = {
     "withdrawals",
     "outbox",
     "contacts",
+    "photos",
 }
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _tables(conn: Connection) -> set[str]:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+import pytest
 import pytest_asyncio
-import uvicorn
-from integration.harness import free_port
+from integration.harness import free_port, serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 from core.db import Database
 from notify.outbox import Message, NewMessage, Outbox, retry_delay
-from notify.sms import Refused, Retry, Sent, SmsWorker, TwilioSender
+from notify.sms import SmsWorker, TwilioSender
+from notify.worker import Refused, Retry, Sent
 
 SID, TOKEN = "AC" + "0" * 32, "stand-in-auth-token"
 T0 = 1_780_000_000.0
@@ -32,6 +33,7 @@ class StandIn:
     """Twilio's Messages API, as far as a text goes."""
 
     answers: list[int] = field(default_factory=list)  # status codes to answer, in turn
+    delay_s: float = 0.0  # how long each answer takes
     received: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
 
@@ -42,6 +44,7 @@ class StandIn:
         # Twilio's client posts application/x-www-form-urlencoded.
         self.received.append(dict(parse_qsl((await request.body()).decode())))
         status = self.answers.pop(0) if self.answers else 201
+        await asyncio.sleep(self.delay_s)
         if status != 201:
             return JSONResponse(
                 {"code": 21211 if status < 500 else 20500, "message": "no", "status": status},
@@ -61,19 +64,9 @@ async def twilio() -> AsyncIterator[StandIn]:
             Route(f"/2010-04-01/Accounts/{SID}/Messages.json", stand_in.messages, methods=["POST"])
         ]
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    for _ in range(250):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    stand_in.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_asgi(app) as url:
+        stand_in.url = url
         yield stand_in
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 @contextlib.asynccontextmanager
@@ -194,3 +187,33 @@ async def test_a_request_no_longer_waiting_sends_nothing(db: Database, twilio: S
     assert twilio.received == []
     [message] = await Outbox(db).about("r1")
     assert message.state == "dropped"
+
+
+async def test_a_batch_gives_back_what_its_lease_may_not_cover(
+    db: Database, twilio: StandIn
+) -> None:
+    """Rows still unsent when the lease passes could be taken and sent by
+    another server too: the worker sends only what fits in 80% of the lease."""
+    twilio.delay_s = 0.9
+    for rid in ("r1", "r2", "r3"):
+        await queued_text(db, rid)
+    async with sender_for(twilio.url) as s:
+        s.timeout_s = 1.0
+        w = worker(db, s)
+        w.outbox = Outbox(db, lease_s=3.0)
+        assert await w.run_once(T0) == 3
+        # 0.9 s + 1 s fits in 2.4 s, 1.8 s + 1 s does not.
+        assert len(twilio.received) == 2
+        states = {
+            m.about_id: m.state for rid in ("r1", "r2", "r3") for m in await w.outbox.about(rid)
+        }
+        assert sorted(states.values()) == ["queued", "sent", "sent"]
+        with pytest.raises(ValueError, match="within the outbox's lease"):
+            SmsWorker(
+                Outbox(db, lease_s=1.0),
+                s,
+                worker="w2",
+                public_url="https://care.example.com",
+                phone_of=lambda _: asyncio.sleep(0, PHONE),
+                still_wanted=lambda _: asyncio.sleep(0, True),
+            )

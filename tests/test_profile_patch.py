@@ -18,7 +18,7 @@ from dispatch.app import create_app
 from dispatch.settings import load_settings
 
 SECRET = "patch-test-secret-" + "x" * 40
-PRIVATE = {"phone", "email", "sms_opt_in", "timezone", "quiet_hours"}
+PRIVATE = {"phone", "email", "sms_opt_in", "quiet_hours"}
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -70,6 +70,18 @@ def test_a_therapist_edits_its_own_profile_and_contact(client: TestClient) -> No
     assert r.json()["email"] == "t1@example.com" and r.json()["name"] == "Dr New"
 
 
+def test_pausing_for_new_clients_and_a_session_price(client: TestClient) -> None:
+    body = client.get("/v1/therapists/t1", headers=_h("client", "c1")).json()
+    assert (body["accepting_new_clients"], body["session_price_minor"]) == (True, None)
+    r = _patch(client, "t1", {"accepting_new_clients": False, "session_price_minor": 6500})
+    assert r.status_code == 200, r.text
+    # Both are public: a client sees whether it can be matched and the price.
+    body = client.get("/v1/therapists/t1", headers=_h("client", "c1")).json()
+    assert (body["accepting_new_clients"], body["session_price_minor"]) == (False, 6500)
+    r = _patch(client, "t1", {"accepting_new_clients": True, "session_price_minor": None})
+    assert (r.json()["accepting_new_clients"], r.json()["session_price_minor"]) == (True, None)
+
+
 def test_contact_details_are_private(client: TestClient) -> None:
     _patch(client, "t1", {"phone": "+447700900123", "email": "t1@example.com"})
     for role, sub in (("therapist", "t1"), ("operator", "op")):
@@ -78,6 +90,7 @@ def test_contact_details_are_private(client: TestClient) -> None:
     for role, sub in (("client", "c1"), ("therapist", "t2")):
         body = client.get("/v1/therapists/t1", headers=_h(role, sub)).json()
         assert not PRIVATE & set(body) and body["name"] == PROFILE["name"]
+        assert body["timezone"] == "UTC"  # public: bookings are shown in it
 
 
 def test_role_boundaries(client: TestClient) -> None:
@@ -114,8 +127,12 @@ def test_role_boundaries(client: TestClient) -> None:
         ({"quiet_hours": "late"}, "invalid_field", "quiet_hours"),
         ({"name": "   "}, "invalid_field", "name"),
         ({"bio": "x" * 2001}, "invalid_field", "bio"),
-        ({"accepting_new_clients": False}, "invalid_field", "accepting_new_clients"),
-        ({"session_price_minor": 5000}, "invalid_field", "session_price_minor"),
+        ({"accepting_new_clients": "no"}, "invalid_field", "accepting_new_clients"),
+        ({"accepting_new_clients": None}, "invalid_field", "accepting_new_clients"),
+        ({"session_price_minor": -1}, "invalid_field", "session_price_minor"),
+        ({"session_price_minor": 12.5}, "invalid_field", "session_price_minor"),
+        ({"session_price_minor": True}, "invalid_field", "session_price_minor"),
+        ({"session_price_minor": 1_000_001}, "invalid_field", "session_price_minor"),
     ],
 )
 def test_bad_fields_are_422_and_change_nothing(

@@ -754,3 +754,20 @@ def test_other_frames_change_nothing() -> None:
     p = rules.Presence(available=True, busy=True)
     for frame in ({"type": "chat.message"}, {"type": "request.gone"}, {}):
         assert rules.presence_after(p, frame) == (p, False)
+
+
+def test_paused_for_keeps_only_new_clients_away_from_a_paused_therapist() -> None:
+    open_ = TherapistProfile(id="t1", name="T")
+    paused = TherapistProfile(id="t1", name="T", accepting_new_clients=False)
+    assert not rules.paused_for(open_, knows_client=False)
+    assert not rules.paused_for(open_, knows_client=True)
+    assert rules.paused_for(paused, knows_client=False)
+    assert not rules.paused_for(paused, knows_client=True)
+
+
+def test_a_profile_record_from_before_the_pause_accepts_new_clients() -> None:
+    old = {"id": "t1", "name": "T", "regions": ["GB"]}
+    profile = TherapistProfile.from_record(old)
+    assert profile.accepting_new_clients is True and profile.session_price_minor is None
+    paused = TherapistProfile(id="t1", name="T", accepting_new_clients=False, session_price_minor=5)
+    assert TherapistProfile.from_record(paused.to_record()) == paused

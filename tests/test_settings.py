@@ -272,5 +272,23 @@ def test_texting_needs_the_account_its_token_and_a_sender() -> None:
     twilio = {"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": "token"}
     assert not load_settings({}, env()).texting
     assert not load_settings({}, env(**twilio)).texting  # TURN only: no sender
-    on = load_settings({}, env(**twilio, twilio_from="+15005550006"))
+    with pytest.raises(ConfigError, match="DISPATCH_PUBLIC_URL is not set"):
+        load_settings({}, env(**twilio, twilio_from="+15005550006"))
+    public = {"public_url": "https://care.example.com"}
+    on = load_settings({}, env(**twilio, **public, twilio_from="+15005550006"))
     assert on.texting and on.sms_delay_s == 0.0 and on.sms_max_per_request == 25
+
+
+def test_emails_need_a_valid_smtp_url_a_from_address_and_the_public_url() -> None:
+    assert not load_settings({}, env()).emailing
+    mail = {"mail_from": "a@example.com", "public_url": "https://care.example.com"}
+    on = load_settings({}, env(smtp_url="smtp://u:p%40ss@127.0.0.1:2525?starttls=1", **mail))
+    assert on.emailing and "p%40ss" not in repr(on)
+    with pytest.raises(ConfigError, match="DISPATCH_MAIL_FROM is not set"):
+        load_settings({}, env(smtp_url="smtp://127.0.0.1:2525"))
+    with pytest.raises(ConfigError, match="DISPATCH_PUBLIC_URL is not set"):
+        load_settings({}, env(smtp_url="smtp://127.0.0.1:2525", mail_from="a@example.com"))
+    with pytest.raises(ConfigError, match="DISPATCH_SMTP_URL"):
+        load_settings({}, env(smtp_url="http://127.0.0.1", **mail))
+    with pytest.raises(ConfigError, match="DISPATCH_MAIL_FROM must be an address"):
+        load_settings({}, env(smtp_url="smtp://127.0.0.1:25", mail_from="nobody"))

@@ -308,6 +308,7 @@ def test_profile_bio_boundary() -> None:
         "data:image/png;base64,iVBORw0KGgo=",
         "data:image/svg+xml;charset=utf-8,%3Csvg%3E",
         "https://example.com/" + "a" * (2048 - 20),
+        "/v1/therapists/t1/photo?v=0123456789abcdef",  # its own uploaded photo
     ],
 )
 def test_photo_url_ok(url: str) -> None:
@@ -325,6 +326,10 @@ def test_photo_url_ok(url: str) -> None:
         "data:image/png",
         "//example.com/p.png",
         "example.com/p.png",
+        "/v1/therapists/t2/photo?v=0123456789abcdef",  # another's photo
+        "/v1/therapists/t1/photo",
+        "/v1/therapists/t1/photo?v=0123456789abcdef&x=<y>",
+        "/etc/passwd",
         "https://",
         "https:///path",
         "https://example.com:99999/p",

@@ -52,7 +52,7 @@ class Clock:
 
 
 def auth(role: str, sub: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, role, sub, ttl_s=600)}"}
+    return {"Authorization": f"Bearer {mint(SECRET, role, sub, ttl_s=24 * 3600)}"}
 
 
 OPERATOR = auth("operator", "op1")
@@ -83,6 +83,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
         metrics=Metrics(),
         clock=clock,
         ledger=ledger,
+        mail=None,  # emails off: no "withdrawal scheduled" email is queued
         # A top-up plans the client's live sessions again (none here).
         metering=Metering(
             ledger, MemoryPool(), LocalBus[Effect](), price_per_minute_minor=150, clock=clock

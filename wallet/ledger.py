@@ -31,7 +31,7 @@ from wallet.accounts import (
     withdrawing_account,
 )
 from wallet.audit import Audit
-from wallet.payouts import Payouts, Withdrawal, WithdrawalState
+from wallet.payouts import AlsoInTxn, Payouts, Withdrawal, WithdrawalState
 
 __all__ = [
     "EXTERNAL_PAYMENTS",
@@ -39,6 +39,7 @@ __all__ = [
     "MAX_AMOUNT_MINOR",
     "PLATFORM_REVENUE",
     "REFERENCE_MAX",
+    "AlsoInTxn",
     "Entry",
     "Ledger",
     "Transaction",

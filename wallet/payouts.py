@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -43,6 +44,10 @@ class WithdrawalState(StrEnum):
     AWAITING_INVOICE = "awaiting_invoice"
     SCHEDULED = "scheduled"
     PAID = "paid"
+
+
+#: Work done inside the transaction of a withdrawal's change, with the result.
+AlsoInTxn = Callable[[AsyncConnection, "Withdrawal"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +204,14 @@ class Payouts(LedgerBase):
             )
         return withdrawal
 
-    async def invoice_received(self, withdrawal_id: str, now: float) -> Withdrawal:
+    async def invoice_received(
+        self, withdrawal_id: str, now: float, *, also: AlsoInTxn | None = None
+    ) -> Withdrawal:
         """The therapist's invoice came in: ``awaiting_invoice`` -> ``scheduled``,
         to be paid on the Friday of the week after ``now``'s week (weeks start
-        on Monday, in the deployment's time zone).
+        on Monday, in the deployment's time zone). ``also`` runs inside the
+        same transaction with the scheduled withdrawal (the app queues the
+        "withdrawal scheduled" email there: both land, or neither).
 
         ``NotFound`` for an unknown id, ``Conflict`` from any other state.
         """
@@ -216,12 +225,15 @@ class Payouts(LedgerBase):
                 .where(withdrawals.c.id == withdrawal_id)
                 .values(state=str(WithdrawalState.SCHEDULED), invoiced_at=at, payout_date=payout)
             )
-        return dataclasses.replace(
-            current,
-            state=WithdrawalState.SCHEDULED,
-            invoiced_at=at.timestamp(),
-            payout_date=payout,
-        )
+            scheduled = dataclasses.replace(
+                current,
+                state=WithdrawalState.SCHEDULED,
+                invoiced_at=at.timestamp(),
+                payout_date=payout,
+            )
+            if also is not None:
+                await also(conn, scheduled)
+        return scheduled
 
     async def mark_paid(self, withdrawal_id: str, now: float) -> Withdrawal:
         """The payout went out: ``scheduled`` -> ``paid``; the money leaves

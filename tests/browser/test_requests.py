@@ -104,6 +104,9 @@ async def test_cancel_vanishes_from_every_console(stage: Stage) -> None:
     await beta.go_available()
     await expect(ops.tid("stat-waiting")).to_have_text("0")
     await expect(ops.tid("stat-cancelled_15m")).to_have_text("0")
+    # Texting is off in this tier: the counters are there and read 0.
+    await expect(ops.tid("stat-texts_sent_15m")).to_have_text("0")
+    await expect(ops.tid("stat-texts_failed_15m")).to_have_text("0")
     await ops.shot("before")
 
     client = await stage.talk("client", b, "c-eli", name="Eli Client")

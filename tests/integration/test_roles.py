@@ -24,6 +24,8 @@ STATS_FIELDS = {
     "matched_15m",
     "expired_15m",
     "cancelled_15m",
+    "texts_sent_15m",
+    "texts_failed_15m",
 }
 
 

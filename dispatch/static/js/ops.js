@@ -22,6 +22,8 @@ const FIELDS = [
   "matched_15m",
   "expired_15m",
   "cancelled_15m",
+  "texts_sent_15m",
+  "texts_failed_15m",
 ];
 const WINDOW_MS = 15 * 60 * 1000;
 const MAX_POINTS = 900;
