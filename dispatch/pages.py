@@ -29,7 +29,7 @@ STATIC = Path(__file__).parent / "static"
 #: A page may be framed by no one and load scripts from this origin alone.
 _HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: https:; media-src 'self' blob:; "
+        "default-src 'self'; img-src 'self' data: blob: https:; media-src 'self' blob:; "
         "connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'"
     ),

@@ -13,11 +13,13 @@
 // remote-video, peer-joining, chat-input, chat-send, chat-log, chat-message,
 // notes-input, notes-saved, end-call, call-ended, live-region, status-line;
 // also claim-result, release-claim, confirm-countdown, funds-low,
-// media-error, call-status, call-timer, unmute, notify-button, error-message.
+// media-error, call-status, call-timer, unmute, notify-button, error-message;
+// the profile section's hooks (profile-open, profile-view, ...) are profile.js's.
 // window.qcConn is the Connection, window.qcCall the current Call.
 
-import { forgetToken, keepToken, showSignedOut, signIn, signOut } from "./auth.js";
+import { forgetToken, getToken, keepToken, showSignedOut, signIn, signOut } from "./auth.js";
 import { Call } from "./call.js";
+import { initProfile } from "./profile.js";
 import {
   Connection,
   describeEndReason,
@@ -125,7 +127,7 @@ const ui = {
   error: $("error"),
   conn: $("conn"),
   who: $("who"),
-  views: { list: $("view-list"), confirm: $("view-confirm"), call: $("view-call") },
+  views: { list: $("view-list"), confirm: $("view-confirm"), call: $("view-call"), profile: $("view-profile") },
   availability: $("availability"),
   availabilityLabel: $("availability-label"),
   availabilityHint: $("availability-hint"),
@@ -1090,6 +1092,13 @@ function main() {
   state.selfId = claims.sub;
   ui.who.textContent = `${claims.name || claims.sub} (therapist)`;
   wireUi();
+  initProfile({
+    token: () => getToken() || token, // keepToken() keeps renewed tokens where getToken() reads
+    therapistId: claims.sub,
+    announce,
+    showView,
+    currentView: () => state.view,
+  });
   renderAvailability();
   renderNotifyState();
   renderListMeta();
