@@ -22,6 +22,7 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     ├── InsufficientFunds              insufficient_funds 402
     ├── RateLimited                    rate_limited       429
     └── Unavailable                    unavailable        503   (a dependency is down)
+        └── PaymentsOff                payments_off       503   (no way to pay in is set up)
 
 This module imports nothing of the project so that the pure pool core can
 raise these errors without depending on the web layer.
@@ -160,3 +161,12 @@ class Unavailable(DispatchError):
     code = "unavailable"
     status = 503
     default_message = "a dependency is unavailable; try again"
+
+
+class PaymentsOff(Unavailable):
+    """Paying in (PROTOCOL.md §9) is not set up on this deployment: no Stripe
+    keys, and not ``--dev`` (whose test payments stand in for them). The fix
+    is the operator's; a client can only top up another way."""
+
+    code = "payments_off"
+    default_message = "card payments are not set up on this server"

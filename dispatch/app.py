@@ -19,7 +19,9 @@ from core.logs import configure, get_logger
 from dispatch import (
     calllog,
     demo,
+    ops_routes,
     pages,
+    payment_routes,
     photo_routes,
     routes,
     senders,
@@ -123,6 +125,7 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         mail=senders.emails(settings, outbox, contacts),
         photos=Photos(db),
         metering=metering,
+        payments=payment_routes.payments_of(settings, ledger),
         clock=clock,
         http_limiter=KeyedLimiter(settings.http_rate_per_s, settings.http_rate_burst),
     )
@@ -169,6 +172,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *routes.ROUTES,
             *calllog.ROUTES,
             *wallet_routes.ROUTES,
+            *payment_routes.ROUTES,
+            *ops_routes.ROUTES,
             *texting.ROUTES,
             *photo_routes.ROUTES,
             *pages.ROUTES,

@@ -17,9 +17,11 @@ from starlette.routing import Route
 from core.clock import rfc3339
 from core.errors import InvalidField, NotFound
 from core.identity import Role
-from core.validation import validate_id
+from core.validation import parse_json_body, validate_id
 from dispatch.routes import ctx_of, signed_in
+from dispatch.validation import parse_note
 from signaling.records import SessionRecord
+from wallet.ledger import client_account, therapist_account
 
 _DEFAULT_LIMIT = 50
 _MAX_LIMIT = 200
@@ -29,10 +31,11 @@ def _time(ts: float | None) -> str | None:
     return rfc3339(ts) if ts is not None else None
 
 
-def _entry(rec: SessionRecord, viewer: str) -> dict[str, Any]:
-    """S plus ``duration_s`` and the other side's ``name``."""
+def _entry(rec: SessionRecord, viewer: str, amounts: dict[str, int]) -> dict[str, Any]:
+    """S plus ``duration_s``, the other side's ``name`` and ``amount_minor``."""
     other = rec.therapist_name if viewer == rec.client_id else rec.client_name
     return {
+        "amount_minor": _amount(rec, amounts),
         "id": rec.id,
         "request_id": rec.request_id,
         "client_id": rec.client_id,
@@ -46,6 +49,17 @@ def _entry(rec: SessionRecord, viewer: str) -> dict[str, Any]:
         "name": other,
         "matched_at": _time(rec.matched_at),
     }
+
+
+def _amount(rec: SessionRecord, amounts: dict[str, int]) -> int | None:
+    """What the session cost the client, or earned the therapist: ``None``
+    while it is open or its charge is still being written; ``0`` when it
+    ended without going live (nothing to bill)."""
+    if rec.id in amounts:
+        return amounts[rec.id]
+    if rec.state == "ended" and not rec.duration_s:
+        return 0
+    return None
 
 
 def _limit(request: HttpRequest) -> int:
@@ -62,7 +76,9 @@ async def list_sessions(request: HttpRequest) -> Response:
     user = signed_in(request, Role.CLIENT, Role.THERAPIST)
     limit = _limit(request)
     records = await ctx.signaling.records.sessions_of(user.id, limit=limit)
-    return JSONResponse({"sessions": [_entry(r, user.id) for r in records]})
+    account = client_account(user.id) if user.role is Role.CLIENT else therapist_account(user.id)
+    amounts = await ctx.ledger.session_amounts(account, [r.id for r in records])
+    return JSONResponse({"sessions": [_entry(r, user.id, amounts) for r in records]})
 
 
 async def _record(request: HttpRequest) -> SessionRecord:
@@ -93,8 +109,22 @@ async def notes(request: HttpRequest) -> Response:
     return JSONResponse({"notes": [n.public() for n in saved]})
 
 
+async def add_note(request: HttpRequest) -> Response:
+    """**Extension**: a note added by the session's therapist, during the call
+    or after it (the websocket's ``note.save`` needs the session open)."""
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.THERAPIST)
+    rec = await _record(request)
+    if user.id != rec.therapist_id:
+        raise NotFound("no such session")
+    text = parse_note(parse_json_body(await request.body()))
+    note = await ctx.signaling.records.add_note(rec.id, user.id, text, ctx.clock())
+    return JSONResponse({"note": note.public()}, status_code=201)
+
+
 ROUTES = [
     Route("/v1/sessions", list_sessions, methods=["GET"]),
     Route("/v1/sessions/{session_id}/transcript", transcript, methods=["GET"]),
     Route("/v1/sessions/{session_id}/notes", notes, methods=["GET"]),
+    Route("/v1/sessions/{session_id}/notes", add_note, methods=["POST"]),
 ]

@@ -37,6 +37,7 @@ from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.metering import Metering
 from signaling.relay import Signaling
+from wallet.cards import Payments
 from wallet.ledger import Ledger
 
 log = get_logger(component="context")
@@ -63,6 +64,8 @@ class AppContext:
     contacts: Contacts
     photos: Photos
     metering: Metering
+    #: Paying in (PROTOCOL.md §9): Stripe, the --dev test page, or off.
+    payments: Payments
     #: Deciding texts and sending them (None: texting is off).
     texts: TextRounds | None = None
     sms: SmsWorker | None = None
@@ -136,6 +139,7 @@ class AppContext:
 
     async def stop(self) -> None:
         await self.loops.stop()
+        await self.payments.aclose()
         if self.sms is not None:
             await self.sms.sender.aclose()
         await self.hub.close_all(1001, "server shutting down")

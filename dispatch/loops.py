@@ -5,7 +5,8 @@ being down, and logs when it starts and stops failing):
   each fire exactly once across servers), ending sessions whose participant
   stayed away past the grace (``peer_lost``);
 - stats: every ``stats_interval_s`` read the pool's numbers, push ``pool.stats``
-  to local operators and set the gauges;
+  to local operators, set the gauges, and offer the stats history a sample
+  once per bucket (:mod:`pool.live`; the store keeps one per bucket);
 - heartbeat: every ``heartbeat_s`` mark this server alive, and reap servers
   silent for ``server_dead_after_s`` so their users' graces start;
 - billing: every ``billing_tick_s`` warn sessions a minute before their money
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 from core.errors import DispatchError
 from core.logs import get_logger
+from pool.live import bucket_of, sample_of
 from pool.model import Session, SessionState
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ class Loops:
         self._stopping = False
         self._beats = 0
         self._billing_turns = 0
+        #: The stats-history bucket this process last offered a sample for.
+        self._sampled_bucket: int | None = None
 
     def start(self) -> None:
         s = self.ctx.settings
@@ -157,6 +161,11 @@ class Loops:
         if self.ctx.hub.operators:
             body = await self.ctx.stats_body(now, stats)
             self.ctx.hub.broadcast_operators({"type": "pool.stats", **body})
+        bucket = bucket_of(now)
+        if bucket != self._sampled_bucket:
+            # Every server offers each bucket's sample; the store keeps one.
+            await self.ctx.store.record_sample(bucket, sample_of(stats, now))
+            self._sampled_bucket = bucket
 
     async def _heartbeat(self) -> None:
         now = self.ctx.clock()

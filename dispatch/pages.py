@@ -41,9 +41,14 @@ _HEADERS = {
 _DEV_TOKEN_TTL_S = 12 * 3600
 
 
+def html_page(name: str) -> Response:
+    """The page ``dispatch/static/<name>`` with the pages' headers (the CSP above)."""
+    return FileResponse(STATIC / name, headers=_HEADERS, media_type="text/html")
+
+
 def _page(name: str) -> Route:
     async def page(request: HttpRequest) -> Response:
-        return FileResponse(STATIC / name, headers=_HEADERS, media_type="text/html")
+        return html_page(name)
 
     return Route(f"/{name.removesuffix('.html')}", page, methods=["GET"], name=name)
 

@@ -18,6 +18,11 @@ first, run ``dispatch keys rotate``, then drop the old one
 ``twilio_account_sid`` and ``twilio_auth_token`` (for TURN credentials) are set
 together or not at all.
 
+``stripe_secret_key`` and ``stripe_webhook_secret`` (card top-ups, PROTOCOL.md
+§9) are set together or not at all; :attr:`Settings.payments` tells how a
+client pays in: ``card`` (Stripe), ``test`` (``dev`` without Stripe: a page of
+the server's own) or ``off``.
+
 Any bad value raises :class:`ConfigError`, whose message names the variable.
 ``ConfigError`` is deliberately not a :class:`core.errors.DispatchError`:
 it is the operator's fault at start-up, never a user's at run time.
@@ -57,6 +62,8 @@ _CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _DATA_KEY_INFO: Final = b"quick-connect dispatch: dev data key v1"
+#: The largest amount Stripe charges at once (eight digits of minor units).
+_STRIPE_MAX_AMOUNT: Final = 99_999_999
 
 
 class ConfigError(Exception):
@@ -161,6 +168,16 @@ class Settings:
     turn_ttl_s: int = 3600
     #: Frames held for a participant while it reconnects, before the oldest go.
     held_frames_max: int = 256
+    # -- paying in (PROTOCOL.md §9) ---------------------------------------------
+    #: Stripe's secret API key (``sk_...`` or a restricted ``rk_...``); with the
+    #: webhook secret it turns card top-ups on.
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    #: The signing secret of the Stripe webhook endpoint (``whsec_...``).
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_api_url: str = "https://api.stripe.com"
+    #: The least and the most one top-up may be, in minor units.
+    topup_min_minor: int = 500
+    topup_max_minor: int = 50000
 
     secret_generated: bool = field(default=False, init=False, compare=False)
 
@@ -197,6 +214,16 @@ class Settings:
                 f"{env_name('twilio_account_sid')} and {env_name('twilio_auth_token')} "
                 "go together: set both or neither"
             )
+        if (self.stripe_secret_key is None) != (self.stripe_webhook_secret is None):
+            raise ConfigError(
+                f"{env_name('stripe_secret_key')} and {env_name('stripe_webhook_secret')} "
+                "go together: set both (card top-ups) or neither"
+            )
+        if self.topup_max_minor < self.topup_min_minor:
+            raise ConfigError(
+                f"{env_name('topup_max_minor')} ({self.topup_max_minor}) must be at least "
+                f"{env_name('topup_min_minor')} ({self.topup_min_minor})"
+            )
 
         if self.texting and not self.public_url:
             raise ConfigError(
@@ -219,6 +246,15 @@ class Settings:
     def emailing(self) -> bool:
         """Emails go out: an SMTP server and a From address are set."""
         return self.smtp_url is not None and bool(self.mail_from)
+
+    @property
+    def payments(self) -> str:
+        """How a client pays in (PROTOCOL.md §9): ``card`` (Stripe Checkout),
+        ``test`` (``dev`` without Stripe: the server's own test page, no money
+        moves) or ``off``."""
+        if self.stripe_secret_key is not None:
+            return "card"
+        return "test" if self.dev else "off"
 
     @property
     def texting(self) -> bool:
@@ -283,6 +319,9 @@ _FIELD_TYPES: Final = {
     "public_url": str,
     "smtp_url": str,
     "mail_from": str,
+    "stripe_secret_key": str,
+    "stripe_webhook_secret": str,
+    "stripe_api_url": str,
 }
 
 #: String settings that may be left unset (``None``).
@@ -294,6 +333,8 @@ _OPTIONAL: Final = frozenset(
         "public_url",
         "smtp_url",
         "mail_from",
+        "stripe_secret_key",
+        "stripe_webhook_secret",
     }
 )
 #: Number settings for which 0 is a meaningful value (no delay).
@@ -436,7 +477,15 @@ def _check_specific(name: str, var: str, value: Any) -> None:
             f"{var} must be an address such as care@example.com or "
             f"'Care <care@example.com>', not {value!r}"
         )
-    elif name in ("public_url", "twilio_api_url") and (
+    elif name == "stripe_secret_key" and not value.startswith(("sk_", "rk_")):
+        # The message never shows the value: it is a secret (or a key pasted
+        # into the wrong variable).
+        raise ConfigError(f"{var} must be a Stripe secret key (sk_... or rk_...)")
+    elif name == "stripe_webhook_secret" and not value.startswith("whsec_"):
+        raise ConfigError(f"{var} must be a Stripe webhook signing secret (whsec_...)")
+    elif name == "topup_max_minor" and value > _STRIPE_MAX_AMOUNT:
+        raise ConfigError(f"{var} is over what Stripe takes in one payment ({_STRIPE_MAX_AMOUNT})")
+    elif name in ("public_url", "twilio_api_url", "stripe_api_url") and (
         urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc
     ):
         raise ConfigError(f"{var} must be an http:// or https:// URL, not {value!r}")

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from core.errors import BadInput, ConsentRequired, Forbidden, InvalidField
 from core.validation import validate_id
+from dispatch.frames import NOTE_TEXT_MAX
 from notify.phone import normalize_phone
 from notify.texts import QuietHours, check_timezone
 from pool.model import Draft, TherapistProfile
@@ -191,6 +192,15 @@ def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], d
         except ValueError as exc:
             raise InvalidField(str(exc), field="quiet_hours") from None
     return profile, contact
+
+
+def parse_note(body: Any) -> str:
+    """The body of ``POST /v1/sessions/{id}/notes``: ``text``, 1..20000
+    characters (the websocket's limit), not blank, without NUL."""
+    text = _text(_object(body), "text", NOTE_TEXT_MAX, required=True)
+    if not text.strip():
+        raise InvalidField("text must not be blank", field="text")
+    return text
 
 
 # -- helpers -------------------------------------------------------------------------------

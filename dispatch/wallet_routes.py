@@ -1,6 +1,10 @@
 """HTTP calls of the wallet and earnings (PROTOCOL.md §6).
 
-* ``GET /v1/wallet`` (client): ``{"balance_minor", "currency"}``.
+* ``GET /v1/wallet`` (client): ``{"balance_minor", "currency"}``, and what the
+  pages need around it (additions to the protocol): ``price_per_minute_minor``,
+  ``min_balance_minor`` (below it a request is refused), ``topup_min_minor``,
+  ``topup_max_minor`` and ``payments`` (``card``, ``test`` or ``off``: how a
+  top-up is paid, PROTOCOL.md §9).
 * ``POST /v1/wallet/topups`` (operator): body ``client_id``, ``amount_minor``,
   ``reference``; 201 ``{"transaction": ...}``, 200 with the first answer on a
   replay of the reference.
@@ -11,7 +15,7 @@
 * ``POST /v1/withdrawals`` (therapist): body ``amount_minor``; 201
   ``{"withdrawal": W}``.
 * ``GET /v1/withdrawals`` (therapist, operator; an addition to the protocol):
-  ``{"withdrawals": [W, ...]}`` newest first.
+  ``{"withdrawals": [W, ...], "currency"}`` newest first.
 * ``POST /v1/withdrawals/{id}/invoice`` and ``.../paid`` (operator): 200
   ``{"withdrawal": W}``.
 * ``GET /v1/ledger/check`` (operator): the audit of :meth:`Ledger.check`.
@@ -36,6 +40,7 @@ from core.identity import Role
 from core.validation import parse_json_body, validate_id
 from dispatch.routes import ctx_of, signed_in
 from notify.email import withdrawal_email
+from wallet.billing import min_balance_minor
 from wallet.ledger import (
     AlsoInTxn,
     Ledger,
@@ -82,8 +87,21 @@ def _withdrawal_id(request: HttpRequest) -> str:
 async def get_wallet(request: HttpRequest) -> Response:
     user = signed_in(request, Role.CLIENT)
     ledger = _ledger(request)
+    settings = ctx_of(request).settings
     balance = await ledger.balance(user.id)
-    return JSONResponse({"balance_minor": balance, "currency": ledger.currency})
+    return JSONResponse(
+        {
+            "balance_minor": balance,
+            "currency": ledger.currency,
+            "price_per_minute_minor": settings.price_per_minute_minor,
+            "min_balance_minor": min_balance_minor(
+                settings.price_per_minute_minor, settings.min_balance_minutes
+            ),
+            "topup_min_minor": settings.topup_min_minor,
+            "topup_max_minor": settings.topup_max_minor,
+            "payments": settings.payments,
+        }
+    )
 
 
 async def post_topup(request: HttpRequest) -> Response:
@@ -145,10 +163,9 @@ async def list_withdrawals(request: HttpRequest) -> Response:
         except ValueError:
             allowed = ", ".join(s.value for s in WithdrawalState)
             raise InvalidField(f"state must be one of {allowed}", field="state") from None
-    found = await _ledger(request).withdrawals(
-        therapist_id=therapist_id, state=state, limit=_limit(request)
-    )
-    return JSONResponse({"withdrawals": [w.public() for w in found]})
+    ledger = _ledger(request)
+    found = await ledger.withdrawals(therapist_id=therapist_id, state=state, limit=_limit(request))
+    return JSONResponse({"withdrawals": [w.public() for w in found], "currency": ledger.currency})
 
 
 async def post_invoice(request: HttpRequest) -> Response:

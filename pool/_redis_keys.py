@@ -52,6 +52,10 @@ class Keys:
         self.online = b + "online"
         #: set of therapists who said they are available.
         self.available = b + "available"
+        #: zset bucket -> bucket start: the buckets of the stats history (pool.live).
+        self.history = b + "hist"
+        #: hash bucket -> that bucket's stats sample, JSON.
+        self.history_samples = b + "histsamples"
         #: prefixes the scripts extend with an id (see the module docstring).
         self.req_prefix = b + "req:"
         self.sess_prefix = b + "sess:"

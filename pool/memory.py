@@ -8,12 +8,22 @@ applies :mod:`pool.rules` to plain dictionaries.
 from __future__ import annotations
 
 import bisect
+import copy
 from typing import Any
 
 from core.errors import Conflict, NotFound, RequestExists
 from core.identity import Role
 from pool import rules
 from pool.effects import Change
+from pool.live import (
+    HISTORY_WINDOW_S,
+    LIVE_LIMIT,
+    LiveClaim,
+    LiveRequest,
+    LiveSession,
+    LiveTherapist,
+    PoolLive,
+)
 from pool.model import (
     ACTIVE_STATES,
     IN_SESSION,
@@ -63,6 +73,7 @@ class MemoryPool:
             "cancelled": [],
         }
         self._waits: list[tuple[float, float]] = []  # (matched_at, wait_s)
+        self._samples: dict[int, dict[str, Any]] = {}  # stats history: bucket -> sample
 
     # -- profiles ----------------------------------------------------------
     async def put_profile(self, profile: TherapistProfile) -> None:
@@ -323,6 +334,42 @@ class MemoryPool:
             expired_15m=len(self._events["expired"]),
             cancelled_15m=len(self._events["cancelled"]),
         )
+
+    async def live(self, now: float) -> PoolLive:
+        waiting = [LiveRequest.of(self._requests[rid]) for _, rid in self._waiting[:LIVE_LIMIT]]
+        claims: list[LiveClaim] = []
+        sessions: list[LiveSession] = []
+        for hold in self._holds.values():
+            if hold.kind == "claim":
+                claim = LiveClaim.of(self._requests[hold.id])
+                if claim is not None:
+                    claims.append(claim)
+            else:
+                sessions.append(LiveSession.of(self._sessions[hold.id]))
+        therapists = [
+            LiveTherapist(
+                u,
+                p.name if (p := self._profiles.get(u)) is not None else "",
+                u in self._available,
+                u in self._holds,
+            )
+            for u in self._conns
+            if self._roles.get(u) is Role.THERAPIST
+        ]
+        return PoolLive.build(now, waiting, len(self._waiting), claims, sessions, therapists)
+
+    async def record_sample(self, bucket: int, sample: dict[str, Any]) -> bool:
+        added = bucket not in self._samples
+        if added:
+            self._samples[bucket] = copy.deepcopy(sample)
+        oldest = bucket - HISTORY_WINDOW_S
+        for old in [b for b in self._samples if b < oldest]:
+            del self._samples[old]
+        return added
+
+    async def history(self, now: float) -> list[dict[str, Any]]:
+        since = now - HISTORY_WINDOW_S
+        return [copy.deepcopy(self._samples[b]) for b in sorted(self._samples) if b >= since]
 
     async def ping(self) -> None:
         return None

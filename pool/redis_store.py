@@ -37,7 +37,7 @@ from redis.client import NEVER_DECODE
 
 from core.errors import Unavailable
 from core.identity import Role
-from pool import _redis_client, _redis_scripts, rules
+from pool import _redis_client, _redis_live, _redis_scripts, rules
 from pool._redis_client import unavailable_when_down
 from pool._redis_codec import (
     decode_hold,
@@ -51,6 +51,7 @@ from pool._redis_codec import (
 )
 from pool._redis_keys import Keys
 from pool.effects import Change
+from pool.live import PoolLive
 from pool.model import (
     Draft,
     EndReason,
@@ -513,6 +514,19 @@ class RedisPool:
             expired_15m=expired,
             cancelled_15m=cancelled,
         )
+
+    @unavailable_when_down
+    async def live(self, now: float) -> PoolLive:
+        return await _redis_live.read_live(self._client, self._keys, now)
+
+    @unavailable_when_down
+    async def record_sample(self, bucket: int, sample: dict[str, Any]) -> bool:
+        script = self._scripts["record_sample"]
+        return await _redis_live.record_sample(script, self._keys, bucket, sample)
+
+    @unavailable_when_down
+    async def history(self, now: float) -> list[dict[str, Any]]:
+        return await _redis_live.history(self._client, self._keys, now)
 
     async def ping(self) -> None:
         try:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from core.identity import Role
 from pool.effects import Change
+from pool.live import PoolLive
 from pool.model import Draft, Hold, PoolStats, Request, Session, TherapistProfile, Timeouts
 
 
@@ -171,6 +172,28 @@ class PoolStore(Protocol):
 
     # -- operators ---------------------------------------------------------
     async def stats(self, now: float) -> PoolStats: ...
+
+    async def live(self, now: float) -> PoolLive:
+        """A read-only snapshot of who is where (:class:`pool.live.PoolLive`):
+        the waiting requests (oldest first, no notes), the claims, the open
+        sessions and the therapists online with their name, availability and
+        whether they hold a claim or a session. Each list holds at most
+        :data:`pool.live.LIVE_LIMIT` entries; its total counts them all."""
+        ...
+
+    async def record_sample(self, bucket: int, sample: dict[str, Any]) -> bool:
+        """Keep ``sample`` as the stats history's entry for ``bucket`` (its
+        start, whole seconds since the epoch; :func:`pool.live.bucket_of`)
+        unless the bucket has one already: True for the one call across all
+        servers that stored it. Forgets the entries older than
+        :data:`pool.live.HISTORY_WINDOW_S` before ``bucket``. ``sample`` is
+        JSON-safe and comes back as given."""
+        ...
+
+    async def history(self, now: float) -> list[dict[str, Any]]:
+        """The samples of the buckets that start within
+        :data:`pool.live.HISTORY_WINDOW_S` before ``now`` (or later), oldest first."""
+        ...
 
     async def ping(self) -> None:
         """Raises ``Unavailable`` when the backing store does not answer."""

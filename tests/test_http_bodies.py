@@ -197,7 +197,7 @@ def test_post_withdrawal(client: TestClient, field: str, value: Any) -> None:
     r = _send(client, "POST", "/v1/withdrawals", body, "therapist", tid)
     assert r.status_code >= 400  # nothing earned, nothing to withdraw
     listed = client.get("/v1/withdrawals", headers=_auth("therapist", tid)).json()
-    assert listed == {"withdrawals": []}
+    assert listed["withdrawals"] == []
 
 
 @_PROPERTY

@@ -339,6 +339,7 @@ async def test_transactions_newest_first_from_each_side(ledger: Ledger) -> None:
             "balance_after_minor": 700,
             "session_id": "ses_1",
             "created_at": "2025-10-09T08:55:00.250Z",
+            "method": None,
         },
         {
             "id": top.id,
@@ -347,6 +348,8 @@ async def test_transactions_newest_first_from_each_side(ledger: Ledger) -> None:
             "balance_after_minor": 1000,
             "session_id": None,
             "created_at": "2025-10-09T08:53:20.250Z",
+            # The receipt (PROTOCOL.md §9): a top-up with no checkout is the operator's.
+            "method": "operator",
         },
     ]
     therapist_view = await ledger.transactions("t1", "therapist")

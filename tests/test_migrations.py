@@ -42,8 +42,9 @@ TABLES = {
     "outbox",
     "contacts",
     "photos",
+    "checkouts",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _tables(conn: Connection) -> set[str]:

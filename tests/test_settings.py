@@ -292,3 +292,54 @@ def test_emails_need_a_valid_smtp_url_a_from_address_and_the_public_url() -> Non
         load_settings({}, env(smtp_url="http://127.0.0.1", **mail))
     with pytest.raises(ConfigError, match="DISPATCH_MAIL_FROM must be an address"):
         load_settings({}, env(smtp_url="smtp://127.0.0.1:25", mail_from="nobody"))
+
+
+# -- paying in (PROTOCOL.md §9) ----------------------------------------------------
+
+STRIPE = {"stripe_secret_key": "sk_test_not-a-real-key", "stripe_webhook_secret": "whsec_sign"}
+
+
+def test_payment_settings_and_mode() -> None:
+    s = load_settings({}, BASE)
+    assert (s.stripe_secret_key, s.stripe_webhook_secret) == (None, None)
+    assert s.stripe_api_url == "https://api.stripe.com"
+    assert (s.topup_min_minor, s.topup_max_minor) == (500, 50000)
+    assert s.payments == "off"
+    assert load_settings({"dev": True}, env={}).payments == "test"
+    card = load_settings(
+        {},
+        env(
+            **STRIPE,
+            stripe_api_url="http://127.0.0.1:9",
+            topup_min_minor="100",
+            topup_max_minor="100",
+        ),
+    )
+    assert card.payments == "card" and card.stripe_api_url == "http://127.0.0.1:9"
+    assert (card.topup_min_minor, card.topup_max_minor) == (100, 100)
+    # Stripe's keys win over --dev's test page; neither secret is ever shown.
+    with_dev = load_settings({"dev": True}, env(**STRIPE))
+    assert with_dev.payments == "card"
+    assert "not-a-real-key" not in repr(with_dev) and "whsec_sign" not in repr(with_dev)
+    # Empty variables count as unset.
+    assert load_settings({}, env(stripe_secret_key="", stripe_webhook_secret="")).payments == "off"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"stripe_secret_key": "sk_test_x"}, "DISPATCH_STRIPE_SECRET_KEY and DISPATCH_STRIPE_WEB"),
+        ({"stripe_webhook_secret": "whsec_x"}, "set both \\(card top-ups\\) or neither"),
+        ({**STRIPE, "stripe_secret_key": "pk_test_x"}, "DISPATCH_STRIPE_SECRET_KEY must be a"),
+        ({**STRIPE, "stripe_webhook_secret": "sk_x"}, "DISPATCH_STRIPE_WEBHOOK_SECRET must be"),
+        ({"stripe_api_url": "api.stripe.com"}, "DISPATCH_STRIPE_API_URL must be an http"),
+        ({"topup_min_minor": "0"}, "DISPATCH_TOPUP_MIN_MINOR must be a positive"),
+        ({"topup_max_minor": "12.5"}, "DISPATCH_TOPUP_MAX_MINOR must be a whole number"),
+        ({"topup_min_minor": "600", "topup_max_minor": "599"}, "must be at least"),
+        ({"topup_max_minor": "100000000"}, "DISPATCH_TOPUP_MAX_MINOR is over what Stripe"),
+    ],
+)
+def test_bad_payment_settings_name_their_variable(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings({}, env(**extra))
+    assert "pk_test_x" not in str(info.value)

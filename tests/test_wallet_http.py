@@ -55,6 +55,16 @@ def auth(role: str, sub: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint(SECRET, role, sub, ttl_s=24 * 3600)}"}
 
 
+#: What GET /v1/wallet tells the pages besides the balance, with the defaults and
+#: --dev (no Stripe: test payments).
+WALLET_EXTRAS = {
+    "price_per_minute_minor": 150,
+    "min_balance_minor": 1500,
+    "topup_min_minor": 500,
+    "topup_max_minor": 50000,
+    "payments": "test",
+}
+
 OPERATOR = auth("operator", "op1")
 CLIENT = auth("client", "c1")
 THERAPIST = auth("therapist", "t1")
@@ -155,7 +165,7 @@ async def test_every_call_refuses_other_roles(world: World) -> None:
 async def test_wallet_and_topup(world: World) -> None:
     response = await world.http.get("/v1/wallet", headers=CLIENT)
     assert response.status_code == 200
-    assert response.json() == {"balance_minor": 0, "currency": "GBP"}
+    assert response.json() == {"balance_minor": 0, "currency": "GBP", **WALLET_EXTRAS}
 
     response = await topup(world, "c1", 2500, "pay_1")
     assert response.status_code == 201
@@ -173,7 +183,7 @@ async def test_wallet_and_topup(world: World) -> None:
     assert (await world.http.get("/v1/wallet", headers=CLIENT)).json()["balance_minor"] == 2500
     # Another client's wallet is its own.
     other = await world.http.get("/v1/wallet", headers=auth("client", "c2"))
-    assert other.json() == {"balance_minor": 0, "currency": "GBP"}
+    assert other.json() == {"balance_minor": 0, "currency": "GBP", **WALLET_EXTRAS}
 
 
 async def test_topup_replay_answers_the_first_result(world: World) -> None:
@@ -243,9 +253,12 @@ async def test_transactions_and_earnings(world: World) -> None:
     assert client[0]["session_id"] == "ses_1"
     assert client[0]["created_at"] == "2025-10-09T08:54:20.000Z"
     assert set(client[0]) >= {"id", "kind", "amount_minor", "balance_after_minor", "session_id"}
+    # The receipt's method (PROTOCOL.md §9): the operator's top-up; none for a charge.
+    assert [e["method"] for e in client] == [None, "operator"]
 
     therapist = (await world.http.get("/v1/transactions", headers=THERAPIST)).json()
     assert [(e["kind"], e["amount_minor"]) for e in therapist["transactions"]] == [("earning", 180)]
+    assert therapist["transactions"][0]["method"] is None
     earnings = await world.http.get("/v1/earnings", headers=THERAPIST)
     assert earnings.status_code == 200
     assert earnings.json() == {
@@ -337,7 +350,7 @@ async def test_listing_withdrawals(world: World) -> None:
     own = (await world.http.get("/v1/withdrawals", headers=THERAPIST)).json()["withdrawals"]
     assert [w["amount_minor"] for w in own] == [200, 100]
     other = await world.http.get("/v1/withdrawals", headers=auth("therapist", "t2"))
-    assert other.json() == {"withdrawals": []}
+    assert other.json() == {"withdrawals": [], "currency": "GBP"}
     # A therapist cannot look at another's by asking.
     sneaky = await world.http.get("/v1/withdrawals?therapist_id=t2", headers=THERAPIST)
     assert [w["amount_minor"] for w in sneaky.json()["withdrawals"]] == [200, 100]
@@ -345,7 +358,7 @@ async def test_listing_withdrawals(world: World) -> None:
     scheduled = await world.http.get("/v1/withdrawals?state=scheduled", headers=OPERATOR)
     assert [w["id"] for w in scheduled.json()["withdrawals"]] == [mine.id]
     by_t2 = await world.http.get("/v1/withdrawals?therapist_id=t2", headers=OPERATOR)
-    assert by_t2.json() == {"withdrawals": []}
+    assert by_t2.json() == {"withdrawals": [], "currency": "GBP"}
     response = await world.http.get("/v1/withdrawals?state=lost", headers=OPERATOR)
     assert error(response, 422, "invalid_field")["field"] == "state"
 
@@ -389,7 +402,7 @@ def test_the_app_serves_the_wallet(app_client: TestClient) -> None:
     assert created.status_code == 201
     assert app_client.post("/v1/wallet/topups", json=body, headers=OPERATOR).status_code == 200
     wallet = app_client.get("/v1/wallet", headers=CLIENT)
-    assert wallet.json() == {"balance_minor": 1500, "currency": "GBP"}
+    assert wallet.json() == {"balance_minor": 1500, "currency": "GBP", **WALLET_EXTRAS}
     assert app_client.get("/v1/wallet", headers=THERAPIST).status_code == 403
     assert app_client.get("/v1/earnings", headers=THERAPIST).json()["available_minor"] == 0
     assert app_client.get("/v1/ledger/check", headers=OPERATOR).json()["balanced"] is True

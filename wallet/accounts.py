@@ -139,6 +139,16 @@ def _public_kind(kind: str, account_id: str) -> str:
     return kind
 
 
+def _method(kind: str, checkout_method: str | None) -> str | None:
+    """How a top-up was paid, as its receipt says (PROTOCOL.md §9): the
+    method of the checkout it credited (``card``: Stripe, ``test``: the
+    ``--dev`` page), else ``operator`` (``POST /v1/wallet/topups``); ``None``
+    for every other kind."""
+    if kind != TxnKind.TOPUP:
+        return None
+    return checkout_method or "operator"
+
+
 def _entry_view(
     txn_id: str,
     kind: str,

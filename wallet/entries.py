@@ -72,6 +72,7 @@ from wallet.accounts import (
     TxnKind,
     _account_kind,
     _entry_view,
+    _method,
     _new_id,
     _to_dt,
     check_amount,
@@ -80,7 +81,7 @@ from wallet.accounts import (
     client_account,
     therapist_account,
 )
-from wallet.tables import ledger_accounts, ledger_entries, ledger_transactions
+from wallet.tables import checkouts, ledger_accounts, ledger_entries, ledger_transactions
 
 __all__ = ["LedgerBase"]
 
@@ -135,7 +136,9 @@ class LedgerBase:
     ) -> list[dict[str, Any]]:
         """The user's entries, newest first, in the shape of PROTOCOL.md §6:
         ``id`` (the transaction's), ``kind``, ``amount_minor`` (signed, from the
-        user's side), ``balance_after_minor``, ``session_id``, ``created_at``.
+        user's side), ``balance_after_minor``, ``session_id``, ``created_at``,
+        and ``method``, how a top-up was paid (:func:`wallet.accounts._method`;
+        ``None`` for other kinds).
 
         A client's are its wallet's; a therapist's are its earnings' (a
         session's share is an ``earning``, a withdrawal takes money out).
@@ -148,7 +151,7 @@ class LedgerBase:
             account = therapist_account(user_id)
         else:
             raise Forbidden("an operator has no ledger entries")
-        e, t = ledger_entries, ledger_transactions
+        e, t, k = ledger_entries, ledger_transactions, checkouts
         stmt = (
             select(
                 t.c.id,
@@ -157,8 +160,16 @@ class LedgerBase:
                 e.c.balance_after_minor,
                 t.c.session_id,
                 t.c.created_at,
+                k.c.method,
             )
-            .select_from(e.join(t, e.c.transaction_id == t.c.id))
+            .select_from(
+                e.join(t, e.c.transaction_id == t.c.id).outerjoin(
+                    # A top-up paid through a checkout has the checkout's id
+                    # for its reference (wallet.checkouts).
+                    k,
+                    (t.c.kind == str(TxnKind.TOPUP)) & (k.c.id == t.c.reference),
+                )
+            )
             .where(e.c.account_id == account)
             .order_by(e.c.id.desc())
         )
@@ -167,15 +178,18 @@ class LedgerBase:
         async with self.db.reading() as conn:
             rows = (await conn.execute(stmt)).all()
         return [
-            _entry_view(
-                r.id,
-                r.kind,
-                account,
-                int(r.amount_minor),
-                int(r.balance_after_minor),
-                r.session_id,
-                r.created_at.timestamp(),
-            )
+            {
+                **_entry_view(
+                    r.id,
+                    r.kind,
+                    account,
+                    int(r.amount_minor),
+                    int(r.balance_after_minor),
+                    r.session_id,
+                    r.created_at.timestamp(),
+                ),
+                "method": _method(r.kind, r.method),
+            }
             for r in rows
         ]
 

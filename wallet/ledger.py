@@ -10,6 +10,9 @@ together from its pieces, and the names other packages import from here.
 * :mod:`wallet.payouts`: :class:`WithdrawalState`, :class:`Withdrawal` and
   :class:`~wallet.payouts.Payouts`: a therapist's earnings and withdrawals.
 * :mod:`wallet.audit`: :class:`~wallet.audit.Audit`: the check of the books.
+* :mod:`wallet.statements`: what each session cost or earned a user.
+* :mod:`wallet.checkouts`: :class:`~wallet.checkouts.Checkouts`: clients'
+  card top-ups and their crediting (PROTOCOL.md §9).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from wallet.accounts import (
     withdrawing_account,
 )
 from wallet.audit import Audit
+from wallet.checkouts import Checkouts
 from wallet.payouts import AlsoInTxn, Payouts, Withdrawal, WithdrawalState
+from wallet.statements import Statements
 
 __all__ = [
     "EXTERNAL_PAYMENTS",
@@ -55,7 +60,7 @@ __all__ = [
 ]
 
 
-class Ledger(Payouts, Audit):
+class Ledger(Payouts, Audit, Statements, Checkouts):
     """Balances, movements and withdrawals of one deployment (one currency).
 
     ``therapist_share_pct`` (0..100) splits each session charge
@@ -65,5 +70,6 @@ class Ledger(Payouts, Audit):
 
     The balances and movements are :class:`~wallet.entries.LedgerBase`'s, the
     earnings and withdrawals :class:`~wallet.payouts.Payouts`', the audit
-    (:meth:`check`) :class:`~wallet.audit.Audit`'s.
+    (:meth:`check`) :class:`~wallet.audit.Audit`'s, the checkouts
+    :class:`~wallet.checkouts.Checkouts`'.
     """

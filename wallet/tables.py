@@ -7,6 +7,10 @@
   (``external:*``) at zero or above. ``(kind, reference)`` is unique, which
   makes a top-up, a session's charge and each step of a withdrawal happen once.
 * ``withdrawals``: a therapist's withdrawals and their state.
+* ``checkouts``: clients' card top-ups (PROTOCOL.md §9, :mod:`wallet.checkouts`):
+  one row per Stripe Checkout Session (``cs_...``) or test checkout
+  (``chk_...``), ``open`` -> ``paid`` (in the same transaction as the ledger's
+  top-up, whose reference is the checkout's id) or ``expired``.
 """
 
 from __future__ import annotations
@@ -110,4 +114,26 @@ withdrawals: Final = Table(
     CheckConstraint("state IN ('awaiting_invoice', 'scheduled', 'paid')", name="state"),
     Index(None, "therapist_id", "created_at"),
     Index(None, "state", "created_at"),
+)
+
+# -- paying in (wallet.checkouts) --------------------------------------------------
+
+checkouts: Final = Table(
+    "checkouts",
+    metadata,
+    # Stripe's Checkout Session id, or chk_... for a test payment; it is also
+    # the reference of the top-up it paid for (hence the same length).
+    Column("id", String(REFERENCE_LEN), primary_key=True),
+    Column("client_id", String(ID_LEN), nullable=False),
+    Column("amount_minor", BIGINT, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # "card" (Stripe) or "test" (the --dev page): the receipt's method.
+    Column("method", String(8), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("paid_at", UTCDateTime, nullable=True),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("method IN ('card', 'test')", name="method"),
+    CheckConstraint("state IN ('open', 'paid', 'expired')", name="state"),
+    Index(None, "client_id", "created_at"),
 )

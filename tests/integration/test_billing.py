@@ -54,5 +54,10 @@ async def test_a_session_whose_server_is_killed_mid_call_is_settled_once(
     assert await charges() == first
     earnings = await c.call(b, "GET", "/v1/earnings", token("therapist", "t-kill"))
     assert earnings.json()["available_minor"] > 0
+    # The call log says the same as the ledger: what it cost, what it earned.
+    listed = await c.call(a if a.running else b, "GET", "/v1/sessions", token("client", "c-kill"))
+    assert listed.json()["sessions"][0]["amount_minor"] == -first[0]["amount_minor"]
+    theirs = await c.call(b, "GET", "/v1/sessions", token("therapist", "t-kill"))
+    assert theirs.json()["sessions"][0]["amount_minor"] == earnings.json()["available_minor"]
     check = await c.call(b, "GET", "/v1/ledger/check", operator)
     assert check.json()["balanced"] is True

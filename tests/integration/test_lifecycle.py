@@ -20,6 +20,9 @@ ROUNDS = 8
 STOP_WITHIN_S = 5.0
 
 
+# Eight server start-ups (each imports the whole app: seconds on a loaded
+# machine); the stop itself is bounded by STOP_WITHIN_S.
+@pytest.mark.timeout(240)
 async def test_sigterm_stops_the_server_promptly(
     redis_url: str, tmp_path: Path, dispatch_cli: Path
 ) -> None:

@@ -321,6 +321,29 @@ async def test_notes_are_the_therapists_alone(start_cluster: StartCluster) -> No
     assert resp.status_code == 200, resp.text
     assert resp.json()["notes"] == [{"text": text, "saved_at": saved["saved_at"]}]
 
+    # After the call the therapist may still add notes, over HTTP, on either server.
+    await m.client.send({"type": "session.end", "session_id": m.id, "ref": "end"})
+    await m.therapist.expect("session.ended", 10)
+    path = f"/v1/sessions/{m.id}/notes"
+    later = "written after the call"
+    resp = await c.call(c[1], "POST", path, token("therapist", "t1"), {"text": later})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["note"]["text"] == later
+    resp = await _get(c, c[0], path, "therapist", "t1")
+    assert [n["text"] for n in resp.json()["notes"]] == [text, later]
+    # Nobody else may, and a blank or oversized note is refused.
+    for who, body, status in (
+        (token("therapist", "t2"), {"text": "x"}, 404),
+        (token("client", "c1"), {"text": "x"}, 403),
+        (token("therapist", "t1"), {"text": "  "}, 422),
+        (token("therapist", "t1"), {"text": "x" * 20001}, 422),
+        (token("therapist", "t1"), ["x"], 400),
+    ):
+        resp = await c.call(c[0], "POST", path, who, body)
+        assert resp.status_code == status, resp.text
+    resp = await _get(c, c[0], path, "therapist", "t1")
+    assert len(resp.json()["notes"]) == 2
+
 
 # -- the end ---------------------------------------------------------------------------------
 
