@@ -115,6 +115,14 @@ _OVERFLOW_JS: Final = """
 """
 
 
+async def assert_fits(person: Person, state: str) -> None:
+    """Nothing reaches past the right edge of the viewport, whatever its width, and
+    every text has contrast."""
+    fit = await person.page.evaluate(_OVERFLOW_JS)
+    assert fit["scroll"] <= fit["width"] and not fit["wide"], f"{person.label} ({state}): {fit}"
+    await assert_contrast(person, state)
+
+
 async def assert_contrast(person: Person, state: str) -> None:
     """Every visible text of ``person``'s page meets WCAG AA contrast; on a phone-sized
     screen nothing reaches past the right edge (no sideways scrolling)."""

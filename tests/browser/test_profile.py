@@ -24,25 +24,12 @@ from PIL import Image
 from playwright.async_api import expect
 
 from .conftest import Person, Stage
-from .test_access import assert_contrast, tab_to
+from .test_access import assert_fits, tab_to
 
 pytestmark = pytest.mark.integration
 
 NAME: Final = "Dr Pat Browser"
 OPERATOR: Final = ("operator", "op-browser")
-
-#: Where the page reaches past the right edge of the viewport, if anywhere.
-_OVERFLOW_JS: Final = """
-() => {
-  const width = document.documentElement.clientWidth;
-  const wide = [...document.querySelectorAll("body *")].filter((el) => {
-    const box = el.getBoundingClientRect();
-    return box.width > 0 && box.right > width + 1;
-  });
-  return { scroll: document.documentElement.scrollWidth, width,
-           wide: wide.slice(0, 5).map((el) => el.id || el.dataset.testid || el.tagName) };
-}
-"""
 
 
 async def description(person: Person, test_id: str) -> str:
@@ -177,9 +164,7 @@ async def test_a_therapist_edits_its_own_profile(stage: Stage, tmp_path: Path) -
     # At 360 px wide nothing reaches past the right edge; every text has contrast.
     await pat.page.set_viewport_size({"width": 360, "height": 780})
     await expect(view).to_be_visible()
-    fit = await pat.page.evaluate(_OVERFLOW_JS)
-    assert fit["scroll"] <= fit["width"] and not fit["wide"], fit
-    await assert_contrast(pat, "profile at 360 px")
+    await assert_fits(pat, "profile at 360 px")
     await pat.shot("narrow")
 
     # Back to the requests, then a reload shows what is stored.

@@ -19,6 +19,13 @@
 //                        learnt another way (e.g. GET /v1/sessions after a
 //                        reconnect that brought no `session.ready`).
 //   call.unmuteRemote()  Plays the remote audio after the browser blocked autoplay.
+//   call.setMicrophone(on) / call.setCamera(on)  Mute or unmute this side's
+//                        microphone, turn its camera off or on (track.enabled:
+//                        the peer connection and its tracks stay, so turning
+//                        back on needs no renegotiation). call.micOn, call.cameraOn.
+//   controls (constructor option): an element holding the in-call controls
+//     (callcontrols.js: mute, camera, "connection lost"); the call wires them
+//     while it runs and resets them when it closes.
 //   await call.framesDecoded() -> number   inbound video frames decoded so far.
 //   call.pc              the RTCPeerConnection (for tests: getStats()).
 //   call.state           "starting" | "joining" | "waiting" | "connecting" |
@@ -29,7 +36,8 @@
 //   onState events: "state" {state} · "media" {ok, message?, audio, video} ·
 //   "joined" {state, peerJoined} · "peer_joined" {userId, rejoin} ·
 //   "live" {startedAt} · "connection" {state: pc.connectionState} ·
-//   "autoplay" {blocked} · "rejoined" {} · "ended" {reason, duration_s}
+//   "autoplay" {blocked} · "rejoined" {} · "ended" {reason, duration_s} ·
+//   "controls" {mic, camera}
 //
 // Signalling: `rtc.signal` data is {pc, to, hello}, {pc, to, description} or
 // {pc, to, candidate}, where `pc` names the sender's RTCPeerConnection and `to`
@@ -56,6 +64,8 @@
 // `session.ready` for the same session again: the call joins again and, if
 // the media path broke meanwhile, restarts ICE.
 
+import { CallControls } from "./callcontrols.js";
+
 /** How long a call may stay unconnected, with both sides joined, before the
  *  client asks the therapist for an ICE restart (and again after as long). */
 const STUCK_MS = 8000;
@@ -81,7 +91,16 @@ function mediaErrorMessage(err) {
 }
 
 export class Call {
-  constructor({ conn, session, selfId, role, localVideo = null, remoteVideo = null, onState = () => {} }) {
+  constructor({
+    conn,
+    session,
+    selfId,
+    role,
+    localVideo = null,
+    remoteVideo = null,
+    onState = () => {},
+    controls = null,
+  }) {
     this.conn = conn;
     this.session = session;
     this.sessionId = session.id;
@@ -108,6 +127,8 @@ export class Call {
     this.startedAt = session.started_at || null;
     this.ended = null;
     this.autoplayBlocked = false;
+    this.micOn = true;
+    this.cameraOn = true;
 
     this._makingOffer = false;
     this._ignoreOffer = false;
@@ -119,15 +140,31 @@ export class Call {
     this._offs = [];
     this._closed = false;
     this._hangingUp = false;
+    this._controls = controls ? new CallControls(controls, this) : null;
     globalThis.qcCall = this;
   }
 
   _tell(event, detail = {}) {
     try {
+      this._controls?.update(event, detail);
       this.onState(event, detail, this);
     } catch (err) {
       console.error("call onState failed", err);
     }
+  }
+
+  /** Mute (false) or unmute (true) this side's microphone. */
+  setMicrophone(on) {
+    this.micOn = !!on;
+    this.localStream?.getAudioTracks().forEach((t) => (t.enabled = this.micOn));
+    this._tell("controls", { mic: this.micOn, camera: this.cameraOn });
+  }
+
+  /** Turn this side's camera off (false) or back on (true). */
+  setCamera(on) {
+    this.cameraOn = !!on;
+    this.localStream?.getVideoTracks().forEach((t) => (t.enabled = this.cameraOn));
+    this._tell("controls", { mic: this.micOn, camera: this.cameraOn });
   }
 
   _setState(state) {
@@ -174,6 +211,9 @@ export class Call {
       return;
     }
     this.localStream = stream;
+    // Muted or camera off before the media came: keep it so.
+    stream?.getAudioTracks().forEach((t) => (t.enabled = this.micOn));
+    stream?.getVideoTracks().forEach((t) => (t.enabled = this.cameraOn));
     const audio = !!stream && stream.getAudioTracks().length > 0;
     const video = !!stream && stream.getVideoTracks().length > 0;
     if (stream) {
@@ -591,6 +631,7 @@ export class Call {
   close() {
     if (this._closed) return;
     this._closed = true;
+    this._controls?.close();
     clearInterval(this._watchdog);
     for (const off of this._offs) off();
     this._offs = [];

@@ -14,11 +14,15 @@
 // notes-input, notes-saved, end-call, call-ended, live-region, status-line;
 // also claim-result, release-claim, confirm-countdown, funds-low,
 // media-error, call-status, call-timer, unmute, notify-button, error-message;
-// the profile section's hooks (profile-open, profile-view, ...) are profile.js's.
+// the profile, call log and earnings sections' hooks (profile-open, calllog-open,
+// earnings-open, ...) are profile.js's, calllog.js's and earnings.js's.
 // window.qcConn is the Connection, window.qcCall the current Call.
 
+import { el } from "./dom.js";
 import { forgetToken, getToken, keepToken, showSignedOut, signIn, signOut } from "./auth.js";
 import { Call } from "./call.js";
+import { initCallLog } from "./calllog.js";
+import { initEarnings } from "./earnings.js";
 import { initProfile } from "./profile.js";
 import {
   Connection,
@@ -37,21 +41,6 @@ const RESUME_WAIT_MS = 3000;
 const CHAT_MAX = 4000;
 
 // ---- small helpers -----------------------------------------------------------
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
-    node.append(child); // strings become text nodes
-  }
-  return node;
-}
 
 function sessionGet(key) {
   try {
@@ -127,7 +116,14 @@ const ui = {
   error: $("error"),
   conn: $("conn"),
   who: $("who"),
-  views: { list: $("view-list"), confirm: $("view-confirm"), call: $("view-call"), profile: $("view-profile") },
+  views: {
+    list: $("view-list"),
+    confirm: $("view-confirm"),
+    call: $("view-call"),
+    profile: $("view-profile"),
+    calllog: $("view-calllog"),
+    earnings: $("view-earnings"),
+  },
   availability: $("availability"),
   availabilityLabel: $("availability-label"),
   availabilityHint: $("availability-hint"),
@@ -162,10 +158,12 @@ const ui = {
   endedTitle: $("ended-title"),
   endedReason: $("ended-reason"),
   endedDuration: $("ended-duration"),
-  endedCode: $("ended-code"),
   endedNotes: $("ended-notes"),
   endedDismiss: $("ended-dismiss"),
 };
+
+/** The call log section (calllog.js); it also says what an ended call earned. */
+let callLog = null;
 
 const state = {
   conn: null,
@@ -701,6 +699,7 @@ async function startCall(session) {
     localVideo: ui.localVideo,
     remoteVideo: ui.remoteVideo,
     onState: onCallState,
+    controls: { root: $("call-controls"), lost: $("connection-lost") },
   });
   state.call = call;
   if (session.state === "live") renderCallTimer();
@@ -741,7 +740,6 @@ function onCallEnded({ reason, duration_s: duration }) {
   ui.endedReason.textContent = words;
   ui.endedDuration.textContent =
     typeof duration === "number" ? `Duration: ${formatDuration(duration)}.` : "";
-  ui.endedCode.textContent = reason ? `Reason: ${reason}` : "";
   ui.ended.dataset.reason = reason || "";
   ui.endedNotes.hidden = !state.notes.wrote;
   ui.endedNotes.textContent = state.notes.wrote
@@ -749,6 +747,7 @@ function onCallEnded({ reason, duration_s: duration }) {
     : "";
   ui.ended.hidden = false;
   if (session) ui.ended.dataset.sessionId = session.id;
+  callLog?.afterCall(session ? session.id : null); // what it earned, once the charge is written
   showView("list", { focus: false });
   ui.endedTitle.focus();
   announce(`Call ended. ${words}${typeof duration === "number" ? ` Duration ${formatDuration(duration)}.` : ""}`);
@@ -1099,6 +1098,15 @@ function main() {
     showView,
     currentView: () => state.view,
   });
+  const section = {
+    token: () => getToken() || token,
+    announce,
+    showView,
+    currentView: () => state.view,
+    baseView: () => (state.call ? "call" : state.claim ? "confirm" : "list"), // where "Back" goes
+  };
+  callLog = initCallLog({ ...section, therapistId: claims.sub });
+  initEarnings(section);
   renderAvailability();
   renderNotifyState();
   renderListMeta();

@@ -4,10 +4,16 @@
 // at once after `welcome` and then every second. Each number is shown live
 // (data-testid="stat-<field>") and four series are kept in memory (at most
 // 900 points, 15 minutes at one a second) and drawn on <canvas>:
-// chart-waiting, chart-available and chart-wait (p50 and p95).
+// chart-waiting, chart-available and chart-wait (p50 and p95). On open the
+// series start from GET /v1/pool/history (one sample per 5 s, kept by the
+// service), so the charts survive a reload; pushes extend them from there.
+// Beside the numbers: the live lists (ops_lists.js) and the withdrawals to
+// process (ops_withdrawals.js).
 
 import { Connection } from "./protocol.js";
 import { signIn, signOut, forgetToken, keepToken, showSignedOut } from "./auth.js";
+import { startLists } from "./ops_lists.js";
+import { startWithdrawals } from "./ops_withdrawals.js";
 
 const FIELDS = [
   "waiting",
@@ -61,15 +67,29 @@ export class History {
     this.points = [];
   }
 
-  add(t, stats) {
-    this.points.push({
-      t,
-      waiting: num(stats.waiting),
-      available: num(stats.therapists_available),
-      p50: num(stats.wait_p50_s),
-      p95: num(stats.wait_p95_s),
-    });
+  /** A point at `t` (ms); `gapMs`: a longer silence before it breaks the line. */
+  add(t, stats, gapMs = GAP_MS) {
+    this.points.push(point(t, stats, gapMs));
     this.prune(t);
+  }
+
+  /**
+   * Put the service's samples (GET /v1/pool/history: `at` in RFC 3339) before
+   * the points pushed since the page opened. `skewMs`: the server's clock
+   * minus this page's; `intervalMs`: the samples' spacing. Returns how many
+   * samples were taken.
+   */
+  load(samples, skewMs = 0, intervalMs = 5000) {
+    const first = this.points.length ? this.points[0].t : Infinity;
+    const older = [];
+    for (const s of samples) {
+      const t = Date.parse(s.at) - skewMs;
+      if (Number.isFinite(t) && t < first) older.push(point(t, s, intervalMs * 1.8));
+    }
+    older.sort((a, b) => a.t - b.t);
+    this.points.unshift(...older);
+    this.prune(Date.now());
+    return older.length;
   }
 
   prune(now) {
@@ -81,8 +101,19 @@ export class History {
   }
 
   series(key) {
-    return this.points.map((p) => [p.t, p[key]]);
+    return this.points.map((p) => [p.t, p[key], p.gap]);
   }
+}
+
+function point(t, stats, gapMs) {
+  return {
+    t,
+    gap: gapMs,
+    waiting: num(stats.waiting),
+    available: num(stats.therapists_available),
+    p50: num(stats.wait_p50_s),
+    p95: num(stats.wait_p95_s),
+  };
 }
 
 function num(v) {
@@ -121,7 +152,8 @@ const COLOURS = {
 
 /**
  * Draw line series on a canvas.
- * series: [{points: [[t, v|null]...], colour, dash?}]; integer: whole-number ticks.
+ * series: [{points: [[t, v|null, gapMs?]...], colour, dash?}]; integer: whole-number ticks.
+ * A silence longer than a point's gapMs (default 3.5 s) before it breaks the line.
  */
 export function drawChart(canvas, series, now, { integer = false, unit = "" } = {}) {
   const dpr = window.devicePixelRatio || 1;
@@ -197,9 +229,11 @@ export function drawChart(canvas, series, now, { integer = false, unit = "" } = 
     ctx.beginPath();
     let drawing = false;
     let prevT = null;
+    let prevGap = GAP_MS;
     let lone = null;
-    for (const [t, v] of s.points) {
-      if (v === null || (prevT !== null && t - prevT > GAP_MS)) {
+    for (const [t, v, gap = GAP_MS] of s.points) {
+      // The longer allowance of the two points: history samples are 5 s apart.
+      if (v === null || (prevT !== null && t - prevT > Math.max(gap, prevGap))) {
         if (lone) dot(ctx, lone);
         drawing = false;
         lone = null;
@@ -215,6 +249,7 @@ export function drawChart(canvas, series, now, { integer = false, unit = "" } = 
         }
       }
       prevT = t;
+      prevGap = gap;
     }
     ctx.stroke();
     if (lone) dot(ctx, lone);
@@ -357,7 +392,28 @@ function start() {
     for (const id of ["chart-waiting", "chart-available", "chart-wait"]) ro.observe($(id));
   }
   renderCharts();
-  window.qcOps = { history, get lastStats() { return lastStats; } };
+  const lists = startLists(conn);
+  const withdrawals = startWithdrawals(conn);
+  const ops = { history, historyLoaded: null, lists, withdrawals };
+  Object.defineProperty(ops, "lastStats", { get: () => lastStats });
+  window.qcOps = ops;
+  loadHistory(conn).then((n) => {
+    ops.historyLoaded = n;
+  });
+}
+
+/** Start the charts from the service's history; how many samples (0 when it failed). */
+async function loadHistory(conn) {
+  try {
+    const body = await conn.http("GET", "/v1/pool/history");
+    const skewMs = Date.parse(body.at) - Date.now();
+    const n = history.load(body.samples || [], Number.isFinite(skewMs) ? skewMs : 0, (body.interval_s || 5) * 1000);
+    renderCharts();
+    return n;
+  } catch (err) {
+    announce(`The charts' history could not be loaded (${err.message}); they start from now.`);
+    return 0;
+  }
 }
 
 start();

@@ -10,12 +10,37 @@
 // session.ready again after `welcome`; when it sends nothing, the request or
 // session ended while we were away and we ask the HTTP API how.
 //
+// The money around it lives in its own modules: wallet.js (price, balance,
+// top-ups, what a call cost), meter.js (the running cost in a call),
+// history.js (past sessions and transactions), draft.js (the form kept while
+// the client pays); call.js wires the in-call controls (callcontrols.js).
+//
 // Test hooks: see data-testid attributes in talk.html; window.qcTalk exposes
 // the page state for tests.
 
-import { Connection, ProtocolError, httpRequest, newId, formatClock } from "./protocol.js";
+import {
+  Connection,
+  ProtocolError,
+  httpRequest,
+  newId,
+  formatClock,
+  describeEndReason,
+} from "./protocol.js";
 import { Call } from "./call.js";
 import { signIn, signOut, forgetToken, keepToken, showSignedOut } from "./auth.js";
+import {
+  initWallet,
+  loadWallet,
+  currentWallet,
+  pricePerMinute,
+  openTopup,
+  handleTopupReturn,
+  showEndFacts,
+} from "./wallet.js";
+import { initHistory, showHistory, refreshHistory } from "./history.js";
+import { initMeter, meterWaiting, startMeter, stopMeter } from "./meter.js";
+import { keepDraft } from "./draft.js";
+import { formatMoney } from "./money.js";
 
 const TERMS_VERSION = "2026-11-01";
 const NOTES_MAX = 2000;
@@ -60,17 +85,6 @@ function spokenDuration(seconds) {
   return parts.join(" ");
 }
 
-function formatMoney(minor, currency) {
-  if (typeof minor !== "number") return "";
-  try {
-    const fmt = new Intl.NumberFormat(undefined, { style: "currency", currency: currency || "GBP" });
-    const digits = fmt.resolvedOptions().maximumFractionDigits;
-    return fmt.format(minor / 10 ** digits);
-  } catch {
-    return `${minor} ${currency || ""}`.trim();
-  }
-}
-
 // ------------------------------------------------------------- page state
 
 const state = {
@@ -93,6 +107,8 @@ const state = {
   fundsEnd: 0,
   endRequested: false,
   stateSeq: 0, // request.state frames seen: an HTTP answer older than one is not applied
+  draft: null, // draft.js: the form kept in sessionStorage
+  walletReady: null, // the first GET /v1/wallet
 };
 
 function remember() {
@@ -146,6 +162,7 @@ function show(view, { focus = true } = {}) {
   state.view = view;
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
   document.body.dataset.view = view;
+  showHistory(view === "form" || view === "end");
   if (view === "waiting") startTicking();
   else stopTicking();
   if (focus) {
@@ -318,6 +335,7 @@ async function handleCreateAnswer(res) {
     // The websocket may have told us more already (claimed, an offer): its
     // frames are newer than this answer.
     const r = res.body.request;
+    state.draft?.clear();
     if (!(state.request && state.request.id === r.id)) applyHttpRequest(r, res.seq);
     return;
   }
@@ -326,16 +344,17 @@ async function handleCreateAnswer(res) {
     return;
   }
   if (res.status === 402) {
-    const wallet = await api("GET", "/v1/wallet");
-    const currency = wallet.status === 200 && wallet.body ? wallet.body.currency : "GBP";
+    // Not a dead end: the top-up picker opens, and what was typed is kept.
+    const wallet = await loadWallet();
+    const currency = (wallet || currentWallet())?.currency;
     const balance = formatMoney(err.balance_minor, currency);
     const needed = formatMoney(err.required_minor, currency);
-    showError(
-      `Not enough credit to talk now: your balance is ${balance}` +
-        (needed ? ` and at least ${needed} is needed.` : ".") +
-        " Please top up your wallet first.",
-    );
-    announce("Not enough credit to talk now.");
+    const text =
+      `Not enough credit to talk now: your balance is ${balance || "too low"}` +
+      (needed ? ` and at least ${needed} is needed.` : ".") +
+      " Top up below; what you typed stays.";
+    openTopup({ message: text, focus: true });
+    announce(text);
     return;
   }
   if (res.status === 409) {
@@ -524,6 +543,11 @@ function renderTherapist(t) {
   }
   $("therapist-name").textContent = name;
   $("therapist-bio").textContent = (t && t.bio) || "";
+  const price = pricePerMinute();
+  $("therapist-price").textContent = price
+    ? `${price}, charged per started minute once you are both in the call.`
+    : "";
+  $("therapist-price").hidden = !price;
   const topics = (t && Array.isArray(t.topics) && t.topics) || [];
   $("therapist-topics").textContent = topics.length ? `Focus: ${topics.join(", ")}` : "";
 }
@@ -704,6 +728,8 @@ function onCallEvent(event, detail) {
     note.hidden = !detail.message;
   } else if (event === "autoplay") {
     $("unmute").hidden = !detail.blocked;
+  } else if (event === "live") {
+    startLiveMeter(detail.startedAt);
   } else if (event === "peer_joined") {
     announce(detail.rejoin ? "Your therapist is back." : "Your therapist is joining the call.");
   } else if (event === "ended" && !state.ended && state.session) {
@@ -747,7 +773,10 @@ async function onSessionReady(frame) {
     localVideo: $("local-video"),
     remoteVideo: $("remote-video"),
     onState: onCallEvent,
+    controls: { root: $("call-controls"), lost: $("connection-lost") },
   });
+  if (s.state === "live" && s.started_at) startLiveMeter(s.started_at);
+  else meterWaiting();
   state.call.start().catch(() => {
     $("call-status").textContent = "Could not start the video call. Chat still works.";
   });
@@ -772,6 +801,16 @@ async function loadTranscript(sessionId) {
 function onLive(frame) {
   if (!state.session || frame.session_id !== state.session.id) return;
   state.session = { ...state.session, state: "live", started_at: frame.started_at };
+  startLiveMeter(frame.started_at);
+}
+
+async function startLiveMeter(startedAt) {
+  const session = state.session;
+  if (!session || state.ended || !startedAt) return;
+  await state.walletReady; // the price, after a reload straight into the call
+  if (state.session?.id !== session.id || state.ended) return;
+  const w = currentWallet();
+  startMeter(startedAt, w?.price_per_minute_minor, w?.currency);
 }
 
 function onFundsLow(frame) {
@@ -902,13 +941,16 @@ function onSessionEnded(frame) {
   state.ended = true;
   state.endRequested = false;
   finishCall();
-  const base = END_MESSAGES[frame.reason] || "The call has ended.";
-  const length = frame.duration_s ? ` It lasted ${spokenDuration(frame.duration_s)}.` : "";
-  showEnd(base + length, "The call has ended");
+  // In words, never the raw code; the facts below say how long and what it cost.
+  const words = END_MESSAGES[frame.reason] || describeEndReason(frame.reason, "client");
+  showEnd(words, "The call has ended");
+  const sessionId = state.session.id;
+  showEndFacts(sessionId, frame.duration_s).finally(() => refreshHistory());
 }
 
 function finishCall() {
   stopFunds();
+  stopMeter();
   state.pendingChat.clear();
   if (state.call) state.call.close();
   state.call = null;
@@ -921,6 +963,8 @@ function showEnd(message, title = "Your request has ended") {
   stopOfferTick();
   $("end-title").textContent = title;
   $("end-message").textContent = message;
+  $("end-facts").hidden = true;
+  $("end-topup").hidden = true;
   show("end");
   announce(message);
   remember();
@@ -939,13 +983,9 @@ function startAgain({ focus = true } = {}) {
   loadBalance();
 }
 
-async function loadBalance() {
-  const res = await api("GET", "/v1/wallet");
-  const p = $("balance");
-  if (res.status === 200 && res.body && typeof res.body.balance_minor === "number") {
-    p.textContent = `Wallet balance: ${formatMoney(res.body.balance_minor, res.body.currency)}`;
-    p.hidden = false;
-  } else p.hidden = true;
+function loadBalance() {
+  state.walletReady = loadWallet();
+  return state.walletReady;
 }
 
 // --------------------------------------------------------------- reconnect
@@ -1026,6 +1066,15 @@ function wire() {
     $("unmute").hidden = true;
   });
   $("start-again").addEventListener("click", () => startAgain());
+  $("end-topup").addEventListener("click", () => {
+    startAgain({ focus: false });
+    state.walletReady.then(() => openTopup({ focus: true }));
+  });
+  initWallet({ api, announce });
+  initHistory({ api, me: state.me, currency: () => state.walletReady?.then((w) => w?.currency) });
+  initMeter({ el: $("call-meter"), note: $("call-meter-note") });
+  state.draft = keepDraft($("talk-form"));
+  state.draft.restore();
   $("sign-out").addEventListener("click", () => {
     if (state.conn) state.conn.close();
     signOut();
@@ -1041,11 +1090,12 @@ function boot() {
   state.me = signed.claims.sub;
   $("who").textContent = signed.claims.name || signed.claims.sub;
   wire();
+  loadBalance(); // the price and the balance, for the form, the offer and the call
+  handleTopupReturn();
 
   const { requestId, sessionId } = recalled();
   if (!requestId && !sessionId) {
     show("form", { focus: false });
-    loadBalance();
   } else {
     // Back after a reload: the server resends the request or call after `welcome`.
     // If it cannot be reached at all, show the form rather than nothing.
