@@ -37,7 +37,9 @@ from dispatch import cli, demo
 from dispatch.settings import Settings
 from signaling.crypto import Cipher
 
-SECRET = secrets.token_urlsafe(32)
+# Never starting with "-": argparse would read "--secret -x..." as a missing value
+# (one run in 64 failed so).
+SECRET = "k" + secrets.token_urlsafe(32)
 DATA_KEY = Fernet.generate_key().decode()
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
