@@ -12,6 +12,7 @@ give the same answers (``tests/test_pool_contract.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import importlib
@@ -24,9 +25,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 import pytest_asyncio
@@ -39,6 +40,8 @@ from core.db import Database
 from pool.memory import MemoryPool
 from pool.model import Timeouts
 from pool.store import PoolStore
+
+X = TypeVar("X")
 
 #: The clocks every pool fixture runs with (PROTOCOL.md §1 defaults).
 TIMEOUTS = Timeouts(claim_confirm_s=60, request_max_wait_s=600, reconnect_grace_s=15)
@@ -440,12 +443,28 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         await database.aclose()
 
 
+@pytest_asyncio.fixture
+async def other_db(database_url: str, db: Database) -> AsyncIterator[Database]:
+    """A second server's connection to ``db``'s database (its own engine)."""
+    database = Database.from_url(database_url)
+    try:
+        yield database
+    finally:
+        await database.aclose()
+
+
+async def outcomes(calls: Sequence[Awaitable[X]]) -> list[X | BaseException]:
+    """Every call's result or exception, run at once (a race)."""
+    return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
 def embedded_settings(
     request: pytest.FixtureRequest, tmp_path: Path, **overrides: Any
 ) -> dict[str, Any]:
     """Settings overrides for an embedded app on ``request.param``'s pool
     (``"memory"`` or ``"redis"``: the session's redis-server, started again if
-    a test stopped it), with its database in ``tmp_path``."""
+    a test stopped it, and emptied: what an earlier test left there, a profile
+    say, would change this one's answers), with its database in ``tmp_path``."""
     settings: dict[str, Any] = {
         "dev": True,
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}",
@@ -456,6 +475,8 @@ def embedded_settings(
         if not server.ping():
             server.stop(kill=True)
             server.start()
+        with redis.Redis.from_url(server.url, socket_timeout=5.0) as r:
+            r.flushall()
         settings["redis_url"] = server.url
     return settings
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from conftest import embedded_settings
 from starlette.testclient import TestClient
 from test_app_embedded import DRAFT, PROFILE
@@ -45,9 +44,6 @@ class Ops:
 @pytest.fixture(params=["memory", "redis"])
 def ops(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ops]:
     overrides = embedded_settings(request, tmp_path, secret=SECRET, stats_interval_s=0.05)
-    if "redis_url" in overrides:  # the session's server: start from nothing
-        with redis.Redis.from_url(overrides["redis_url"]) as r:
-            r.flushall()
     clock = Clock(T0)
     with TestClient(create_app(load_settings(overrides, env={}), clock=clock)) as c:
         yield Ops(c, clock)
