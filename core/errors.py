@@ -9,7 +9,14 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     │   │   └── InvalidPhone           invalid_phone      422
     │   ├── ConsentRequired            consent_required   422
     │   ├── InvalidImage               invalid_image      422   (not a JPEG/PNG that decodes)
-    │   └── TooLarge                   too_large          413   (a body over its limit)
+    │   ├── TooLarge                   too_large          413   (a body over its limit)
+    │   └── NotBookable                (a booking refused by the rules, §8)   422
+    │       ├── OutsideAvailability    outside_availability
+    │       ├── TooSoon                too_soon           (inside the minimum notice)
+    │       ├── TooEarly               too_early          (an outcome or a join before its time)
+    │       ├── IntroUsed              intro_used
+    │       ├── IntakeRequired         intake_required
+    │       └── Paused                 paused             (a therapist not accepting new clients)
     ├── Unauthorized                   unauthorized       401
     ├── Forbidden                      forbidden          403
     ├── NotFound                       not_found          404
@@ -18,6 +25,7 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     │   ├── Busy                       busy               409
     │   ├── NotEligible                not_eligible       409
     │   ├── RequestExists              request_exists     409
+    │   ├── SlotTaken                  slot_taken         409   (a booking overlaps another)
     │   └── Undecryptable              undecryptable      409   (no key opens stored data)
     ├── InsufficientFunds              insufficient_funds 402
     ├── RateLimited                    rate_limited       429
@@ -91,6 +99,44 @@ class TooLarge(BadInput):
     default_message = "the request body is too large"
 
 
+class NotBookable(BadInput):
+    """A booking, or a step of one, that the scheduling rules refuse (PROTOCOL.md §8)."""
+
+    code = "not_bookable"
+    status = 422
+    default_message = "that booking cannot be made"
+
+
+class OutsideAvailability(NotBookable):
+    code = "outside_availability"
+    default_message = "that time is outside the therapist's availability"
+
+
+class TooSoon(NotBookable):
+    code = "too_soon"
+    default_message = "that time is inside the minimum notice"
+
+
+class TooEarly(NotBookable):
+    code = "too_early"
+    default_message = "it is too early for that"
+
+
+class IntroUsed(NotBookable):
+    code = "intro_used"
+    default_message = "the free intro call with this therapist has been used"
+
+
+class IntakeRequired(NotBookable):
+    code = "intake_required"
+    default_message = "the intake forms must be done before a session is booked"
+
+
+class Paused(NotBookable):
+    code = "paused"
+    default_message = "this therapist is not accepting new clients"
+
+
 class Unauthorized(DispatchError):
     code = "unauthorized"
     status = 401
@@ -143,6 +189,11 @@ class Undecryptable(Conflict):
 
     code = "undecryptable"
     default_message = "stored data cannot be decrypted with the configured DISPATCH_DATA_KEY"
+
+
+class SlotTaken(Conflict):
+    code = "slot_taken"
+    default_message = "that time has just been booked by someone else"
 
 
 class InsufficientFunds(DispatchError):
