@@ -464,6 +464,7 @@ async def test_get_wallet_tells_the_pages_what_they_need(tmp_path: Path) -> None
         r = await http.get("/v1/wallet", headers=C1)
         assert r.json() == {
             "balance_minor": 0,
+            "held_minor": 0,
             "currency": "GBP",
             "price_per_minute_minor": 200,
             "min_balance_minor": 1000,

@@ -58,6 +58,7 @@ def auth(role: str, sub: str) -> dict[str, str]:
 #: What GET /v1/wallet tells the pages besides the balance, with the defaults and
 #: --dev (no Stripe: test payments).
 WALLET_EXTRAS = {
+    "held_minor": 0,
     "price_per_minute_minor": 150,
     "min_balance_minor": 1500,
     "topup_min_minor": 500,
@@ -176,6 +177,7 @@ async def test_wallet_and_topup(world: World) -> None:
         "amount_minor": 2500,
         "balance_after_minor": 2500,
         "session_id": None,
+        "booking_id": None,
         "created_at": "2025-10-09T08:53:20.000Z",
         "client_id": "c1",
         "reference": "pay_1",

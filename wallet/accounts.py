@@ -25,6 +25,7 @@ from core.errors import InvalidField
 from core.validation import ID_RULE, is_id
 
 __all__ = [
+    "BOOKING_KINDS",
     "EXTERNAL_PAYMENTS",
     "EXTERNAL_PAYOUTS",
     "MAX_AMOUNT_MINOR",
@@ -61,6 +62,14 @@ class TxnKind(StrEnum):
     WITHDRAWAL = "withdrawal"
     WITHDRAWAL_PAID = "withdrawal_paid"
     REFUND = "refund"
+    #: A booked session that took place: the hold becomes a charge (PROTOCOL.md §8).
+    BOOKING_CHARGE = "booking_charge"
+    #: A late cancel or a no-show: the fee is taken from the hold (PROTOCOL.md §8).
+    CANCELLATION_FEE = "cancellation_fee"
+
+
+#: The kinds whose reference is a booking's id (:mod:`wallet.holds`).
+BOOKING_KINDS: Final = frozenset({TxnKind.BOOKING_CHARGE, TxnKind.CANCELLATION_FEE})
 
 
 def client_account(client_id: str) -> str:
@@ -128,13 +137,16 @@ class Transaction:
             entry.balance_after_minor,
             self.session_id,
             self.created_at,
+            self.reference,
         )
 
 
 def _public_kind(kind: str, account_id: str) -> str:
     """A transaction's kind as the account's owner sees it: a therapist's
-    share of a session charge is an ``earning``."""
-    if kind == TxnKind.SESSION_CHARGE and _account_kind(account_id) == "therapist":
+    share of a session charge, of a booking's charge or of a cancellation fee
+    is an ``earning`` (the ``booking_id`` of the view tells a booking's apart)."""
+    earns = kind == TxnKind.SESSION_CHARGE or kind in BOOKING_KINDS
+    if earns and _account_kind(account_id) == "therapist":
         return "earning"
     return kind
 
@@ -157,6 +169,7 @@ def _entry_view(
     balance_after_minor: int,
     session_id: str | None,
     created_at: float,
+    reference: str,
 ) -> dict[str, Any]:
     return {
         "id": txn_id,
@@ -164,6 +177,8 @@ def _entry_view(
         "amount_minor": amount_minor,
         "balance_after_minor": balance_after_minor,
         "session_id": session_id,
+        # A booking's charge or fee is keyed by the booking (PROTOCOL.md §8).
+        "booking_id": reference if kind in BOOKING_KINDS else None,
         "created_at": rfc3339(created_at),
     }
 

@@ -24,6 +24,14 @@ and the movements::
     withdrawal       therapist -> therapist_withdrawing
     withdrawal_paid  therapist_withdrawing -> external:payouts
     refund           client -> external:payments
+    booking_charge   a booking's hold -> therapist (its share) + platform:revenue
+    cancellation_fee a booking's hold -> therapist (its share of the fee) + platform:revenue
+
+A hold (:mod:`wallet.holds`, PROTOCOL.md §8) is not a movement: the money
+stays in the client's balance, ``wallet_holds`` says how much of it is kept
+for a booking, and every movement that takes money from a client may take
+only the balance less its active holds (:meth:`LedgerBase._lock` reads both
+under the client's row lock).
 
 No balance but the outside world's ever goes below zero, whatever runs at the
 same time on however many servers: a movement locks the rows of the accounts
@@ -34,11 +42,12 @@ lock first), reads their balances, refuses with
 then writes. A CHECK constraint stands behind it.
 
 Idempotency: ``(kind, reference)`` is unique. A top-up's reference is the
-operator's; a session's charge uses the session id; a withdrawal's two steps
-use the withdrawal id. The transaction row is inserted first (``ON CONFLICT DO
-NOTHING``): a replay, even one racing the original on another server, finds
-the original (PostgreSQL makes the second insert wait for the first to commit)
-and changes nothing.
+operator's; a session's charge uses the session id; a booking's charge or
+cancellation fee the booking id; a withdrawal's two steps use the withdrawal
+id. The transaction row is inserted first (``ON CONFLICT DO NOTHING``): a
+replay, even one racing the original on another server, finds the original
+(PostgreSQL makes the second insert wait for the first to commit) and changes
+nothing.
 
 Instants are epoch seconds (floats) in and out, stored as UTC timestamps to the
 microsecond; ``now`` is always the caller's.
@@ -53,7 +62,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -81,7 +90,14 @@ from wallet.accounts import (
     client_account,
     therapist_account,
 )
-from wallet.tables import checkouts, ledger_accounts, ledger_entries, ledger_transactions
+from wallet.tables import (
+    HOLD_HELD,
+    checkouts,
+    ledger_accounts,
+    ledger_entries,
+    ledger_transactions,
+    wallet_holds,
+)
 
 __all__ = ["LedgerBase"]
 
@@ -136,12 +152,14 @@ class LedgerBase:
     ) -> list[dict[str, Any]]:
         """The user's entries, newest first, in the shape of PROTOCOL.md §6:
         ``id`` (the transaction's), ``kind``, ``amount_minor`` (signed, from the
-        user's side), ``balance_after_minor``, ``session_id``, ``created_at``,
-        and ``method``, how a top-up was paid (:func:`wallet.accounts._method`;
-        ``None`` for other kinds).
+        user's side), ``balance_after_minor``, ``session_id``, ``booking_id``
+        (a ``booking_charge``'s or ``cancellation_fee``'s booking, §8; else
+        ``None``), ``created_at``, and ``method``, how a top-up was paid
+        (:func:`wallet.accounts._method`; ``None`` for other kinds).
 
         A client's are its wallet's; a therapist's are its earnings' (a
-        session's share is an ``earning``, a withdrawal takes money out).
+        session's or booking's share is an ``earning``, a withdrawal takes
+        money out).
         ``Forbidden`` for an operator, who has no account.
         """
         role = Role(role)
@@ -156,6 +174,7 @@ class LedgerBase:
             select(
                 t.c.id,
                 t.c.kind,
+                t.c.reference,
                 e.c.amount_minor,
                 e.c.balance_after_minor,
                 t.c.session_id,
@@ -187,6 +206,7 @@ class LedgerBase:
                     int(r.balance_after_minor),
                     r.session_id,
                     r.created_at.timestamp(),
+                    r.reference,
                 ),
                 "method": _method(r.kind, r.method),
             }
@@ -243,7 +263,9 @@ class LedgerBase:
         is short, what is there is charged and the difference recorded as
         ``shortfall_minor`` (and logged); billing is designed so that this
         does not happen. A charge of 0 writes a transaction without entries,
-        so that the session still counts as billed.
+        so that the session still counts as billed. Money held for bookings
+        (:mod:`wallet.holds`) is not the session's: only the balance less the
+        client's active holds can be charged.
         """
         session_id = check_user_id(session_id, "session_id")
         client = client_account(check_user_id(client_id, "client_id"))
@@ -324,7 +346,10 @@ class LedgerBase:
     ) -> dict[str, int]:
         """Make sure the accounts exist, lock their rows in the order of their
         ids (so two movements never wait on each other in a circle) and return
-        their balances."""
+        what each may spend: its balance, less, for a client's wallet, the
+        money its active holds keep for bookings (:mod:`wallet.holds`; a
+        client's holds change only under its row's lock, so the sum read here
+        stays true until the transaction ends)."""
         ids = sorted(set(accounts))
         rows = [
             {
@@ -343,7 +368,20 @@ class LedgerBase:
             .order_by(ledger_accounts.c.id)
             .with_for_update()
         )
-        return {r.id: int(r.balance_minor) for r in await conn.execute(stmt)}
+        balances = {r.id: int(r.balance_minor) for r in await conn.execute(stmt)}
+        clients = [a for a in ids if _account_kind(a) == "client"]
+        if clients:
+            held = (
+                select(wallet_holds.c.client_id, func.sum(wallet_holds.c.amount_minor))
+                .where(
+                    wallet_holds.c.client_id.in_([a.split(":", 1)[1] for a in clients]),
+                    wallet_holds.c.state == HOLD_HELD,
+                )
+                .group_by(wallet_holds.c.client_id)
+            )
+            for client_id, total in await conn.execute(held):
+                balances[client_account(client_id)] -= int(total)
+        return balances
 
     async def _move(
         self,
@@ -361,7 +399,12 @@ class LedgerBase:
         if sum(amount for _, amount in legs) != 0:
             raise AssertionError("the legs of a transaction must sum to zero")
         for account, amount in legs:
-            if _account_kind(account) != _EXTERNAL and balances[account] + amount < 0:
+            # Debits only: a credit is always welcome, whatever is held.
+            if (
+                _account_kind(account) != _EXTERNAL
+                and amount < 0
+                and balances[account] + amount < 0
+            ):
                 raise InsufficientFunds(
                     "not enough funds",
                     available_minor=balances[account],

@@ -13,6 +13,8 @@ together from its pieces, and the names other packages import from here.
 * :mod:`wallet.statements`: what each session cost or earned a user.
 * :mod:`wallet.checkouts`: :class:`~wallet.checkouts.Checkouts`: clients'
   card top-ups and their crediting (PROTOCOL.md §9).
+* :mod:`wallet.holds`: :class:`Hold` and :class:`~wallet.holds.Holds`: money
+  kept in a client's wallet for a booking, and its charge or release (§8).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from wallet.accounts import (
 )
 from wallet.audit import Audit
 from wallet.checkouts import Checkouts
+from wallet.holds import Hold, Holds, HoldState
 from wallet.payouts import AlsoInTxn, Payouts, Withdrawal, WithdrawalState
 from wallet.statements import Statements
 
@@ -46,6 +49,8 @@ __all__ = [
     "REFERENCE_MAX",
     "AlsoInTxn",
     "Entry",
+    "Hold",
+    "HoldState",
     "Ledger",
     "Transaction",
     "TxnKind",
@@ -60,7 +65,7 @@ __all__ = [
 ]
 
 
-class Ledger(Payouts, Audit, Statements, Checkouts):
+class Ledger(Payouts, Audit, Statements, Checkouts, Holds):
     """Balances, movements and withdrawals of one deployment (one currency).
 
     ``therapist_share_pct`` (0..100) splits each session charge
@@ -71,5 +76,7 @@ class Ledger(Payouts, Audit, Statements, Checkouts):
     The balances and movements are :class:`~wallet.entries.LedgerBase`'s, the
     earnings and withdrawals :class:`~wallet.payouts.Payouts`', the audit
     (:meth:`check`) :class:`~wallet.audit.Audit`'s, the checkouts
-    :class:`~wallet.checkouts.Checkouts`'.
+    :class:`~wallet.checkouts.Checkouts`', the holds for bookings
+    (:meth:`held`, :meth:`available`, :meth:`hold_in`, :meth:`settle_hold_in`,
+    :meth:`release_hold_in`) :class:`~wallet.holds.Holds`'.
     """

@@ -5,8 +5,15 @@
   account's ``balance_minor`` is kept in step with its entries inside each
   transaction; a CHECK keeps every balance but the outside world's
   (``external:*``) at zero or above. ``(kind, reference)`` is unique, which
-  makes a top-up, a session's charge and each step of a withdrawal happen once.
+  makes a top-up, a session's charge, a booking's charge or cancellation fee
+  and each step of a withdrawal happen once.
 * ``withdrawals``: a therapist's withdrawals and their state.
+* ``wallet_holds``: money kept in a client's wallet for a booking
+  (PROTOCOL.md §8, :mod:`wallet.holds`): one row per booking (its id the
+  booking's), ``held`` -> ``charged`` (a ``booking_charge`` or
+  ``cancellation_fee`` took ``charged_minor`` of it, the rest went back) or
+  ``released`` (all of it went back). Not a ledger movement: the money stays
+  in ``balance_minor`` until it is charged.
 * ``checkouts``: clients' card top-ups (PROTOCOL.md §9, :mod:`wallet.checkouts`):
   one row per Stripe Checkout Session (``cs_...``) or test checkout
   (``chk_...``), ``open`` -> ``paid`` (in the same transaction as the ledger's
@@ -68,7 +75,8 @@ ledger_transactions: Final = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("kind", "reference"),
     CheckConstraint(
-        "kind IN ('topup', 'session_charge', 'withdrawal', 'withdrawal_paid', 'refund')",
+        "kind IN ('topup', 'session_charge', 'withdrawal', 'withdrawal_paid', 'refund', "
+        "'booking_charge', 'cancellation_fee')",
         name="kind",
     ),
 )
@@ -114,6 +122,31 @@ withdrawals: Final = Table(
     CheckConstraint("state IN ('awaiting_invoice', 'scheduled', 'paid')", name="state"),
     Index(None, "therapist_id", "created_at"),
     Index(None, "state", "created_at"),
+)
+
+# -- holds for bookings (wallet.holds) ---------------------------------------------
+
+HOLD_HELD: Final = "held"
+HOLD_CHARGED: Final = "charged"
+HOLD_RELEASED: Final = "released"
+
+wallet_holds: Final = Table(
+    "wallet_holds",
+    metadata,
+    # The booking's id: one hold per booking.
+    Column("id", String(ID_LEN), primary_key=True),
+    Column("client_id", String(ID_LEN), nullable=False),
+    Column("amount_minor", BIGINT, nullable=False),
+    Column("state", String(16), nullable=False),
+    # What the settlement charged (0 while held and when released).
+    Column("charged_minor", BIGINT, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime, nullable=True),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("state IN ('held', 'charged', 'released')", name="state"),
+    CheckConstraint("charged_minor >= 0 AND charged_minor <= amount_minor", name="charged"),
+    # A client's active holds, summed under its account's lock.
+    Index(None, "client_id", "state"),
 )
 
 # -- paying in (wallet.checkouts) --------------------------------------------------

@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-14
+Create Date: 2026-12-07
 
 One row per Stripe Checkout Session (or ``--dev`` test checkout); the row
 turns ``paid`` in the same transaction as the ledger's top-up whose reference
