@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from core.identity import Role, User
 from core.logs import get_logger
 from core.wire import Codec, Encoded
+from dispatch.guard import GuardedIds
 from dispatch.metrics import Metrics
 from pool import rules
 from pool.effects import Effect
@@ -74,13 +76,22 @@ class Conn:
 
 class Hub:
     def __init__(
-        self, store: PoolStore, metrics: Metrics, known: KnownClients | None = None
+        self,
+        store: PoolStore,
+        metrics: Metrics,
+        known: KnownClients | None = None,
+        guarded: GuardedIds | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._metrics = metrics
         #: Which of some clients a therapist has had sessions with: asked only
         #: for therapists paused for new clients (None: every client is known).
         self._known = known
+        #: The therapists near a booked session (:mod:`dispatch.guard`): they
+        #: get no request.new and an empty snapshot (None: nobody is guarded).
+        self._guarded = guarded
+        self._clock = clock
         self._by_user: dict[str, set[Conn]] = {}
         self._by_id: dict[str, Conn] = {}
         self.operators: set[Conn] = set()
@@ -139,6 +150,9 @@ class Hub:
             and c.profile is not None
             and rules.may_see(c.profile, request)
         ]
+        if targets:
+            guarded = await self.guarded_now()
+            targets = [c for c in targets if c.user.id not in guarded]
         targets = [
             c
             for c in targets
@@ -209,9 +223,10 @@ class Hub:
             self._metrics.frames_out.labels(type=str(ftype)).inc(len(conns))
 
     async def snapshot(self, profile: TherapistProfile | None) -> dict[str, Any]:
-        """``pool.snapshot``: every waiting request this therapist may take."""
+        """``pool.snapshot``: every waiting request this therapist may take
+        (none while it is guarded near a booked session)."""
         requests: list[dict[str, Any]] = []
-        if profile is not None:
+        if profile is not None and profile.id not in await self.guarded_now():
             seen = [
                 (i, req)
                 for i, req in enumerate(await self._store.waiting(), start=1)
@@ -220,6 +235,21 @@ class Hub:
             paused = await self._paused(profile, [req.client_id for _, req in seen])
             requests = [req.public(i) for i, req in seen if req.client_id not in paused]
         return {"type": "pool.snapshot", "requests": requests}
+
+    async def guarded_now(self) -> set[str]:
+        """The therapists the guard near a booked session keeps off quick
+        connect now (:func:`pool.rules.guarded`)."""
+        return set() if self._guarded is None else await self._guarded(self._clock())
+
+    async def resnapshot(self, therapist_ids: set[str]) -> None:
+        """Send each local console of these therapists that gets offers the
+        pool as it now is for it: their guard started or ended."""
+        for conn in list(self.therapists):
+            if (
+                conn.user.id in therapist_ids
+                and rules.Presence(conn.available, conn.busy).gets_offers
+            ):
+                conn.send_frame(await self.snapshot(conn.profile))
 
     async def _paused(self, profile: TherapistProfile, client_ids: list[str]) -> set[str]:
         """Those of ``client_ids`` whose requests the therapist's pause on new

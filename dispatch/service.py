@@ -24,11 +24,12 @@ from core.errors import (
 )
 from core.identity import Role, User
 from core.logs import get_logger
+from dispatch.guard import GuardedIds
 from dispatch.metrics import Metrics
 from pool import effects as fx
 from pool import rules
 from pool.effects import Change, Effect
-from pool.model import Draft, Request, State, TherapistProfile
+from pool.model import Draft, Request, Session, State, TherapistProfile
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.records import Records
@@ -44,6 +45,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+def booked_session_id(booking_id: str) -> str:
+    """The session id of a booking's call: derived, so every server agrees."""
+    return f"s-{booking_id}"
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -56,6 +62,7 @@ class Dispatcher:
         *,
         min_balance_minor: int,
         clock: Clock = time.time,
+        guarded: GuardedIds | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -65,6 +72,8 @@ class Dispatcher:
         self.ledger = ledger
         self.min_balance_minor = min_balance_minor
         self.clock = clock
+        #: The therapists near a booked session (:mod:`dispatch.guard`); None: nobody.
+        self.guarded = guarded
 
     # -- publishing --------------------------------------------------------
     async def publish(
@@ -110,6 +119,10 @@ class Dispatcher:
         if profile is None:
             self.metrics.claims.labels(outcome="not_eligible").inc()
             raise Forbidden("no therapist profile for this user")
+        if self.guarded is not None and user.id in await self.guarded(self.clock()):
+            # The guard near a booked session (PROTOCOL.md §8, pool.rules.guarded).
+            self.metrics.claims.labels(outcome="not_eligible").inc()
+            raise NotEligible("a booked session of yours starts soon: no quick connect now")
         if not profile.accepting_new_clients:
             # The pause on new clients (PROTOCOL.md §7): the request's client
             # must be one this therapist has had a session with.
@@ -144,8 +157,9 @@ class Dispatcher:
         """Returns the request and whether it was created now (False: a replay).
 
         A client in an open session may not ask for another therapist: the
-        pool refuses it in the same atomic step that creates the request."""
-        balance = await self.ledger.balance(user.id)
+        pool refuses it in the same atomic step that creates the request.
+        Money held for bookings does not count (PROTOCOL.md §8)."""
+        balance = await self.ledger.available(user.id)
         if balance < self.min_balance_minor:
             raise InsufficientFunds(
                 "top up the wallet to talk now",
@@ -224,6 +238,47 @@ class Dispatcher:
         change = await self.store.decline(request_id, user.id, self.clock())
         await self.publish(change, user.id, origin)
         return change
+
+    # -- booked calls (PROTOCOL.md §8) -------------------------------------------
+    async def open_booked(
+        self, user: User, booking_id: str, client_id: str, therapist_id: str
+    ) -> Session:
+        """Open (or rejoin) the call of a booking: the same session for both
+        participants and every retry, on any server (its id is
+        :func:`booked_session_id`). Whether ``user`` may, and whether it is
+        the time, is the caller's check (the booking's rules). The durable
+        record is written (again, harmlessly, on a rejoin) before anyone is
+        told; the call that opened it then sends each participant
+        ``session.ready`` (the therapist's consoles count it as busy), as after
+        a quick-connect match. Raises the pool's Busy / RequestExists /
+        Conflict (:meth:`pool.store.PoolStore.open_booked_session`)."""
+        now = self.clock()
+        session = await self.store.open_booked_session(
+            booked_session_id(booking_id), booking_id, client_id, therapist_id, now
+        )
+        if not session.is_open:
+            return session
+        profile = await self.store.get_profile(therapist_id)
+        await self.records.session_booked(
+            session,
+            client_name=user.name if user.id == client_id else None,
+            therapist_name=profile.name if profile is not None else None,
+            now=now,
+        )
+        if session.created_at != now:
+            return session  # opened before (the peer, a retry): they were told then
+        ice = await self.ice.ice_servers()
+        frame = fx.session_ready_frame(session, ice)
+        await self.bus.publish(
+            [Effect("user", to=u, frame=frame) for u in (client_id, therapist_id)]
+        )
+        log.info(
+            "session.booked_opened",
+            session_id=session.id,
+            booking_id=booking_id,
+            user_id=user.id,
+        )
+        return session
 
     # -- timers --------------------------------------------------------------
     async def fired(self, change: Change) -> None:

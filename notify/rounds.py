@@ -36,6 +36,8 @@ log = get_logger(component="texts")
 
 #: ``(therapist id, client ids) -> those clients it has had sessions with``.
 KnownClients = Callable[[str, list[str]], Awaitable[set[str]]]
+#: ``now -> therapist ids guarded near a booked session`` (``dispatch.guard``).
+GuardedIds = Callable[[float], Awaitable[set[str]]]
 
 #: Outbox states of a text that counts for the cooldown (it went, or will).
 _COUNTED: Final = ("queued", "sending", "sent", "delivered", "undelivered")
@@ -63,12 +65,15 @@ class TextRounds:
         store: PoolStore,
         known: KnownClients,
         policy: TextPolicy,
+        guarded: GuardedIds | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox_
         self.store = store
         self.known = known
         self.policy = policy
+        #: None: nobody is guarded (no bookings wired in).
+        self.guarded = guarded
 
     async def run(self, now: float) -> int:
         """One round at ``now``; returns how many texts it queued."""
@@ -81,6 +86,7 @@ class TextRounds:
         # The pool's view of each therapist who could get a text.
         pool: dict[str, tuple[Candidate, set[str]]] = {}
         client_ids = sorted({r.client_id for r in due})
+        guarded = set() if self.guarded is None else await self.guarded(now)
         for contact in textable:
             tid = contact.therapist_id
             profile = await self.store.get_profile(tid)
@@ -93,7 +99,8 @@ class TextRounds:
             known = set(client_ids)
             if not profile.accepting_new_clients:
                 known = await self.known(tid, client_ids)
-            pool[tid] = (Candidate(profile, contact.for_texts(None)), known)
+            candidate = Candidate(profile, contact.for_texts(None), guarded=tid in guarded)
+            pool[tid] = (candidate, known)
         if not pool:
             return 0
         queued = 0
@@ -131,6 +138,7 @@ class TextRounds:
                         c.profile,
                         replace(c.contact, last_texted_at=last_at.get(tid)),
                         paused_for_client=rules.paused_for(c.profile, request.client_id in known),
+                        guarded=c.guarded,
                     )
                     for tid, (c, known) in pool.items()
                 ]

@@ -7,7 +7,8 @@ A therapist gets a text when the request has waited ``delay_s`` and the
 therapist
 
 - may see it (the pool's rule, :func:`pool.rules.may_see`: qualified, not declined) and is not
-  paused for a client it has never seen (``accepting_new_clients``),
+  paused for a client it has never seen (``accepting_new_clients``), nor guarded near a
+  booked session of its own (:func:`pool.rules.guarded`, PROTOCOL.md §8),
 - has a phone (not flagged after a refused send) and opted in,
 - holds no claim or open session, and has no available console connected
   (that one sees the request live),
@@ -123,6 +124,8 @@ class Candidate:
     watching: bool = False
     #: Not accepting new clients, and this client is new to it.
     paused_for_client: bool = False
+    #: A booked session of its own starts soon (:func:`pool.rules.guarded`).
+    guarded: bool = False
 
 
 def due_at(request: Request, delay_s: float) -> float:
@@ -167,7 +170,7 @@ def _wants_text(
     contact = c.contact
     if contact.therapist_id in already or contact.therapist_id != c.profile.id:
         return False
-    if not may_see(c.profile, request) or c.paused_for_client:
+    if not may_see(c.profile, request) or c.paused_for_client or c.guarded:
         return False
     if not contact.phone or contact.phone_failed or not contact.sms_opt_in:
         return False

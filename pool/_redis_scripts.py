@@ -29,7 +29,16 @@ from core.errors import (
     RequestExists,
     Taken,
 )
-from pool.model import IN_SESSION, NO_SUCH_SESSION, NOT_A_PARTICIPANT, TOO_MANY_HELD
+from pool.model import (
+    CLIENT_BUSY,
+    CLIENT_WAITING,
+    IN_SESSION,
+    NO_SUCH_SESSION,
+    NOT_A_PARTICIPANT,
+    SESSION_ID_USED,
+    THERAPIST_BUSY,
+    TOO_MANY_HELD,
+)
 
 _USES_LIB = "-- uses _lib.lua"
 
@@ -50,6 +59,10 @@ ERRORS: dict[str, tuple[type[DispatchError], str | None]] = {
     "no_session": (NotFound, NO_SUCH_SESSION),
     "not_participant": (Forbidden, NOT_A_PARTICIPANT),
     "too_many_held": (Conflict, TOO_MANY_HELD),
+    "session_id_used": (Conflict, SESSION_ID_USED),
+    "therapist_busy": (Busy, THERAPIST_BUSY),
+    "client_busy": (Busy, CLIENT_BUSY),
+    "client_waiting": (RequestExists, CLIENT_WAITING),
 }
 
 

@@ -213,6 +213,30 @@ class MemoryPool:
         sid = self._open_session_by_user.get(user_id)
         return None if sid is None else self._sessions.get(sid)
 
+    async def open_booked_session(
+        self, session_id: str, booking_id: str, client_id: str, therapist_id: str, now: float
+    ) -> Session:
+        existing = self._sessions.get(session_id)
+        session = rules.open_booked(
+            existing,
+            session_id,
+            booking_id,
+            client_id,
+            therapist_id,
+            therapist_hold=self._holds.get(therapist_id),
+            client_session=self._open_session_by_user.get(client_id),
+            client_request=self._active_by_client.get(client_id),
+            now=now,
+        )
+        if session is None:
+            assert existing is not None  # rules.open_booked returns None only for it
+            return existing
+        self._sessions[session_id] = session
+        self._holds[therapist_id] = Hold("session", session_id)
+        self._open_session_by_user[client_id] = session_id
+        self._open_session_by_user[therapist_id] = session_id
+        return session
+
     async def join_session(
         self, session_id: str, user_id: str, now: float
     ) -> tuple[Session, bool, list[dict[str, Any]]]:

@@ -242,6 +242,12 @@ TOO_MANY_HELD = "too many frames held for a peer who has not joined"
 #: A client in an open session (``ready`` or ``live``) may not ask for another
 #: therapist: ``create`` refuses it (RequestExists) in its atomic step.
 IN_SESSION = "you are in an open session"
+#: ``open_booked_session``: the pool's busy rule (PROTOCOL.md §4) holds for a
+#: booked call too; each adapter raises these messages alike.
+THERAPIST_BUSY = "the therapist holds a claim or is in another call"
+CLIENT_BUSY = "the client is in another call"
+CLIENT_WAITING = "the client has a quick-connect request waiting or claimed"
+SESSION_ID_USED = "this session id belongs to another call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +258,10 @@ class Session:
 
         ready --both participants joined--> live
         ready|live --end (a participant, funds, peer lost past the grace)--> ended
+
+    ``booking_id`` is set for a booked call (PROTOCOL.md §8), None for quick
+    connect. A booked session has no request: its ``request_id`` is its
+    booking id (the durable record's unique key), shown as null on the wire.
 
     ``joined`` is private (never in :meth:`public`): the participants whose
     console has opened the call; frames are held only for one that has not
@@ -272,6 +282,7 @@ class Session:
     ended_at: float | None = None
     end_reason: str | None = None
     joined: frozenset[str] = frozenset()
+    booking_id: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -315,7 +326,8 @@ class Session:
     def public(self, ice_servers: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "id": self.id,
-            "request_id": self.request_id,
+            "request_id": None if self.booking_id is not None else self.request_id,
+            "booking_id": self.booking_id,
             "client_id": self.client_id,
             "therapist_id": self.therapist_id,
             "state": str(self.state),
@@ -336,6 +348,7 @@ class Session:
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
             "joined": sorted(self.joined),
+            "booking_id": self.booking_id,
         }
 
     @classmethod
@@ -351,6 +364,7 @@ class Session:
             ended_at=_opt_float(rec.get("ended_at")),
             end_reason=_opt_str(rec.get("end_reason")),
             joined=frozenset(str(u) for u in rec.get("joined") or ()),
+            booking_id=_opt_str(rec.get("booking_id")),
         )
 
 

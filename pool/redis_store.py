@@ -356,6 +356,43 @@ class RedisPool:
         return [k.sess(session_id), k.held(session_id, "client"), k.held(session_id, "therapist")]
 
     @unavailable_when_down
+    async def open_booked_session(
+        self, session_id: str, booking_id: str, client_id: str, therapist_id: str, now: float
+    ) -> Session:
+        k = self._keys
+        reply = await self._run(
+            "open_booked_session",
+            [
+                k.sess(session_id),
+                k.holds,
+                k.open_session(client_id),
+                k.open_session(therapist_id),
+                k.active(client_id),
+            ],
+            [session_id, booking_id, client_id, therapist_id, num(now)],
+        )
+        code = text(reply[0])
+        if code == "existing":
+            existing = decode_session(reply[1])
+            assert existing is not None  # the script found it
+            return existing
+        if code != "ok":
+            raise _redis_scripts.error(code)
+        opened = rules.open_booked(
+            None,
+            session_id,
+            booking_id,
+            client_id,
+            therapist_id,
+            therapist_hold=None,
+            client_session=None,
+            client_request=None,
+            now=now,
+        )
+        assert opened is not None  # a new session, as the script wrote it
+        return opened
+
+    @unavailable_when_down
     async def join_session(
         self, session_id: str, user_id: str, now: float
     ) -> tuple[Session, bool, list[dict[str, Any]]]:

@@ -26,8 +26,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import Busy, Forbidden, NotEligible, NotFound, Taken
-from pool.model import Draft, Hold, Reason, Request, State, TherapistProfile, Timeouts
+from core.errors import Busy, Conflict, Forbidden, NotEligible, NotFound, RequestExists, Taken
+from pool.model import (
+    CLIENT_BUSY,
+    CLIENT_WAITING,
+    SESSION_ID_USED,
+    THERAPIST_BUSY,
+    Draft,
+    Hold,
+    Reason,
+    Request,
+    Session,
+    SessionState,
+    State,
+    TherapistProfile,
+    Timeouts,
+)
 
 
 def may_take(profile: TherapistProfile, request: Request | Draft) -> bool:
@@ -57,6 +71,75 @@ def paused_for(profile: TherapistProfile, knows_client: bool) -> bool:
     with (``knows_client`` False). Such a request is not offered to it, not
     claimable by it, and brings it no text."""
     return not profile.accepting_new_clients and not knows_client
+
+
+def guard_window(now: float, guard_min: float, late_min: float = 0.0) -> tuple[float, float]:
+    """The starts of the booked sessions that keep a therapist off quick
+    connect at ``now`` (PROTOCOL.md §8, ``DISPATCH_QC_GUARD_MIN``): from
+    ``late_min`` minutes ago (a booked call whose start has passed but that is
+    still on, or still awaited) to ``guard_min`` minutes ahead, both included.
+    :func:`guarded` is the same rule for one start."""
+    return now - late_min * 60.0, now + guard_min * 60.0
+
+
+def guarded(next_start: float | None, now: float, guard_min: float, late_min: float = 0.0) -> bool:
+    """Whether a therapist whose next scheduled booking starts at
+    ``next_start`` (None: it has none) is guarded at ``now``: such a therapist
+    gets no ``request.new`` and no ``pool.snapshot`` entries, may not claim
+    (``not_eligible``) and gets no texts, as :func:`paused_for` keeps a
+    request away, so that a quick-connect call never runs into a booked one."""
+    if next_start is None:
+        return False
+    lo, hi = guard_window(now, guard_min, late_min)
+    return lo <= next_start <= hi
+
+
+def open_booked(
+    existing: Session | None,
+    session_id: str,
+    booking_id: str,
+    client_id: str,
+    therapist_id: str,
+    *,
+    therapist_hold: Hold | None,
+    client_session: str | None,
+    client_request: str | None,
+    now: float,
+) -> Session | None:
+    """Open the call of a booking (PROTOCOL.md §8): the new ``ready`` session
+    to write, or None when ``existing`` (what the pool holds under
+    ``session_id``, in any state) is already this booking's session: the
+    caller then answers that one unchanged, so both participants, and a retry,
+    get the same session. A session id of another call raises Conflict.
+
+    A new session keeps the pool's busy rule (§4), checked in this order: the
+    therapist holds a claim or an open session (Busy), the client is in an
+    open session (Busy), the client has a request waiting or claimed
+    (RequestExists: accepting an offer meanwhile would put it in two calls).
+    """
+    if existing is not None:
+        if (
+            existing.booking_id != booking_id
+            or existing.client_id != client_id
+            or existing.therapist_id != therapist_id
+        ):
+            raise Conflict(SESSION_ID_USED)
+        return None
+    if therapist_hold is not None:
+        raise Busy(THERAPIST_BUSY)
+    if client_session is not None:
+        raise Busy(CLIENT_BUSY)
+    if client_request is not None:
+        raise RequestExists(CLIENT_WAITING)
+    return Session(
+        id=session_id,
+        request_id=booking_id,
+        client_id=client_id,
+        therapist_id=therapist_id,
+        state=SessionState.READY,
+        created_at=now,
+        booking_id=booking_id,
+    )
 
 
 def new_request(draft: Draft, request_id: str, client_id: str, now: float, t: Timeouts) -> Request:

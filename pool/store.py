@@ -90,6 +90,25 @@ class PoolStore(Protocol):
         """The user's session that is ``ready`` or ``live``, if any."""
         ...
 
+    async def open_booked_session(
+        self, session_id: str, booking_id: str, client_id: str, therapist_id: str, now: float
+    ) -> Session:
+        """Open the call of booking ``booking_id`` (PROTOCOL.md §8) as session
+        ``session_id``, state ``ready``, ``booking_id`` set: the therapist holds
+        it (no offers meanwhile) and it is both users' open session, exactly as
+        :meth:`accept` opens a quick-connect one; from there on ``join_session``,
+        ``pass_or_hold``, ``end_session`` and the reconnect grace treat it alike.
+
+        Idempotent: when ``session_id`` is already this booking's session (in
+        any state, ended too) it is returned unchanged, so both participants and
+        every retry, on any server, get the same session. Raises what
+        :func:`pool.rules.open_booked` raises: Conflict for a session id of
+        another call, Busy when the therapist holds a claim or an open session
+        or the client is in an open session, RequestExists when the client has
+        a request waiting or claimed.
+        """
+        ...
+
     async def join_session(
         self, session_id: str, user_id: str, now: float
     ) -> tuple[Session, bool, list[dict[str, Any]]]:

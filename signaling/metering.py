@@ -14,16 +14,25 @@ armed it and even if that server died:
 
 The last step is a sweep, so a session ended by a server that died before
 settling is settled by another.
+
+A booked call (PROTOCOL.md §8, ``Session.booking_id`` set) is not billed per
+minute: it gets no funds plan, hence no ``funds_low`` and no
+``funds_exhausted``, and no session charge (its booking carries the money).
+Settling it instead tells its booking that the call ended, through the
+injected hook ``on_booked_end(booking_id, both_joined)`` (dispatch marks the
+booking ``occurred`` when both joined): once across servers, claimed by a
+conditional update of ``booking_settled``; a hook that fails gives the claim
+back, so the sweep calls it again later (the hook must be idempotent).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from core.bus import Bus
 from core.logs import get_logger
@@ -40,6 +49,15 @@ log = get_logger(component="billing")
 _SWEEP_WINDOW = dt.timedelta(days=2)
 
 
+#: ``(booking id, both joined) -> None``: a booked call ended (see the module docstring).
+BookedEnd = Callable[[str, bool], Awaitable[None]]
+
+
+async def no_booked_end(booking_id: str, both_joined: bool) -> None:
+    """The default hook: bookings are not wired in."""
+    del booking_id, both_joined
+
+
 def _dt(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
@@ -53,6 +71,7 @@ class Metering:
         *,
         price_per_minute_minor: int,
         clock: Callable[[], float] = time.time,
+        on_booked_end: BookedEnd = no_booked_end,
     ) -> None:
         self.ledger = ledger
         self.db = ledger.db
@@ -60,10 +79,12 @@ class Metering:
         self.bus = bus
         self.price = price_per_minute_minor
         self.clock = clock
+        self.on_booked_end = on_booked_end
 
     async def plan(self, session: Session) -> None:
-        """Write the funds plan of a session that just went live."""
-        if session.started_at is not None:
+        """Write the funds plan of a session that just went live (none for a
+        booked call: it is not billed per minute)."""
+        if session.started_at is not None and session.booking_id is None:
             await self._plan(session.id, session.client_id, session.started_at)
 
     async def replan(self, client_id: str) -> None:
@@ -74,6 +95,7 @@ class Metering:
             sessions.c.client_id == client_id,
             sessions.c.state == str(SessionState.LIVE),
             sessions.c.started_at.is_not(None),
+            sessions.c.booking_id.is_(None),
         )
         async with self.db.session() as s:
             rows = (await s.execute(query)).all()
@@ -81,7 +103,8 @@ class Metering:
             await self._plan(sid, client_id, started_at.timestamp())
 
     async def _plan(self, session_id: str, client_id: str, started_at: float) -> None:
-        balance = await self.ledger.balance(client_id)
+        # What the client may spend: money held for bookings is not the session's.
+        balance = await self.ledger.available(client_id)
         plan = funds_plan(started_at, balance, self.price)
         low = plan.funds_low_at
         values: dict[str, Any] = {
@@ -158,16 +181,62 @@ class Metering:
         return ended
 
     async def settle(self, session: Session) -> None:
-        """Write the session's charge and the therapist's share (once)."""
+        """Write the session's charge and the therapist's share (once); for a
+        booked call, tell its booking instead (:meth:`settle_booked`)."""
         if session.ended_at is None:
             return
-        balance = await self.ledger.balance(session.client_id)
+        if session.booking_id is not None:
+            await self.settle_booked(session)
+            return
+        balance = await self.ledger.available(session.client_id)
         charge = final_charge(session.started_at, session.ended_at, balance, self.price)
         tx = await self.ledger.charge_session(
             session.id, session.client_id, session.therapist_id, charge, self.clock()
         )
         if tx is not None:
             log.info("billing.settled", session_id=session.id, charge_minor=charge)
+
+    async def settle_booked(self, session: Session) -> bool:
+        """Call ``on_booked_end(booking_id, both_joined)`` for an ended booked
+        call, once across servers (True for the call that ran it). Both joined
+        means the call went live (``started_at`` set). If the hook raises, the
+        claim is given back (the sweep tries again) and the error goes on."""
+        assert session.booking_id is not None
+        claim = (
+            update(sessions)
+            .where(
+                sessions.c.id == session.id,
+                sessions.c.state == str(SessionState.ENDED),
+                sessions.c.booking_settled.is_(False),
+            )
+            .values(booking_settled=True)
+            .returning(sessions.c.id)
+        )
+        async with self.db.session() as s, s.begin():
+            if (await s.execute(claim)).first() is None:
+                return False
+        both_joined = session.started_at is not None
+        try:
+            await self.on_booked_end(session.booking_id, both_joined)
+        except BaseException:
+            give_back = (
+                update(sessions).where(sessions.c.id == session.id).values(booking_settled=False)
+            )
+            async with self.db.session() as s, s.begin():
+                await s.execute(give_back)
+            log.warning(
+                "billing.booked_end_failed",
+                session_id=session.id,
+                booking_id=session.booking_id,
+            )
+            raise
+        log.info(
+            "billing.booked_ended",
+            session_id=session.id,
+            booking_id=session.booking_id,
+            both_joined=both_joined,
+        )
+        return True
 
     async def open_session_ids(self, matched_before: float) -> list[str]:
         """Sessions the records still show open, matched before the given time
@@ -182,14 +251,21 @@ class Metering:
 
     async def sweep(self) -> int:
         """Settle ended sessions that have no charge yet (their server died
-        between the end and the charge); returns how many were settled."""
+        between the end and the charge), and booked calls whose booking was not
+        told of the end; returns how many were settled."""
         since = _dt(self.clock()) - _SWEEP_WINDOW
         charged = self.ledger.charged_session_ids()
         query = select(sessions).where(
             and_(
                 sessions.c.state == str(SessionState.ENDED),
                 sessions.c.ended_at >= since,
-                sessions.c.id.not_in(charged),
+                or_(
+                    and_(sessions.c.booking_id.is_(None), sessions.c.id.not_in(charged)),
+                    and_(
+                        sessions.c.booking_id.is_not(None),
+                        sessions.c.booking_settled.is_(False),
+                    ),
+                ),
             )
         )
         async with self.db.session() as s:
@@ -205,6 +281,7 @@ class Metering:
                     started_at=row["started_at"].timestamp() if row["started_at"] else None,
                     ended_at=row["ended_at"].timestamp(),
                     end_reason=row["end_reason"],
+                    booking_id=row["booking_id"],
                 )
             )
         return len(rows)

@@ -10,7 +10,8 @@ method returns equals what a later read gives.
 Every write is idempotent, because a server may retry after a timeout and a
 client may retry after a reconnect, possibly through another server:
 
-* :meth:`Records.session_matched` inserts once per session id;
+* :meth:`Records.session_matched` and :meth:`Records.session_booked` insert
+  once per session id;
 * :meth:`Records.session_live` and :meth:`Records.session_ended`: the first wins;
 * :meth:`Records.add_chat` stores once per ``(session_id, sender_id,
   client_msg_id)``, also when two servers store the same retry at once.
@@ -68,6 +69,8 @@ class SessionRecord:
     ended_at: float | None
     end_reason: str | None
     duration_s: int | None
+    #: The booking of a booked call (PROTOCOL.md §8); None for quick connect.
+    booking_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,7 @@ def _session(row: RowMapping) -> SessionRecord:
         ended_at=_opt_ts(row["ended_at"]),
         end_reason=row["end_reason"],
         duration_s=row["duration_s"],
+        booking_id=row["booking_id"],
     )
 
 
@@ -195,6 +199,43 @@ class Records:
             "started_at": _opt_dt(session.started_at),
             "ended_at": _opt_dt(session.ended_at),
             "end_reason": session.end_reason,
+        }
+        async with self.db.session() as s, s.begin():
+            await s.execute(self._insert_or_nothing(sessions, values, ("id",)))
+
+    async def session_booked(
+        self,
+        session: Session,
+        *,
+        client_name: str | None,
+        therapist_name: str | None,
+        terms_version: str = "",
+        now: float,
+    ) -> None:
+        """Record a booked call (PROTOCOL.md §8) the moment the pool opened it
+        (``session.booking_id`` set). Idempotent as :meth:`session_matched`:
+        the first call for a session id records it. It has no request: its
+        ``request_id`` is the booking id, and ``requested_at``, ``claimed_at``
+        and ``matched_at`` are when the call was opened (``session.created_at``)."""
+        if session.booking_id is None:
+            raise ValueError("not a booked session")
+        opened = _to_dt(session.created_at or now)
+        values: dict[str, Any] = {
+            "id": session.id,
+            "request_id": session.request_id,
+            "client_id": session.client_id,
+            "therapist_id": session.therapist_id,
+            "client_name": client_name,
+            "therapist_name": therapist_name,
+            "state": str(session.state),
+            "terms_version": terms_version,
+            "requested_at": opened,
+            "claimed_at": opened,
+            "matched_at": opened,
+            "started_at": _opt_dt(session.started_at),
+            "ended_at": _opt_dt(session.ended_at),
+            "end_reason": session.end_reason,
+            "booking_id": session.booking_id,
         }
         async with self.db.session() as s, s.begin():
             await s.execute(self._insert_or_nothing(sessions, values, ("id",)))

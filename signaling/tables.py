@@ -1,7 +1,7 @@
 """Signaling's tables (SQLAlchemy Core) on the shared :data:`core.tables.metadata`.
 
-* ``sessions``: one row per matched request, from ``matched`` to ``ended``,
-  with its funds plan (:mod:`signaling.metering`).
+* ``sessions``: one row per matched request or opened booked call, from
+  ``matched`` to ``ended``, with its funds plan (:mod:`signaling.metering`).
 * ``chat_messages``: the chat of a session, ``body`` encrypted
   (:mod:`signaling.crypto`). ``(session_id, sender_id, client_msg_id)`` is
   unique, so a retried ``chat.send`` is stored once. ``seq`` orders the chat:
@@ -56,6 +56,12 @@ sessions: Final = Table(
     Column("funds_low_at", UTCDateTime, nullable=True),
     Column("exhausted_at", UTCDateTime, nullable=True),
     Column("funds_low_sent", Boolean, nullable=False, server_default=false()),
+    # A booked call (PROTOCOL.md §8, revision 0009): its booking (null for quick
+    # connect; its request_id is the booking id then), never billed per minute;
+    # ``booking_settled`` is claimed once by a conditional update when the
+    # booking is told the call ended (signaling.metering).
+    Column("booking_id", String(ID_LEN), nullable=True),
+    Column("booking_settled", Boolean, nullable=False, server_default=false()),
     # The call log: a user's sessions, newest first, as client or as therapist.
     Index(None, "client_id", "matched_at"),
     Index(None, "therapist_id", "matched_at"),

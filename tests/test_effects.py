@@ -220,6 +220,7 @@ def test_accept_sends_session_ready_to_both() -> None:
     s = {
         "id": "s1",
         "request_id": "r1",
+        "booking_id": None,
         "client_id": "c1",
         "therapist_id": "t1",
         "state": "ready",

@@ -11,6 +11,7 @@ part of the contract: tests/test_pool_sessions.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from core.errors import (
     Busy,
+    Conflict,
     DispatchError,
     Forbidden,
     NotEligible,
@@ -1119,3 +1121,161 @@ async def test_heartbeat_tells_a_server_it_was_taken_for_dead(pool_store: PoolSt
     assert await pool_store.heartbeat("srvA", T0 + 1) is True
     assert await pool_store.reap_servers(T0 + 20, dead_after_s=10) == ["srvA"]
     assert await pool_store.heartbeat("srvA", T0 + 21) is False
+
+
+# -- booked calls (PROTOCOL.md §8: POST /v1/bookings/{id}/session) ---------------
+
+
+def booked(sid: str = "s-b1", booking: str = "b1", at: float = T0) -> Session:
+    """The session ``open_booked_session`` must open: ready, held by t1, c1's."""
+    return Session(
+        id=sid,
+        request_id=booking,
+        client_id="c1",
+        therapist_id="t1",
+        state=SessionState.READY,
+        created_at=at,
+        booking_id=booking,
+    )
+
+
+async def open_booked(store: PoolStore, at: float = T0, booking: str = "b1") -> Session:
+    return await store.open_booked_session(f"s-{booking}", booking, "c1", "t1", at)
+
+
+async def test_a_booked_call_opens_as_a_ready_session(pool_store: PoolStore) -> None:
+    got = await open_booked(pool_store)
+    assert got == booked()
+    assert await pool_store.get_session("s-b1") == booked()
+    assert await pool_store.open_session_of("c1") == booked()
+    assert await pool_store.open_session_of("t1") == booked()
+    assert await pool_store.hold_of("t1") == Hold("session", "s-b1")
+    assert (await pool_store.stats(T0 + 1)).therapists_busy == 1
+    wire = got.public([])
+    assert wire["booking_id"] == "b1" and wire["request_id"] is None
+    assert wire["state"] == "ready" and wire["started_at"] is None
+
+
+async def test_a_quick_connect_session_has_no_booking(pool_store: PoolStore) -> None:
+    s = await matched(pool_store, "r1", "c1", T1, "s1", T0)
+    assert s.booking_id is None
+    assert (await pool_store.get_session("s1")) == s
+    wire = s.public([])
+    assert wire["booking_id"] is None and wire["request_id"] == "r1"
+
+
+async def test_opening_a_booked_call_again_answers_the_same_session(
+    pool_store: PoolStore,
+) -> None:
+    first = await open_booked(pool_store, T0)
+    # The other participant (or a retry) a minute later: the same session,
+    # its creation time unchanged.
+    assert await open_booked(pool_store, T0 + 60) == first
+    await pool_store.join_session("s-b1", "c1", T0 + 61)
+    joined = await open_booked(pool_store, T0 + 62)
+    assert joined.joined == {"c1"} and joined.state is SessionState.READY
+    live, went_live, _ = await pool_store.join_session("s-b1", "t1", T0 + 70)
+    assert went_live
+    assert await open_booked(pool_store, T0 + 71) == live
+    over = await pool_store.end_session("s-b1", "ended_by_therapist", T0 + 100)
+    assert over is not None
+    # Ended: answered as it is, not opened again (and it holds nothing).
+    assert await open_booked(pool_store, T0 + 101) == over
+    assert await pool_store.hold_of("t1") is None
+    assert await pool_store.open_session_of("c1") is None
+
+
+async def test_a_session_id_of_another_call_is_refused(pool_store: PoolStore) -> None:
+    qc = await matched(pool_store, "r1", "c1", T1, "s1", T0)
+    err = await fails(Conflict, pool_store.open_booked_session("s1", "b1", "c1", "t1", T0 + 1))
+    assert err.message == "this session id belongs to another call"
+    await pool_store.end_session("s1", "ended_by_client", T0 + 3)
+    await open_booked(pool_store, T0 + 3, booking="b2")
+    # Another booking, or other participants, under an id in use.
+    await fails(Conflict, pool_store.open_booked_session("s-b2", "b3", "c1", "t1", T0 + 4))
+    await fails(Conflict, pool_store.open_booked_session("s-b2", "b2", "c9", "t1", T0 + 4))
+    await fails(Conflict, pool_store.open_booked_session("s-b2", "b2", "c1", "t9", T0 + 4))
+    assert await pool_store.get_session("s1") == dataclasses.replace(
+        qc, state=SessionState.ENDED, ended_at=T0 + 3, end_reason="ended_by_client"
+    )
+
+
+async def test_a_booked_call_keeps_the_busy_rule(pool_store: PoolStore) -> None:
+    # The therapist holds a claim.
+    await make(pool_store, "r1", "c2", T0)
+    await pool_store.claim("r1", T1, T0)
+    err = await fails(Busy, open_booked(pool_store, T0 + 1))
+    assert err.message == "the therapist holds a claim or is in another call"
+    # ... or is in a quick-connect call.
+    await pool_store.accept("r1", "c2", "s1", T0 + 2)
+    await fails(Busy, open_booked(pool_store, T0 + 3))
+    await pool_store.end_session("s1", "ended_by_client", T0 + 4)
+    # The client is in another call (with t2).
+    await matched(pool_store, "r2", "c1", T2, "s2", T0 + 5)
+    err = await fails(Busy, open_booked(pool_store, T0 + 6))
+    assert err.message == "the client is in another call"
+    await pool_store.end_session("s2", "ended_by_client", T0 + 7)
+    # The client has a request waiting.
+    await make(pool_store, "r3", "c1", T0 + 8)
+    err = await fails(RequestExists, open_booked(pool_store, T0 + 9))
+    assert err.message == "the client has a quick-connect request waiting or claimed"
+    # Nothing was written by any refusal.
+    assert await pool_store.get_session("s-b1") is None
+    assert await pool_store.hold_of("t1") is None
+    assert await pool_store.open_session_of("c1") is None
+    await pool_store.cancel("r3", "c1", T0 + 10)
+    assert await open_booked(pool_store, T0 + 11) == booked(at=T0 + 11)
+
+
+async def test_a_booked_call_is_a_call_like_any_other(pool_store: PoolStore) -> None:
+    await open_booked(pool_store)
+    # While it is open: the therapist takes no claim, the client asks for no one.
+    await make(pool_store, "r1", "c2", T0 + 1)
+    await fails(Busy, pool_store.claim("r1", T1, T0 + 2))
+    with pytest.raises(RequestExists):
+        await pool_store.create(DRAFT, "c1", "r2", T0 + 3)
+    # Joining, holding frames for a peer who has not joined, going live.
+    frame = {"type": "rtc.signal", "session_id": "s-b1", "from": "t1", "data": {"sdp": "x"}}
+    assert await pool_store.pass_or_hold("s-b1", "t1", frame) is False
+    await pool_store.join_session("s-b1", "t1", T0 + 4)
+    live, went_live, held = await pool_store.join_session("s-b1", "c1", T0 + 5)
+    assert went_live and held == [frame]
+    assert live == dataclasses.replace(
+        booked(), state=SessionState.LIVE, started_at=T0 + 5, joined=frozenset({"c1", "t1"})
+    )
+    # Ending frees both.
+    over = await pool_store.end_session("s-b1", "ended_by_client", T0 + 65)
+    assert over is not None and over.booking_id == "b1" and over.duration_s() == 60
+    assert await pool_store.hold_of("t1") is None
+    await claim_of(pool_store, "r1", T1, T0 + 66)
+    await make(pool_store, "r2", "c1", T0 + 67)
+
+
+async def test_a_booked_call_ends_when_a_participant_stays_away(pool_store: PoolStore) -> None:
+    await pool_store.heartbeat("srvA", T0)
+    await pool_store.connect("c1", Role.CLIENT, "k1", "srvA", T0)
+    await open_booked(pool_store)
+    await pool_store.disconnect("c1", Role.CLIENT, "k1", "srvA", T0 + 10)
+    fired = await pool_store.fire_due(T0 + 10 + GRACE + 1)
+    assert fired == [
+        dataclasses.replace(
+            booked(),
+            state=SessionState.ENDED,
+            ended_at=T0 + 10 + GRACE + 1,
+            end_reason="peer_lost",
+        )
+    ]
+    assert await pool_store.hold_of("t1") is None
+
+
+async def test_a_booked_call_opens_once_across_servers(
+    pool_store: PoolStore, pool_store_factory: PoolFactory
+) -> None:
+    handles = [pool_store] + [await pool_store_factory() for _ in range(3)]
+    got = await asyncio.gather(
+        *(h.open_booked_session("s-b1", "b1", "c1", "t1", T0 + i) for i, h in enumerate(handles))
+    )
+    # Each answer is the one session, opened by whichever came first.
+    assert len({s.created_at for s in got}) == 1
+    assert all(s == dataclasses.replace(booked(), created_at=got[0].created_at) for s in got)
+    assert await pool_store.hold_of("t1") == Hold("session", "s-b1")

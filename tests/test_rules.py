@@ -707,6 +707,7 @@ def test_session_public_formats_times() -> None:
     assert pub == {
         "id": "s1",
         "request_id": "r1",
+        "booking_id": None,
         "client_id": "c1",
         "therapist_id": "t1",
         "state": "live",
