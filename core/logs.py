@@ -4,8 +4,9 @@ Every line carries ``timestamp`` (ISO 8601, UTC), ``level``, ``logger`` and
 ``event``, plus the ids the caller bound (``request_id``, ``session_id``,
 ``user_id``, ``conn_id``). :func:`redact` runs last before rendering, on our
 lines and on foreign (stdlib) ones alike, and masks every value whose key is in
-:data:`DENY` at any depth, so that names, notes, chat text, tokens and secrets
-cannot reach a log even when someone logs a whole frame or body by mistake.
+:data:`DENY` at any depth, so that names, notes, chat text, email addresses,
+phone numbers, tokens and secrets cannot reach a log even when someone logs a
+whole frame or body by mistake.
 
 Use :func:`get_logger`; it configures logging with the defaults if
 :func:`configure` has not run yet, so no line ever bypasses the redaction.
@@ -42,6 +43,8 @@ DENY: Final = frozenset(
         "password",
         "cookie",
         "credential",
+        "email",
+        "phone",
     }
 )
 MASK: Final = "[redacted]"

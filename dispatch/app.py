@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -14,10 +14,12 @@ from starlette.routing import WebSocketRoute
 
 from core.bus import Bus, LocalBus, RedisBus
 from core.db import Database
-from core.errors import DispatchError
+from core.errors import Conflict, DispatchError, NotBookable, NotFound
 from core.logs import configure, get_logger
 from dispatch import (
+    booking_routes,
     calllog,
+    contact_routes,
     demo,
     ops_routes,
     pages,
@@ -30,17 +32,19 @@ from dispatch import (
     ws,
 )
 from dispatch.context import AppContext
+from dispatch.guard import Guard
 from dispatch.hub import Hub
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
-from notify.contacts import Contacts
+from notify.contacts import ClientContacts, Contacts
 from notify.outbox import Outbox
 from photos.store import Photos
 from pool.effects import Effect
 from pool.memory import MemoryPool
 from pool.store import PoolStore
+from schedule.store import Bookings
 from signaling.crypto import Cipher
 from signaling.ice import make_provider
 from signaling.metering import Metering
@@ -69,7 +73,6 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
     metrics = Metrics()
     db = Database.from_url(settings.database_url)
     records = Records(db, Cipher.from_setting(settings.data_key))
-    hub = Hub(store, metrics, records.clients_known)
     ice = make_provider(
         list(settings.ice_servers),
         settings.twilio_account_sid,
@@ -82,8 +85,23 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         therapist_share_pct=settings.therapist_share_pct,
         timezone=settings.timezone,
     )
+    bookings = Bookings(db, ledger)
+    # The quick-connect guard near a booked session (PROTOCOL.md §8), off with
+    # DISPATCH_QC_GUARD_MIN=0; it holds on through a session's length after its
+    # start while the booking is still scheduled (a late client is awaited).
+    guard = Guard(
+        bookings.next_start if settings.qc_guard_min > 0 else None,
+        guard_min=settings.qc_guard_min,
+        late_min=settings.session_minutes,
+    )
+    hub = Hub(store, metrics, records.clients_known, guarded=guard.ids, clock=clock)
     metering = Metering(
-        ledger, store, bus, price_per_minute_minor=settings.price_per_minute_minor, clock=clock
+        ledger,
+        store,
+        bus,
+        price_per_minute_minor=settings.price_per_minute_minor,
+        clock=clock,
+        on_booked_end=_booked_end(bookings, settings, clock),
     )
     dispatcher = Dispatcher(
         store,
@@ -96,6 +114,7 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
             settings.price_per_minute_minor, settings.min_balance_minutes
         ),
         clock=clock,
+        guarded=guard.ids,
     )
     signaling = Signaling(
         store,
@@ -106,7 +125,10 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         clock=clock,
     )
     outbox, contacts = Outbox(db, settings.outbox_lease_s), Contacts(db)
-    text_senders = senders.texts(settings, outbox, contacts, store, records.clients_known, clock)
+    client_contacts = ClientContacts(db)
+    text_senders = senders.texts(
+        settings, outbox, contacts, store, records.clients_known, clock, guard.ids
+    )
     return AppContext(
         settings=settings,
         store=store,
@@ -120,15 +142,40 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         ledger=ledger,
         outbox=outbox,
         contacts=contacts,
+        client_contacts=client_contacts,
         texts=text_senders[0] if text_senders else None,
         sms=text_senders[1] if text_senders else None,
-        mail=senders.emails(settings, outbox, contacts),
+        mail=senders.emails(settings, outbox, contacts, client_contacts),
         photos=Photos(db),
         metering=metering,
         payments=payment_routes.payments_of(settings, ledger),
+        bookings=bookings,
+        guard=guard,
         clock=clock,
         http_limiter=KeyedLimiter(settings.http_rate_per_s, settings.http_rate_burst),
     )
+
+
+def _booked_end(
+    bookings: Bookings, settings: Settings, clock: Callable[[], float]
+) -> Callable[[str, bool], Awaitable[None]]:
+    """The hook a booked call's end calls, once across servers
+    (:meth:`signaling.metering.Metering.settle_booked`): a call both sides
+    joined marks its booking ``occurred`` (PROTOCOL.md §8). Idempotent: a
+    booking marked or cancelled meanwhile, or a call that ended before the
+    booking's start, is left as it is; a database down raises (retried)."""
+
+    async def booked_end(booking_id: str, both_joined: bool) -> None:
+        if not both_joined:
+            return
+        try:
+            await bookings.mark_outcome(
+                booking_id, "occurred", clock(), settings.therapist_share_pct
+            )
+        except (Conflict, NotBookable, NotFound) as exc:
+            log.info("booking.end_not_marked", booking_id=booking_id, code=exc.code)
+
+    return booked_end
 
 
 async def _dispatch_error(request: Request, exc: Exception) -> Response:
@@ -160,7 +207,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         senders.announce(settings)
         await ctx.db.migrate()
         if settings.demo:
-            await demo.seed(ctx.store, ctx.ledger, ctx.clock())
+            await demo.seed(ctx.store, ctx.ledger, ctx.clock(), ctx.bookings)
         await ctx.start()
         try:
             yield
@@ -173,6 +220,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *calllog.ROUTES,
             *wallet_routes.ROUTES,
             *payment_routes.ROUTES,
+            *booking_routes.ROUTES,
+            *contact_routes.ROUTES,
             *ops_routes.ROUTES,
             *texting.ROUTES,
             *photo_routes.ROUTES,

@@ -4,12 +4,20 @@ A user sees only what is theirs: the session list is the caller's own; a
 transcript is for the session's two participants and operators; notes are
 for the session's therapist alone. A session that is not the caller's is
 answered 404, as if it did not exist, so ids reveal nothing.
+
+``GET /v1/notes/due`` (PROTOCOL.md §8; therapist: its own, operator: all,
+``?therapist_id=`` to narrow): sessions that went live and ended in the last
+30 days, quick or booked, with no note yet, the most overdue first, each
+with ``due_at`` = its end + 24 h and ``overdue``; at most ``?limit=`` (1..200,
+default 50).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Any, Final
 
+from sqlalchemy import exists, select
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,10 +29,16 @@ from core.validation import parse_json_body, validate_id
 from dispatch.routes import ctx_of, signed_in
 from dispatch.validation import parse_note
 from signaling.records import SessionRecord
+from signaling.tables import notes as notes_table
+from signaling.tables import sessions as sessions_table
 from wallet.ledger import client_account, therapist_account
 
 _DEFAULT_LIMIT = 50
 _MAX_LIMIT = 200
+#: A therapist's notes are due this long after a session's end (PROTOCOL.md §8).
+NOTES_DUE_S: Final = 24 * 3600.0
+#: How far back ``GET /v1/notes/due`` looks for sessions still without a note.
+NOTES_DUE_LOOKBACK_S: Final = 30 * 86400.0
 
 
 def _time(ts: float | None) -> str | None:
@@ -37,7 +51,9 @@ def _entry(rec: SessionRecord, viewer: str, amounts: dict[str, int]) -> dict[str
     return {
         "amount_minor": _amount(rec, amounts),
         "id": rec.id,
-        "request_id": rec.request_id,
+        # As the live S: a booked call has no request, and names its booking.
+        "request_id": None if rec.booking_id else rec.request_id,
+        "booking_id": rec.booking_id,
         "client_id": rec.client_id,
         "therapist_id": rec.therapist_id,
         "state": rec.state,
@@ -122,9 +138,53 @@ async def add_note(request: HttpRequest) -> Response:
     return JSONResponse({"note": note.public()}, status_code=201)
 
 
+async def notes_due(request: HttpRequest) -> Response:
+    ctx = ctx_of(request)
+    user = signed_in(request, Role.THERAPIST, Role.OPERATOR)
+    limit = _limit(request)
+    therapist_id: str | None = user.id
+    if user.role is Role.OPERATOR:
+        raw = request.query_params.get("therapist_id")
+        therapist_id = None if raw is None else validate_id(raw, "therapist_id")
+    now = ctx.clock()
+    s = sessions_table.c
+    noted = exists().where(notes_table.c.session_id == s.id)
+    stmt = (
+        select(s.id, s.client_id, s.therapist_id, s.booking_id, s.ended_at)
+        .where(
+            s.state == "ended",
+            s.started_at.is_not(None),
+            s.ended_at >= dt.datetime.fromtimestamp(now - NOTES_DUE_LOOKBACK_S, tz=dt.UTC),
+            ~noted,
+        )
+        .order_by(s.ended_at, s.id)
+        .limit(limit)
+    )
+    if therapist_id is not None:
+        stmt = stmt.where(s.therapist_id == therapist_id)
+    async with ctx.db.reading() as conn:
+        rows = (await conn.execute(stmt)).mappings().all()
+    due = []
+    for row in rows:
+        ended = row["ended_at"].timestamp()
+        due.append(
+            {
+                "session_id": row["id"],
+                "client_id": row["client_id"],
+                "therapist_id": row["therapist_id"],
+                "booking_id": row["booking_id"],
+                "ended_at": rfc3339(ended),
+                "due_at": rfc3339(ended + NOTES_DUE_S),
+                "overdue": now > ended + NOTES_DUE_S,
+            }
+        )
+    return JSONResponse({"notes_due": due})
+
+
 ROUTES = [
     Route("/v1/sessions", list_sessions, methods=["GET"]),
     Route("/v1/sessions/{session_id}/transcript", transcript, methods=["GET"]),
     Route("/v1/sessions/{session_id}/notes", notes, methods=["GET"]),
     Route("/v1/sessions/{session_id}/notes", add_note, methods=["POST"]),
+    Route("/v1/notes/due", notes_due, methods=["GET"]),
 ]

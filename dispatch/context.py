@@ -18,13 +18,14 @@ from core.errors import BadInput, DispatchError
 from core.identity import Role, User
 from core.logs import get_logger
 from dispatch import frames
+from dispatch.guard import Guard
 from dispatch.hub import Conn, Hub
 from dispatch.loops import Loops
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
 from dispatch.service import Dispatcher
 from dispatch.settings import Settings
-from notify.contacts import Contacts
+from notify.contacts import ClientContacts, Contacts
 from notify.email import EmailWorker
 from notify.outbox import Outbox
 from notify.rounds import TextRounds
@@ -34,6 +35,7 @@ from pool import effects as fx
 from pool.effects import Effect
 from pool.model import PoolStats, Request, State
 from pool.store import PoolStore
+from schedule.store import Bookings
 from signaling.ice import IceProvider
 from signaling.metering import Metering
 from signaling.relay import Signaling
@@ -62,15 +64,23 @@ class AppContext:
     ledger: Ledger
     outbox: Outbox
     contacts: Contacts
+    #: Clients' email addresses for their booking emails (``/v1/me/contact``).
+    client_contacts: ClientContacts
     photos: Photos
     metering: Metering
     #: Paying in (PROTOCOL.md §9): Stripe, the --dev test page, or off.
     payments: Payments
+    #: Scheduled care (PROTOCOL.md §8): availability, bookings and their holds.
+    bookings: Bookings
     #: Deciding texts and sending them (None: texting is off).
     texts: TextRounds | None = None
     sms: SmsWorker | None = None
     #: Sending emails (None: emails are off).
     mail: EmailWorker | None = None
+    #: The quick-connect guard near a booked session (PROTOCOL.md §8): the
+    #: same object whose ``ids`` the hub, the dispatcher and the texts were
+    #: given; the loops refresh it. The default guards nobody.
+    guard: Guard = field(default_factory=Guard)
     clock: Callable[[], float] = time.time
     #: HTTP calls per user (settings ``http_rate_per_s``, ``http_rate_burst``).
     http_limiter: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(10.0, 30))

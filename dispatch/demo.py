@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from pool.model import TherapistProfile
 from pool.store import PoolStore
+from schedule.model import parse_availability
+from schedule.store import Bookings
 from wallet.ledger import Ledger
 
 
@@ -89,13 +91,43 @@ DEMO_OPERATOR: Final = "demo-operator"
 DEMO_TOPUP_MINOR = 10_000
 
 
-async def seed(store: PoolStore, ledger: Ledger | None = None, now: float | None = None) -> None:
-    """Put every demo therapist into ``store`` (replacing any earlier copy)
-    and, with a ``ledger``, fund each demo client's wallet once."""
+#: Each demo therapist's zone (PROTOCOL.md §8): its weekday hours are wall clock there.
+DEMO_ZONES: Final = {
+    "demo-therapist-1": "Europe/London",
+    "demo-therapist-2": "Europe/London",
+    "demo-therapist-3": "America/Los_Angeles",
+    "demo-therapist-4": "Europe/Berlin",
+    "demo-therapist-5": "America/New_York",
+}
+
+
+def demo_availability(therapist_id: str) -> dict[str, object]:
+    """Weekdays 09:00-12:00 and 13:00-17:00 in the therapist's zone."""
+    weekly = [
+        {"day": day, "start": start, "end": end}
+        for day in ("mon", "tue", "wed", "thu", "fri")
+        for start, end in (("09:00", "12:00"), ("13:00", "17:00"))
+    ]
+    return {"timezone": DEMO_ZONES[therapist_id], "weekly": weekly, "overrides": []}
+
+
+async def seed(
+    store: PoolStore,
+    ledger: Ledger | None = None,
+    now: float | None = None,
+    bookings: Bookings | None = None,
+) -> None:
+    """Put every demo therapist into ``store`` (replacing any earlier copy),
+    with a ``ledger`` fund each demo client's wallet once, and with
+    ``bookings`` give each demo therapist weekday hours (replacing them)."""
     for profile in DEMO_THERAPISTS:
         await store.put_profile(profile)
+    at = time.time() if now is None else now
+    if bookings is not None:
+        for profile in DEMO_THERAPISTS:
+            av = parse_availability(demo_availability(profile.id))
+            await bookings.put_availability(profile.id, av, at)
     if ledger is None:
         return
-    at = time.time() if now is None else now
     for client_id in DEMO_CLIENTS:
         await ledger.topup(client_id, DEMO_TOPUP_MINOR, f"demo-topup-{client_id}", at)

@@ -16,7 +16,15 @@ being down, and logs when it starts and stops failing):
   requests waiting (:mod:`notify.rounds`), then send what the outbox holds
   (:class:`notify.sms.SmsWorker`);
 - emails (when emails are on): every second send what the outbox holds
-  (:class:`notify.email.EmailWorker`).
+  (:class:`notify.email.EmailWorker`);
+- guard (when bookings are wired in): every :data:`dispatch.guard.GUARD_TTL_S`
+  ask which therapists a booked session keeps off quick connect
+  (:class:`dispatch.guard.Guard`), and send each local console whose guard
+  started or ended a fresh ``pool.snapshot`` (empty while guarded);
+- reminders (when emails or texts are on): every :data:`REMINDER_TICK_S`
+  queue the reminder of each booking starting within 24 h
+  (:mod:`dispatch.booking_mail`), then mark it reminded. Queueing first and
+  the outbox's dedupe key make it once across servers, whatever dies when.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 from core.errors import DispatchError
 from core.logs import get_logger
+from dispatch import booking_mail
 from pool.live import bucket_of, sample_of
 from pool.model import Session, SessionState
 
@@ -39,6 +48,8 @@ log = get_logger(component="loops")
 NOTIFY_TICK_S: Final = 1.0
 #: Rows a sender takes at once; it takes again at once while batches come full.
 NOTIFY_BATCH: Final = 20
+#: How often each server looks for bookings to remind (24 h ahead: a minute late is fine).
+REMINDER_TICK_S: Final = 30.0
 
 
 class Loops:
@@ -68,6 +79,14 @@ class Loops:
         if self.ctx.mail is not None:
             self.tasks.append(
                 asyncio.create_task(self._every(NOTIFY_TICK_S, self._emails), name="emails")
+            )
+        if self.ctx.mail is not None or self.ctx.sms is not None:
+            self.tasks.append(
+                asyncio.create_task(self._every(REMINDER_TICK_S, self._reminders), name="reminders")
+            )
+        if self.ctx.guard.enabled:
+            self.tasks.append(
+                asyncio.create_task(self._every(self.ctx.guard.ttl_s, self._guard), name="guard")
             )
 
     async def stop(self) -> None:
@@ -148,6 +167,25 @@ class Loops:
         while await self.ctx.mail.run_once(self.ctx.clock(), NOTIFY_BATCH) == NOTIFY_BATCH:
             if self._stopping:
                 return
+
+    async def _reminders(self) -> None:
+        """Queue the reminders due (PROTOCOL.md §8), then mark each booking
+        reminded: a server that dies between the two leaves it due, and the
+        next one's queueing is a no-op (the outbox's dedupe key)."""
+        bookings = self.ctx.bookings
+        now = self.ctx.clock()
+        for booking in await bookings.due_reminders(now, booking_mail.REMINDER_BEFORE_S):
+            await booking_mail.remind(self.ctx, booking)
+            await bookings.mark_reminded(booking.id, now)
+            if self._stopping:
+                return
+
+    async def _guard(self) -> None:
+        """Refresh the guard; re-snapshot local consoles whose guard flipped."""
+        started, ended = await self.ctx.guard.refresh(self.ctx.clock())
+        if started or ended:
+            log.info("guard.changed", started=sorted(started), ended=sorted(ended))
+            await self.ctx.hub.resnapshot(started | ended)
 
     async def _stats(self) -> None:
         now = self.ctx.clock()

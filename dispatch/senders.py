@@ -11,10 +11,12 @@ from typing import Final
 from core.logs import get_logger
 from dispatch.settings import Settings, env_name
 from dispatch.texting import STATUS_PATH
-from notify.contacts import Contacts
+from notify.contacts import ClientContacts, Contacts
 from notify.email import EmailSender, EmailWorker, SmtpConfig
+from notify.invites import CLIENT_TEMPLATES
 from notify.outbox import Message, Outbox
-from notify.rounds import KnownClients, TextPolicy, TextRounds
+from notify.rounds import TEMPLATE as WAITING_TEXT
+from notify.rounds import GuardedIds, KnownClients, TextPolicy, TextRounds
 from notify.sms import SmsWorker, TwilioSender
 from pool.model import State
 from pool.store import PoolStore
@@ -32,8 +34,10 @@ def texts(
     store: PoolStore,
     known: KnownClients,
     clock: Callable[[], float],
+    guarded: GuardedIds | None = None,
 ) -> tuple[TextRounds, SmsWorker] | None:
-    """Who decides texts and who sends them; None when texting is off."""
+    """Who decides texts and who sends them; None when texting is off.
+    ``guarded``: the therapists near a booked session (no texts for them)."""
     if not settings.texting:
         return None
     assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
@@ -49,6 +53,7 @@ def texts(
             cooldown_s=settings.sms_cooldown_s,
             max_per_request=settings.sms_max_per_request,
         ),
+        guarded=guarded,
     )
     sender = TwilioSender(
         settings.twilio_account_sid,
@@ -69,7 +74,8 @@ def texts(
 
     async def still_wanted(message: Message) -> bool:
         # A request claimed, cancelled or expired before its text goes sends none.
-        if message.about_id is None:
+        # (A booking's reminder is about a booking, not a request: it goes.)
+        if message.about_id is None or message.template != WAITING_TEXT:
             return True
         request = await store.get(message.about_id)
         return request is not None and request.state is State.WAITING
@@ -89,14 +95,20 @@ def texts(
     return rounds, worker
 
 
-def emails(settings: Settings, outbox: Outbox, contacts: Contacts) -> EmailWorker | None:
+def emails(
+    settings: Settings, outbox: Outbox, contacts: Contacts, client_contacts: ClientContacts
+) -> EmailWorker | None:
     """Who sends emails; None when emails are off."""
     if not settings.emailing:
         return None
     assert settings.smtp_url and settings.mail_from
 
-    async def address_of(therapist_id: str) -> str | None:
-        return (await contacts.get(therapist_id)).email
+    async def address_of(message: Message) -> str | None:
+        # Looked up when sending: an address changed since is used; one
+        # removed since is not (the email is dropped).
+        if message.template in CLIENT_TEMPLATES:
+            return await client_contacts.email(message.recipient_id)
+        return (await contacts.get(message.recipient_id)).email
 
     sender = EmailSender(
         SmtpConfig.parse(settings.smtp_url), settings.mail_from, timeout_s=send_timeout_s(settings)

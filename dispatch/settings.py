@@ -178,6 +178,29 @@ class Settings:
     #: The least and the most one top-up may be, in minor units.
     topup_min_minor: int = 500
     topup_max_minor: int = 50000
+    # -- scheduled care (PROTOCOL.md §8) ------------------------------------------
+    #: The length of a booked session, and its price (a therapist's
+    #: ``session_price_minor`` wins).
+    session_minutes: int = 50
+    session_price_minor: int = 6000
+    #: The length of the free intro call (one per client and therapist).
+    intro_minutes: int = 15
+    #: Time kept free after every booking before the therapist's next one.
+    booking_buffer_min: int = 10
+    #: How far ahead a booking must start, at least.
+    booking_min_notice_h: int = 2
+    #: A client's cancel at least this long before the start costs nothing.
+    cancel_window_h: int = 24
+    #: What a late cancel or a no-show costs the client, in % of the price.
+    late_fee_pct: int = 100
+    #: The therapist's share of that fee, in % of its normal share.
+    late_fee_therapist_pct: int = 50
+    #: A therapist whose booked session starts within this many minutes gets
+    #: no quick-connect offers (0: no guard).
+    qc_guard_min: int = 30
+    #: Open slots start at each availability window's start and every this
+    #: many minutes after.
+    slot_step_min: int = 30
 
     secret_generated: bool = field(default=False, init=False, compare=False)
 
@@ -337,8 +360,32 @@ _OPTIONAL: Final = frozenset(
         "stripe_webhook_secret",
     }
 )
-#: Number settings for which 0 is a meaningful value (no delay).
-_ZERO_OK: Final = frozenset({"sms_delay_s"})
+#: Number settings for which 0 is a meaningful value (no delay, no fee, no guard).
+_ZERO_OK: Final = frozenset(
+    {
+        "sms_delay_s",
+        "booking_buffer_min",
+        "booking_min_notice_h",
+        "cancel_window_h",
+        "late_fee_pct",
+        "late_fee_therapist_pct",
+        "qc_guard_min",
+    }
+)
+#: The largest value of the scheduling settings (PROTOCOL.md §8), each a
+#: generous bound against a typo (minutes, hours, percentages, minor units).
+_MAXIMA: Final = {
+    "session_minutes": 480,
+    "session_price_minor": 1_000_000,
+    "intro_minutes": 120,
+    "booking_buffer_min": 240,
+    "booking_min_notice_h": 24 * 60,
+    "cancel_window_h": 24 * 60,
+    "late_fee_pct": 100,
+    "late_fee_therapist_pct": 100,
+    "qc_guard_min": 24 * 60,
+    "slot_step_min": 240,
+}
 
 
 def _kind(name: str) -> type:
@@ -440,7 +487,11 @@ def _check(name: str, value: Any) -> None:
     elif kind is list:
         _check_ice_servers(var, value)
     elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{var} must be a positive whole number, not {value!r}")
+        if name in _ZERO_OK and value < 0:
+            raise ConfigError(f"{var} must be a whole number, 0 or more, not {value!r}")
+        if name not in _ZERO_OK and value <= 0:
             raise ConfigError(f"{var} must be a positive whole number, not {value!r}")
     else:
         if (
@@ -463,6 +514,9 @@ def _check_specific(name: str, var: str, value: Any) -> None:
         raise ConfigError(f"{var} must be a TCP port (1..65535), not {value}")
     elif name == "therapist_share_pct" and value > 100:
         raise ConfigError(f"{var} is a percentage (1..100), not {value}")
+    elif name in _MAXIMA and value > _MAXIMA[name]:
+        low = 0 if name in _ZERO_OK else 1
+        raise ConfigError(f"{var} must be {low}..{_MAXIMA[name]}, not {value}")
     elif name == "log_level" and value.lower() not in LOG_LEVELS:
         raise ConfigError(f"{var} must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
     elif name == "currency" and not _CURRENCY_RE.fullmatch(value):

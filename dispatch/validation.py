@@ -167,15 +167,7 @@ def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], d
     if "phone" in obj:
         contact["phone"] = None if obj["phone"] is None else normalize_phone(obj["phone"])
     if "email" in obj:
-        email = obj["email"]
-        if email is not None and (
-            not isinstance(email, str) or len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email)
-        ):
-            raise InvalidField(
-                f"email must be an address like name@example.com (at most {EMAIL_MAX})",
-                field="email",
-            )
-        contact["email"] = email
+        contact["email"] = parse_email(obj["email"])
     if "sms_opt_in" in obj:
         if type(obj["sms_opt_in"]) is not bool:
             raise InvalidField("sms_opt_in must be true or false", field="sms_opt_in")
@@ -192,6 +184,31 @@ def parse_profile_patch(body: Any, *, operator: bool) -> tuple[dict[str, Any], d
         except ValueError as exc:
             raise InvalidField(str(exc), field="quiet_hours") from None
     return profile, contact
+
+
+def parse_email(value: Any) -> str | None:
+    """An email address as a therapist's profile (``PATCH
+    /v1/therapists/{id}``) and a client's contact (``PATCH /v1/me/contact``)
+    take it: a string like ``name@example.com`` of at most :data:`EMAIL_MAX`
+    characters, or ``None`` (remove it); else 422 ``invalid_field`` ``email``
+    (the message never quotes the value)."""
+    if value is not None and (
+        not isinstance(value, str) or len(value) > EMAIL_MAX or not _EMAIL_RE.fullmatch(value)
+    ):
+        raise InvalidField(
+            f"email must be an address like name@example.com (at most {EMAIL_MAX}), or null",
+            field="email",
+        )
+    return value
+
+
+def parse_client_contact(body: Any) -> str | None:
+    """The body of ``PATCH /v1/me/contact``: ``{"email": "..." | null}``;
+    ``email`` must be there (null removes the address)."""
+    obj = _object(body)
+    if "email" not in obj:
+        raise InvalidField("email is required: an address, or null to remove it", field="email")
+    return parse_email(obj["email"])
 
 
 def parse_note(body: Any) -> str:

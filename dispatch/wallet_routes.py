@@ -1,6 +1,8 @@
 """HTTP calls of the wallet and earnings (PROTOCOL.md §6).
 
-* ``GET /v1/wallet`` (client): ``{"balance_minor", "currency"}``, and what the
+* ``GET /v1/wallet`` (client): ``{"balance_minor", "held_minor", "currency"}``
+  (``held_minor``: what booked sessions hold of the balance, PROTOCOL.md §8;
+  the balance still counts it, the client may spend the rest), and what the
   pages need around it (additions to the protocol): ``price_per_minute_minor``,
   ``min_balance_minor`` (below it a request is refused), ``topup_min_minor``,
   ``topup_max_minor`` and ``payments`` (``card``, ``test`` or ``off``: how a
@@ -89,9 +91,11 @@ async def get_wallet(request: HttpRequest) -> Response:
     ledger = _ledger(request)
     settings = ctx_of(request).settings
     balance = await ledger.balance(user.id)
+    held = await ledger.held(user.id)
     return JSONResponse(
         {
             "balance_minor": balance,
+            "held_minor": held,
             "currency": ledger.currency,
             "price_per_minute_minor": settings.price_per_minute_minor,
             "min_balance_minor": min_balance_minor(

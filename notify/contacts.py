@@ -1,5 +1,6 @@
 """Therapists' contact details (PROTOCOL.md §7): the durable, private half of a
-profile. The public half (name, bio, photo, credentials) is the pool's.
+profile. The public half (name, bio, photo, credentials) is the pool's. And
+clients' email addresses for their booking emails (:class:`ClientContacts`).
 
 Kept in the database rather than in the pool's Redis profile so that they
 outlive a Redis that keeps nothing on disk, and so that they can never leak
@@ -18,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import RowMapping
 
 from core.db import Database
-from notify.tables import contacts
+from notify.tables import client_contacts, contacts
 from notify.texts import QuietHours, TextContact
 
 #: The fields a PATCH may change here (the rest of a profile is the pool's).
@@ -131,6 +132,42 @@ class Contacts:
         )
         async with self.db.writing() as conn:
             await conn.execute(stmt)
+
+
+class ClientContacts:
+    """A client's email address for its booking emails (PROTOCOL.md §8:
+    confirmation, cancellation, reminder), set by the client itself. Shown
+    only to that client; never logged; the outbox keeps the client's id and
+    the sender looks the address up when it sends."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def email(self, client_id: str) -> str | None:
+        """The client's address, or None (never set, or removed)."""
+        stmt = select(client_contacts.c.email).where(client_contacts.c.client_id == client_id)
+        async with self.db.reading() as conn:
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    async def set_email(self, client_id: str, email: str | None, now: float) -> str | None:
+        """Set (already checked) or remove (None) the client's address; returns it.
+        One transaction: the row made if missing, then written."""
+        at = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+        async with self.db.writing() as conn:
+            await conn.execute(
+                self.db.insert_or_nothing(
+                    client_contacts,
+                    {"client_id": client_id, "email": email, "updated_at": at},
+                    ["client_id"],
+                )
+            )
+            await conn.execute(
+                update(client_contacts)
+                .where(client_contacts.c.client_id == client_id)
+                .values(email=email, updated_at=at)
+            )
+        return email
 
 
 def _contact(therapist_id: str, row: RowMapping | None) -> Contact:

@@ -6,13 +6,15 @@ template of ``notify/templates`` (``<name>.subject.txt``, ``<name>.txt``,
 optionally ``<name>.html``) with a message's payload: every value must be
 there, and in the HTML part every value is escaped. :class:`EmailSender` sends
 one email (a text/plain part always, an HTML alternative when there is one)
-with aiosmtplib, one connection per email, and sorts every outcome into three:
+with aiosmtplib, one connection per email (a payload's ``calendar`` object
+becomes an ``.ics`` attachment, :mod:`notify.calendar`), and sorts every
+outcome into three:
 :class:`Sent` (with the Message-ID), :class:`Retry` (a network error, a
 timeout, a 4xx, or a fault of our own set-up), :class:`Refused` (a 5xx to the
 recipient or to the message: the worker marks the row ``failed``).
 
 :class:`EmailWorker` takes due rows, looks the recipient's address up at the
-moment of sending (``address_of``), renders, sends and records the outcome.
+moment of sending (``address_of``, given the message), renders, sends and records the outcome.
 Neither the address, the payload nor the body is ever logged, nor are the
 server's replies (they often quote the address): ids and reply codes only.
 """
@@ -36,6 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiosmtplib
 
 from core.logs import get_logger
+from notify.calendar import CalendarError, ics_of
 from notify.outbox import Message, NewMessage, Outbox
 from notify.worker import OutboxWorker, Outcome, Refused, Retry, Sent
 
@@ -110,10 +113,20 @@ class TemplateError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent along: ``content_type`` is ``maintype/subtype``."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Rendered:
     subject: str
     text: str
     html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @lru_cache(maxsize=32)
@@ -143,15 +156,24 @@ def _fill(template: string.Template, values: Mapping[str, str]) -> str:
 
 def render(template_name: str, payload: Mapping[str, Any]) -> Rendered:
     """The email ``template_name`` says, filled with ``payload``; raises
-    :class:`TemplateError` (never sends half an email)."""
+    :class:`TemplateError` (never sends half an email). A ``calendar`` value
+    is no placeholder: it becomes the attachment ``booking.ics``."""
     subject_t, text_t, html_t = _load(template_name)
-    values = {str(k): str(v) for k, v in payload.items()}
+    attachments: tuple[Attachment, ...] = ()
+    if "calendar" in payload:
+        try:
+            ics = ics_of(payload["calendar"])
+        except CalendarError as exc:
+            raise TemplateError(str(exc)) from None
+        attachments = (Attachment("booking.ics", "text/calendar", ics),)
+    values = {str(k): str(v) for k, v in payload.items() if k != "calendar"}
     subject = _fill(subject_t, values).strip()
     if "\n" in subject or "\r" in subject:
         raise TemplateError("the subject must be one line")
     text = _fill(text_t, values)
     escaped = {k: html.escape(v, quote=True) for k, v in values.items()}
-    return Rendered(subject, text, None if html_t is None else _fill(html_t, escaped))
+    page = None if html_t is None else _fill(html_t, escaped)
+    return Rendered(subject, text, page, attachments)
 
 
 def format_amount(amount_minor: int, currency: str) -> str:
@@ -227,6 +249,11 @@ class EmailSender:
         msg.set_content(rendered.text)
         if rendered.html is not None:
             msg.add_alternative(rendered.html, subtype="html")
+        for item in rendered.attachments:
+            maintype, _, subtype = item.content_type.partition("/")
+            msg.add_attachment(
+                item.data, maintype=maintype, subtype=subtype, filename=item.filename
+            )
         return msg
 
     async def send(self, to: str, rendered: Rendered) -> Outcome:
@@ -275,7 +302,9 @@ def _sorted(code: int, reason: str) -> Outcome:
     return Refused(reason) if 500 <= code < 600 else Retry(reason)
 
 
-AddressOf = Callable[[str], Awaitable[str | None]]
+#: The address a message goes to, looked up when it is sent (from its
+#: ``recipient_id``, and its ``template``: a client's or a therapist's address).
+AddressOf = Callable[[Message], Awaitable[str | None]]
 StillWanted = Callable[[Message], Awaitable[bool]]
 
 
@@ -314,7 +343,7 @@ class EmailWorker(OutboxWorker):
             await self.outbox.dropped(message.id, self.worker, "no longer wanted", now)
             log.info("email.dropped", reason="not_wanted", **ids)
             return
-        address = await self.address_of(message.recipient_id)
+        address = await self.address_of(message)
         if not address:
             await self.outbox.dropped(message.id, self.worker, "no email address", now)
             log.info("email.dropped", reason="no_address", **ids)

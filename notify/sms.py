@@ -30,6 +30,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 
 from core.logs import get_logger
+from notify.invites import REMINDER_TEXT, reminder_text_body
 from notify.outbox import Message, Outbox
 from notify.texts import text_body
 from notify.worker import OutboxWorker, Outcome, Refused, Retry, Sent
@@ -162,6 +163,7 @@ class SmsWorker(OutboxWorker):
     ) -> None:
         self.sender = sender
         super().__init__(outbox, worker)
+        self.public_url = public_url
         self.body = text_body(public_url)
         self.phone_of = phone_of
         self.still_wanted = still_wanted
@@ -182,7 +184,10 @@ class SmsWorker(OutboxWorker):
             await self.outbox.dropped(message.id, self.worker, "no phone any more", now)
             log.info("sms.dropped", reason="no_phone", **ids)
             return
-        outcome = await self.sender.send(phone, self.body)
+        body = self.body
+        if message.template == REMINDER_TEXT:  # a booking's reminder (PROTOCOL.md §8)
+            body = reminder_text_body(self.public_url, message.payload)
+        outcome = await self.sender.send(phone, body)
         if isinstance(outcome, Sent):
             await self.outbox.sent(message.id, self.worker, outcome.provider_id, now)
             log.info("sms.sent", sid=outcome.provider_id, **ids)

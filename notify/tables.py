@@ -1,4 +1,4 @@
-"""notify's table (SQLAlchemy Core) on the shared :data:`core.tables.metadata`.
+"""notify's tables (SQLAlchemy Core) on the shared :data:`core.tables.metadata`.
 
 * ``outbox``: every text and email the service decided to send, one row each,
   written in the same transaction as the decision, then taken by one sender
@@ -13,6 +13,10 @@
   (PROTOCOL.md §7): its phone (E.164), email, opt-in to texts, time zone and
   quiet hours, and whether its phone was refused by the provider. Private:
   shown only to that therapist and to operators, never logged.
+* ``client_contacts``: a client's email address for its booking emails
+  (confirmation, cancellation, reminder; PROTOCOL.md §8), set by the client
+  itself (``PATCH /v1/me/contact``), null when it removed it. Private: shown
+  only to that client, never logged.
 """
 
 from __future__ import annotations
@@ -62,5 +66,13 @@ contacts: Final = Table(
     Column("timezone", String(64), nullable=False),
     Column("quiet_hours", String(11), nullable=True),
     Column("phone_failed", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+client_contacts: Final = Table(
+    "client_contacts",
+    metadata,
+    Column("client_id", String(ID_LEN), primary_key=True),
+    Column("email", String(254), nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
 )

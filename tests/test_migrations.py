@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 import notify.tables
 import photos.tables
+import schedule.tables
 import signaling.tables
 import wallet.tables
 from core.db import Database, alembic_config, normalize_url
@@ -30,6 +31,7 @@ from core.tables import metadata
 # Each domain's tables register on the shared metadata when their module loads.
 assert signaling.tables.sessions.metadata is wallet.tables.withdrawals.metadata is metadata
 assert notify.tables.outbox.metadata is photos.tables.photos.metadata is metadata
+assert schedule.tables.bookings.metadata is metadata
 
 TABLES = {
     "sessions",
@@ -41,10 +43,14 @@ TABLES = {
     "withdrawals",
     "outbox",
     "contacts",
+    "client_contacts",
     "photos",
     "checkouts",
+    "availability",
+    "bookings",
+    "wallet_holds",
 }
-HEAD = "0007"
+HEAD = "0010"
 
 
 def _tables(conn: Connection) -> set[str]:
@@ -237,3 +243,73 @@ def test_migrations_ship_with_the_package() -> None:
         check=True,
     ).stdout
     assert "'core.migrations'" in found and "'core.migrations.versions'" in found
+
+
+async def test_0008_widens_the_ledger_kinds_of_a_ledger_in_use(database_url: str) -> None:
+    """Revision 0008 lets the ledger take booking charges and cancellation
+    fees, on a ledger that already has entries (SQLite cannot copy a table
+    that others refer to with foreign keys on: the CHECK is widened in place),
+    and keeps the data and the constraint's name."""
+    db = Database.from_url(database_url)
+    at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    try:
+        async with db.engine.connect() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0007"))
+            await conn.commit()
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO ledger_accounts (id, kind, currency, balance_minor, created_at) "
+                    "VALUES ('client:c1', 'client', 'GBP', 100, :t), "
+                    "('external:payments', 'external', 'GBP', -100, :t)"
+                ),
+                {"t": at},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO ledger_transactions (id, kind, reference, session_id, "
+                    "shortfall_minor, created_at) VALUES ('txn_1', 'topup', 'r1', NULL, 0, :t)"
+                ),
+                {"t": at},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO ledger_entries (transaction_id, account_id, amount_minor, "
+                    "balance_after_minor, created_at) VALUES "
+                    "('txn_1', 'client:c1', 100, 100, :t), "
+                    "('txn_1', 'external:payments', -100, -100, :t)"
+                ),
+                {"t": at},
+            )
+        await db.migrate()
+        assert await _version(db) == [HEAD]
+        insert = text(
+            "INSERT INTO ledger_transactions (id, kind, reference, session_id, shortfall_minor, "
+            "created_at) VALUES (:id, :kind, 'bkg_1', NULL, 0, :t)"
+        )
+        async with db.engine.begin() as conn:
+            for kind in ("booking_charge", "cancellation_fee"):
+                await conn.execute(insert, {"id": f"txn_{kind}", "kind": kind, "t": at})
+        with pytest.raises(Exception, match=r"(?i)check"):
+            async with db.engine.begin() as conn:
+                await conn.execute(insert, {"id": "txn_x", "kind": "gift", "t": at})
+        async with db.engine.connect() as conn:
+            entries = (await conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar()
+            checks = await conn.run_sync(
+                lambda c: {
+                    x["name"] for x in inspect(c).get_check_constraints("ledger_transactions")
+                }
+            )
+        assert entries == 2
+        assert checks == {"ck_ledger_transactions_kind"}
+        # Down again is refused while booking movements exist (in one
+        # transaction, as Database.migrate runs one: nothing is undone).
+        async with db.engine.connect() as conn:
+            if db.dialect == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            with pytest.raises(RuntimeError, match="booking charges"):
+                await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0007"))
+            await conn.rollback()
+        assert await _version(db) == [HEAD]
+    finally:
+        await db.aclose()

@@ -120,8 +120,8 @@ def worker(
     outbox: Outbox | None = None,
     timeout_s: float = 5.0,
 ) -> EmailWorker:
-    async def address_of(therapist_id: str) -> str | None:
-        assert therapist_id == "t1"
+    async def address_of(message: Message) -> str | None:
+        assert message.recipient_id == "t1"
         return address
 
     async def still_wanted(message: Message) -> bool:

@@ -343,3 +343,60 @@ def test_bad_payment_settings_name_their_variable(extra: dict[str, str], message
     with pytest.raises(ConfigError, match=message) as info:
         load_settings({}, env(**extra))
     assert "pk_test_x" not in str(info.value)
+
+
+# -- scheduled care (PROTOCOL.md §8) -----------------------------------------------
+
+
+def test_scheduling_defaults_follow_the_protocol() -> None:
+    s = load_settings({}, BASE)
+    assert (s.session_minutes, s.session_price_minor, s.intro_minutes) == (50, 6000, 15)
+    assert (s.booking_buffer_min, s.booking_min_notice_h, s.cancel_window_h) == (10, 2, 24)
+    assert (s.late_fee_pct, s.late_fee_therapist_pct) == (100, 50)
+    assert (s.qc_guard_min, s.slot_step_min) == (30, 30)
+    s = load_settings(
+        {"late_fee_pct": 40},
+        env(
+            session_minutes="45",
+            session_price_minor="7500",
+            intro_minutes="20",
+            booking_buffer_min="0",
+            booking_min_notice_h="0",
+            cancel_window_h="48",
+            late_fee_pct="100",
+            late_fee_therapist_pct="0",
+            qc_guard_min="0",
+            slot_step_min="15",
+        ),
+    )
+    assert (s.session_minutes, s.session_price_minor, s.intro_minutes) == (45, 7500, 20)
+    assert (s.booking_buffer_min, s.booking_min_notice_h, s.cancel_window_h) == (0, 0, 48)
+    # The flag wins over the environment.
+    assert (s.late_fee_pct, s.late_fee_therapist_pct) == (40, 0)
+    assert (s.qc_guard_min, s.slot_step_min) == (0, 15)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"session_minutes": "0"}, "DISPATCH_SESSION_MINUTES must be a positive"),
+        ({"session_minutes": "481"}, r"DISPATCH_SESSION_MINUTES must be 1\.\.480"),
+        ({"session_price_minor": "0"}, "DISPATCH_SESSION_PRICE_MINOR must be a positive"),
+        ({"session_price_minor": "60.5"}, "DISPATCH_SESSION_PRICE_MINOR must be a whole"),
+        ({"session_price_minor": "1000001"}, "DISPATCH_SESSION_PRICE_MINOR must be 1"),
+        ({"intro_minutes": "121"}, "DISPATCH_INTRO_MINUTES must be 1..120"),
+        ({"booking_buffer_min": "-1"}, "DISPATCH_BOOKING_BUFFER_MIN must be a whole number, 0"),
+        ({"booking_buffer_min": "241"}, r"DISPATCH_BOOKING_BUFFER_MIN must be 0\.\.240"),
+        ({"booking_min_notice_h": "1441"}, "DISPATCH_BOOKING_MIN_NOTICE_H must be 0"),
+        ({"cancel_window_h": "-24"}, "DISPATCH_CANCEL_WINDOW_H must be a whole number, 0"),
+        ({"late_fee_pct": "101"}, r"DISPATCH_LATE_FEE_PCT must be 0\.\.100"),
+        ({"late_fee_therapist_pct": "150"}, r"DISPATCH_LATE_FEE_THERAPIST_PCT must be 0\.\.100"),
+        ({"qc_guard_min": "soon"}, "DISPATCH_QC_GUARD_MIN must be a whole number"),
+        ({"qc_guard_min": "1441"}, "DISPATCH_QC_GUARD_MIN must be 0"),
+        ({"slot_step_min": "0"}, "DISPATCH_SLOT_STEP_MIN must be a positive"),
+        ({"slot_step_min": "241"}, "DISPATCH_SLOT_STEP_MIN must be 1..240"),
+    ],
+)
+def test_bad_scheduling_settings_name_their_variable(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({}, env(**extra))
