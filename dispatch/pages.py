@@ -1,4 +1,7 @@
-"""The three live pages and, in ``--dev`` only, the demo sign-in.
+"""The live pages and, in ``--dev`` only, the demo sign-in.
+
+``/console``, ``/talk`` and ``/ops``; for scheduled care (PROTOCOL.md §8) ``/find``
+(the directory) and ``/book/{therapist_id}`` (one therapist's booking page, shareable).
 
 The pages are static files (plain JavaScript modules, no build step) that
 speak only the public protocol: HTTP calls with a bearer token and the
@@ -53,6 +56,11 @@ def _page(name: str) -> Route:
     return Route(f"/{name.removesuffix('.html')}", page, methods=["GET"], name=name)
 
 
+async def book(request: HttpRequest) -> Response:
+    """``/book/{therapist_id}``: one therapist's booking page (the id is read by book.js)."""
+    return html_page("book.html")
+
+
 async def signin(request: HttpRequest) -> Response:
     if not ctx_of(request).settings.dev:
         raise NotFound("not found")
@@ -100,5 +108,7 @@ ROUTES = [
     _page("console.html"),
     _page("talk.html"),
     _page("ops.html"),
+    _page("find.html"),
+    Route("/book/{therapist_id:str}", book, methods=["GET"], name="book.html"),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

@@ -31,7 +31,13 @@ STATIC = Path(__file__).resolve().parents[1] / "dispatch" / "static"
 SECRET = "pages-test-secret-" + "y" * 40
 
 #: Route -> file under dispatch/static; the sign-in page is served only with --dev.
-PAGES = {"/console": "console.html", "/talk": "talk.html", "/ops": "ops.html"}
+PAGES = {
+    "/console": "console.html",
+    "/talk": "talk.html",
+    "/ops": "ops.html",
+    "/find": "find.html",
+    "/book/t-alpha": "book.html",
+}
 ALL_PAGES = {**PAGES, "/": "signin.html"}
 
 

@@ -15,7 +15,9 @@
 // also claim-result, release-claim, confirm-countdown, funds-low,
 // media-error, call-status, call-timer, unmute, notify-button, error-message;
 // the profile, call log and earnings sections' hooks (profile-open, calllog-open,
-// earnings-open, ...) are profile.js's, calllog.js's and earnings.js's.
+// earnings-open, ...) are profile.js's, calllog.js's and earnings.js's; scheduled
+// care's (bookings-open, availability-open, followup-open, ...) are schedule.js's,
+// availability.js's and followup.js's.
 // window.qcConn is the Connection, window.qcCall the current Call.
 
 import { el } from "./dom.js";
@@ -24,6 +26,9 @@ import { Call } from "./call.js";
 import { initCallLog } from "./calllog.js";
 import { initEarnings } from "./earnings.js";
 import { initProfile } from "./profile.js";
+import { initAvailability } from "./availability.js";
+import { initFollowUp } from "./followup.js";
+import { initSchedule } from "./schedule.js";
 import {
   Connection,
   describeEndReason,
@@ -123,6 +128,8 @@ const ui = {
     profile: $("view-profile"),
     calllog: $("view-calllog"),
     earnings: $("view-earnings"),
+    bookings: $("view-bookings"),
+    availability: $("view-availability"),
   },
   availability: $("availability"),
   availabilityLabel: $("availability-label"),
@@ -164,6 +171,8 @@ const ui = {
 
 /** The call log section (calllog.js); it also says what an ended call earned. */
 let callLog = null;
+/** "Book a follow-up" on the ended panel (followup.js). */
+let followUp = null;
 
 const state = {
   conn: null,
@@ -748,6 +757,7 @@ function onCallEnded({ reason, duration_s: duration }) {
   ui.ended.hidden = false;
   if (session) ui.ended.dataset.sessionId = session.id;
   callLog?.afterCall(session ? session.id : null); // what it earned, once the charge is written
+  followUp?.afterCall(session); // "Book a follow-up" for this client
   showView("list", { focus: false });
   ui.endedTitle.focus();
   announce(`Call ended. ${words}${typeof duration === "number" ? ` Duration ${formatDuration(duration)}.` : ""}`);
@@ -1107,6 +1117,15 @@ function main() {
   };
   callLog = initCallLog({ ...section, therapistId: claims.sub });
   initEarnings(section);
+  initAvailability({ ...section, therapistId: claims.sub });
+  initSchedule({
+    ...section,
+    // A booked call: the call view (already open when the server pushed session.ready).
+    onSession: (session) =>
+      state.call && state.call.sessionId === session.id ? showView("call") : onSessionReady({ session }),
+    openNotes: (sessionId) => callLog.open(sessionId),
+  });
+  followUp = initFollowUp({ token: section.token, therapistId: claims.sub, announce });
   renderAvailability();
   renderNotifyState();
   renderListMeta();

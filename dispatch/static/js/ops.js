@@ -8,12 +8,13 @@
 // series start from GET /v1/pool/history (one sample per 5 s, kept by the
 // service), so the charts survive a reload; pushes extend them from there.
 // Beside the numbers: the live lists (ops_lists.js) and the withdrawals to
-// process (ops_withdrawals.js).
+// process (ops_withdrawals.js) and the bookings left unmarked (ops_bookings.js).
 
 import { Connection } from "./protocol.js";
 import { signIn, signOut, forgetToken, keepToken, showSignedOut } from "./auth.js";
 import { startLists } from "./ops_lists.js";
 import { startWithdrawals } from "./ops_withdrawals.js";
+import { startBookings } from "./ops_bookings.js";
 
 const FIELDS = [
   "waiting",
@@ -394,7 +395,8 @@ function start() {
   renderCharts();
   const lists = startLists(conn);
   const withdrawals = startWithdrawals(conn);
-  const ops = { history, historyLoaded: null, lists, withdrawals };
+  const bookings = startBookings(conn); // unmarked bookings, booking for a client
+  const ops = { history, historyLoaded: null, lists, withdrawals, bookings };
   Object.defineProperty(ops, "lastStats", { get: () => lastStats });
   window.qcOps = ops;
   loadHistory(conn).then((n) => {

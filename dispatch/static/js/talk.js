@@ -41,6 +41,7 @@ import { initHistory, showHistory, refreshHistory } from "./history.js";
 import { initMeter, meterWaiting, startMeter, stopMeter } from "./meter.js";
 import { keepDraft } from "./draft.js";
 import { formatMoney } from "./money.js";
+import { initTalkBookings } from "./talkbookings.js";
 
 const TERMS_VERSION = "2026-11-01";
 const NOTES_MAX = 2000;
@@ -163,6 +164,7 @@ function show(view, { focus = true } = {}) {
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
   document.body.dataset.view = view;
   showHistory(view === "form" || view === "end");
+  talkBookings?.show(view === "form" || view === "end");
   if (view === "waiting") startTicking();
   else stopTicking();
   if (focus) {
@@ -1049,6 +1051,9 @@ async function settleSession(id) {
 
 // -------------------------------------------------------------------- boot
 
+/** "Your bookings" and joining a booked call (talkbookings.js). */
+let talkBookings = null;
+
 function wire() {
   $("talk-form").addEventListener("submit", onTalkNow);
   $("age").addEventListener("input", updateGuardian);
@@ -1128,6 +1133,14 @@ function boot() {
     showSignedOut("Your sign-in is no longer valid. Please sign in again.");
   });
 
+  talkBookings = initTalkBookings({
+    token: () => state.token,
+    conn,
+    currency: () => state.walletReady?.then((w) => w?.currency),
+    announce,
+    onSession: (session) => onSessionReady({ session }),
+  });
+  talkBookings.show(state.view === "form" || state.view === "end");
   window.qcConn = conn;
   window.qcTalk = { state, END_MESSAGES };
 }
