@@ -26,6 +26,7 @@ Every error a user can cause or meet maps one-to-one onto a protocol error
     │   ├── NotEligible                not_eligible       409
     │   ├── RequestExists              request_exists     409
     │   ├── SlotTaken                  slot_taken         409   (a booking overlaps another)
+    │   ├── TooLate                    too_late           409   (feedback after its window, §10)
     │   └── Undecryptable              undecryptable      409   (no key opens stored data)
     ├── InsufficientFunds              insufficient_funds 402
     ├── RateLimited                    rate_limited       429
@@ -194,6 +195,14 @@ class Undecryptable(Conflict):
 class SlotTaken(Conflict):
     code = "slot_taken"
     default_message = "that time has just been booked by someone else"
+
+
+class TooLate(Conflict):
+    """Something whose time has passed: feedback more than 7 days after its
+    session's end (PROTOCOL.md §10)."""
+
+    code = "too_late"
+    default_message = "it is too late for that"
 
 
 class InsufficientFunds(DispatchError):

@@ -45,6 +45,9 @@ DENY: Final = frozenset(
         "credential",
         "email",
         "phone",
+        # Care records (PROTOCOL.md §10): a safeguarding concern, a feedback comment.
+        "concern",
+        "comment",
     }
 )
 MASK: Final = "[redacted]"

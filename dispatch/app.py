@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
+from care.feedback import FeedbackStore
+from care.safeguarding import Safeguarding
 from core.bus import Bus, LocalBus, RedisBus
 from core.db import Database
 from core.errors import Conflict, DispatchError, NotBookable, NotFound
@@ -21,11 +23,13 @@ from dispatch import (
     calllog,
     contact_routes,
     demo,
+    feedback_routes,
     ops_routes,
     pages,
     payment_routes,
     photo_routes,
     routes,
+    safeguarding_routes,
     senders,
     texting,
     wallet_routes,
@@ -72,7 +76,8 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         store, bus = MemoryPool(settings.timeouts()), LocalBus[Effect]()
     metrics = Metrics()
     db = Database.from_url(settings.database_url)
-    records = Records(db, Cipher.from_setting(settings.data_key))
+    cipher = Cipher.from_setting(settings.data_key)
+    records = Records(db, cipher)
     ice = make_provider(
         list(settings.ice_servers),
         settings.twilio_account_sid,
@@ -146,6 +151,8 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         texts=text_senders[0] if text_senders else None,
         sms=text_senders[1] if text_senders else None,
         mail=senders.emails(settings, outbox, contacts, client_contacts),
+        safeguarding=Safeguarding(db, cipher),
+        feedback=FeedbackStore(db, cipher),
         photos=Photos(db),
         metering=metering,
         payments=payment_routes.payments_of(settings, ledger),
@@ -222,6 +229,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *payment_routes.ROUTES,
             *booking_routes.ROUTES,
             *contact_routes.ROUTES,
+            *feedback_routes.ROUTES,
+            *safeguarding_routes.ROUTES,
             *ops_routes.ROUTES,
             *texting.ROUTES,
             *photo_routes.ROUTES,

@@ -163,6 +163,8 @@ def _keys(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import asyncio
 
+    from care.feedback import FeedbackStore
+    from care.safeguarding import Safeguarding
     from core.db import Database
     from core.errors import Unavailable
     from signaling.crypto import Cipher, DataKeyError
@@ -187,7 +189,11 @@ def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             # The rotation expects the latest schema; bringing it there is
             # what every server does at start-up anyway.
             await db.migrate()
-            return await Records(db, cipher).rotate_keys()
+            count = await Records(db, cipher).rotate_keys()
+            # Safeguarding concerns (PROTOCOL.md §10) are sealed with the same key.
+            count += await Safeguarding(db, cipher).rotate_keys()
+            # So are feedback comments.
+            return count + await FeedbackStore(db, cipher).rotate_keys()
         finally:
             await db.aclose()
 

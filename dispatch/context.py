@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from care.feedback import FeedbackStore
+from care.safeguarding import Safeguarding
 from core.bus import Bus
 from core.db import Database
 from core.errors import BadInput, DispatchError
@@ -77,6 +79,10 @@ class AppContext:
     sms: SmsWorker | None = None
     #: Sending emails (None: emails are off).
     mail: EmailWorker | None = None
+    #: Safeguarding alerts (PROTOCOL.md §10; build_context sets it).
+    safeguarding: Safeguarding | None = None
+    #: Clients' feedback on sessions (PROTOCOL.md §10; build_context sets it).
+    feedback: FeedbackStore | None = None
     #: The quick-connect guard near a booked session (PROTOCOL.md §8): the
     #: same object whose ``ids`` the hub, the dispatcher and the texts were
     #: given; the loops refresh it. The default guards nobody.

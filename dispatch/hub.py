@@ -141,6 +141,8 @@ class Hub:
                 await self.refresh_positions()
             elif effect.kind == "profile" and effect.to is not None:
                 await self._reload_profile(effect.to)
+            elif effect.kind == "operators":
+                self.broadcast_operators(effect.frame)
 
     async def _broadcast_new(self, request: Request) -> None:
         targets = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from care.safeguarding import ALERT_TEMPLATE as SAFEGUARDING_TEMPLATE
 from core.logs import get_logger
 from dispatch.settings import Settings, env_name
 from dispatch.texting import STATUS_PATH
@@ -108,6 +109,9 @@ def emails(
         # removed since is not (the email is dropped).
         if message.template in CLIENT_TEMPLATES:
             return await client_contacts.email(message.recipient_id)
+        if message.template == SAFEGUARDING_TEMPLATE:
+            # The setting as it is now (unset since: the email is dropped).
+            return settings.safeguarding_email
         return (await contacts.get(message.recipient_id)).email
 
     sender = EmailSender(
@@ -134,4 +138,10 @@ def announce(settings: Settings) -> None:
         log.info(
             "email.off",
             hint=f"set {env_name('smtp_url')} and {env_name('mail_from')} to send emails",
+        )
+    if not settings.emailing or settings.safeguarding_email is None:
+        log.info(
+            "safeguarding_email.off",
+            hint=f"set {env_name('safeguarding_email')} (and emails on) to email "
+            "safeguarding alerts; operators' pages show them either way",
         )

@@ -201,6 +201,10 @@ class Settings:
     #: Open slots start at each availability window's start and every this
     #: many minutes after.
     slot_step_min: int = 30
+    # -- care records (PROTOCOL.md §10) -------------------------------------------
+    #: Where a safeguarding alert is emailed (one bare address; unset: no
+    #: email, the operators' pages alone are told). Needs emails on.
+    safeguarding_email: str | None = None
 
     secret_generated: bool = field(default=False, init=False, compare=False)
 
@@ -345,6 +349,7 @@ _FIELD_TYPES: Final = {
     "stripe_secret_key": str,
     "stripe_webhook_secret": str,
     "stripe_api_url": str,
+    "safeguarding_email": str,
 }
 
 #: String settings that may be left unset (``None``).
@@ -358,6 +363,7 @@ _OPTIONAL: Final = frozenset(
         "mail_from",
         "stripe_secret_key",
         "stripe_webhook_secret",
+        "safeguarding_email",
     }
 )
 #: Number settings for which 0 is a meaningful value (no delay, no fee, no guard).
@@ -531,6 +537,10 @@ def _check_specific(name: str, var: str, value: Any) -> None:
             f"{var} must be an address such as care@example.com or "
             f"'Care <care@example.com>', not {value!r}"
         )
+    elif name == "safeguarding_email" and (
+        "@" not in value or email.utils.parseaddr(value)[1] != value or " " in value
+    ):
+        raise ConfigError(f"{var} must be one bare address such as safeguarding@example.com")
     elif name == "stripe_secret_key" and not value.startswith(("sk_", "rk_")):
         # The message never shows the value: it is a secret (or a key pasted
         # into the wrong variable).

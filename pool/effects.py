@@ -43,6 +43,8 @@ class Effect:
     - ``positions``: the waiting queue moved; servers refresh their waiting
       clients' positions.
     - ``profile``: therapist ``to`` changed its profile; servers reload it.
+    - ``operators``: ``frame`` goes to every operator's connection (a
+      safeguarding alert, PROTOCOL.md §10).
     """
 
     kind: str

@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+import care.tables
 import notify.tables
 import photos.tables
 import schedule.tables
@@ -32,6 +33,7 @@ from core.tables import metadata
 assert signaling.tables.sessions.metadata is wallet.tables.withdrawals.metadata is metadata
 assert notify.tables.outbox.metadata is photos.tables.photos.metadata is metadata
 assert schedule.tables.bookings.metadata is metadata
+assert care.tables.safeguarding_alerts.metadata is metadata
 
 TABLES = {
     "sessions",
@@ -49,8 +51,10 @@ TABLES = {
     "availability",
     "bookings",
     "wallet_holds",
+    "safeguarding_alerts",
+    "feedback",
 }
-HEAD = "0010"
+HEAD = "0012"
 
 
 def _tables(conn: Connection) -> set[str]:

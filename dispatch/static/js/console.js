@@ -29,6 +29,8 @@ import { initProfile } from "./profile.js";
 import { initAvailability } from "./availability.js";
 import { initFollowUp } from "./followup.js";
 import { initSchedule } from "./schedule.js";
+import { initFeedbackSummary } from "./feedback.js";
+import { initSafeguarding } from "./safeguarding.js";
 import {
   Connection,
   describeEndReason,
@@ -130,6 +132,7 @@ const ui = {
     earnings: $("view-earnings"),
     bookings: $("view-bookings"),
     availability: $("view-availability"),
+    feedback: $("view-feedback"),
   },
   availability: $("availability"),
   availabilityLabel: $("availability-label"),
@@ -1117,6 +1120,7 @@ function main() {
   };
   callLog = initCallLog({ ...section, therapistId: claims.sub });
   initEarnings(section);
+  initFeedbackSummary({ ...section, therapistId: claims.sub }); // clients' ratings and comments
   initAvailability({ ...section, therapistId: claims.sub });
   initSchedule({
     ...section,
@@ -1126,6 +1130,13 @@ function main() {
     openNotes: (sessionId) => callLog.open(sessionId),
   });
   followUp = initFollowUp({ token: section.token, therapistId: claims.sub, announce });
+  // "Raise a safeguarding concern": about the call, else the one that just ended.
+  initSafeguarding({
+    token: section.token,
+    announce,
+    sessionId: () =>
+      (state.session && state.session.id) || (!ui.ended.hidden && ui.ended.dataset.sessionId) || null,
+  });
   renderAvailability();
   renderNotifyState();
   renderListMeta();

@@ -8,13 +8,15 @@
 // series start from GET /v1/pool/history (one sample per 5 s, kept by the
 // service), so the charts survive a reload; pushes extend them from there.
 // Beside the numbers: the live lists (ops_lists.js) and the withdrawals to
-// process (ops_withdrawals.js) and the bookings left unmarked (ops_bookings.js).
+// process (ops_withdrawals.js) and the bookings left unmarked (ops_bookings.js);
+// above everything, the safeguarding alerts until acknowledged (ops_safeguarding.js).
 
 import { Connection } from "./protocol.js";
 import { signIn, signOut, forgetToken, keepToken, showSignedOut } from "./auth.js";
 import { startLists } from "./ops_lists.js";
 import { startWithdrawals } from "./ops_withdrawals.js";
 import { startBookings } from "./ops_bookings.js";
+import { startSafeguarding } from "./ops_safeguarding.js";
 
 const FIELDS = [
   "waiting",
@@ -396,7 +398,8 @@ function start() {
   const lists = startLists(conn);
   const withdrawals = startWithdrawals(conn);
   const bookings = startBookings(conn); // unmarked bookings, booking for a client
-  const ops = { history, historyLoaded: null, lists, withdrawals, bookings };
+  const safeguarding = startSafeguarding(conn); // alerts, until acknowledged (PROTOCOL.md §10)
+  const ops = { history, historyLoaded: null, lists, withdrawals, bookings, safeguarding };
   Object.defineProperty(ops, "lastStats", { get: () => lastStats });
   window.qcOps = ops;
   loadHistory(conn).then((n) => {

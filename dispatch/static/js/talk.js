@@ -42,6 +42,7 @@ import { initMeter, meterWaiting, startMeter, stopMeter } from "./meter.js";
 import { keepDraft } from "./draft.js";
 import { formatMoney } from "./money.js";
 import { initTalkBookings } from "./talkbookings.js";
+import { initEndFeedback } from "./feedback.js";
 
 const TERMS_VERSION = "2026-11-01";
 const NOTES_MAX = 2000;
@@ -947,6 +948,8 @@ function onSessionEnded(frame) {
   const words = END_MESSAGES[frame.reason] || describeEndReason(frame.reason, "client");
   showEnd(words, "The call has ended");
   const sessionId = state.session.id;
+  // A call that went live may be rated (PROTOCOL.md §10; feedback.js).
+  if (frame.duration_s > 0) endFeedback?.show(sessionId);
   showEndFacts(sessionId, frame.duration_s).finally(() => refreshHistory());
 }
 
@@ -967,6 +970,7 @@ function showEnd(message, title = "Your request has ended") {
   $("end-message").textContent = message;
   $("end-facts").hidden = true;
   $("end-topup").hidden = true;
+  endFeedback?.hide();
   show("end");
   announce(message);
   remember();
@@ -1053,6 +1057,8 @@ async function settleSession(id) {
 
 /** "Your bookings" and joining a booked call (talkbookings.js). */
 let talkBookings = null;
+/** The feedback prompt on the end screen (feedback.js). */
+let endFeedback = null;
 
 function wire() {
   $("talk-form").addEventListener("submit", onTalkNow);
@@ -1078,6 +1084,7 @@ function wire() {
   initWallet({ api, announce });
   initHistory({ api, me: state.me, currency: () => state.walletReady?.then((w) => w?.currency) });
   initMeter({ el: $("call-meter"), note: $("call-meter-note") });
+  endFeedback = initEndFeedback({ root: $("end-feedback"), api, announce });
   state.draft = keepDraft($("talk-form"));
   state.draft.restore();
   $("sign-out").addEventListener("click", () => {
