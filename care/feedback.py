@@ -23,7 +23,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select
 
 from care.tables import feedback as feedback_table
 from core.clock import rfc3339
@@ -31,6 +31,7 @@ from core.db import Database
 from core.errors import BadInput, Conflict, InvalidField, TooEarly, TooLate
 from signaling.crypto import Cipher
 from signaling.records import SessionRecord
+from signaling.rotation import rotate_column
 
 __all__ = [
     "COMMENT_MAX",
@@ -194,32 +195,9 @@ class FeedbackStore:
         transaction); returns how many. Raises
         :class:`signaling.crypto.DataKeyError` at a comment no key opens."""
         t = feedback_table.c
-        done, after = 0, ""
-        stmt = (
-            update(feedback_table)
-            .where(t.session_id == bindparam("row_id"))
-            .values(comment=bindparam("new_comment"))
+        return await rotate_column(
+            self.db, self._cipher, feedback_table, t.session_id, t.comment, batch
         )
-        while True:
-            async with self.db.session() as s, s.begin():
-                rows = (
-                    await s.execute(
-                        select(t.session_id, t.comment)
-                        .where(t.session_id > after, t.comment.is_not(None))
-                        .order_by(t.session_id)
-                        .limit(batch)
-                    )
-                ).all()
-                if not rows:
-                    return done
-                params = [
-                    {"row_id": r.session_id, "new_comment": self._cipher.rotate(bytes(r.comment))}
-                    for r in rows
-                ]
-                conn = await s.connection()
-                await conn.execute(stmt, params)
-            done += len(rows)
-            after = rows[-1].session_id
 
     def _feedback(self, row: Any) -> Feedback:
         comment = row["comment"]

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.engine import RowMapping
 
 from care.tables import safeguarding_alerts as alerts
@@ -34,6 +34,7 @@ from core.db import Database
 from core.errors import NotFound
 from notify.outbox import NewMessage
 from signaling.crypto import Cipher
+from signaling.rotation import rotate_column
 
 __all__ = [
     "ALERT_TEMPLATE",
@@ -256,29 +257,6 @@ class Safeguarding:
     async def rotate_keys(self, *, batch: int = ROTATE_BATCH) -> int:
         """Re-encrypt every concern under the cipher's primary key (as
         :meth:`signaling.records.Records.rotate_keys`); returns how many."""
-        done, after = 0, ""
-        stmt = (
-            update(alerts)
-            .where(alerts.c.id == bindparam("row_id"))
-            .values(concern=bindparam("new_concern"))
+        return await rotate_column(
+            self.db, self._cipher, alerts, alerts.c.id, alerts.c.concern, batch
         )
-        while True:
-            async with self.db.session() as s, s.begin():
-                rows = (
-                    await s.execute(
-                        select(alerts.c.id, alerts.c.concern)
-                        .where(alerts.c.id > after)
-                        .order_by(alerts.c.id)
-                        .limit(batch)
-                    )
-                ).all()
-                if not rows:
-                    return done
-                params = [
-                    {"row_id": r.id, "new_concern": self._cipher.rotate(bytes(r.concern))}
-                    for r in rows
-                ]
-                conn = await s.connection()
-                await conn.execute(stmt, params)
-            done += len(rows)
-            after = rows[-1].id

@@ -30,7 +30,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Insert, Table, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Insert, Table, func, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -42,6 +42,7 @@ from core.db import Database
 from core.errors import NotFound
 from pool.model import Request, Session, SessionState
 from signaling.crypto import Cipher
+from signaling.rotation import rotate_column
 from signaling.tables import chat_messages, notes, sessions
 
 __all__ = ["ChatMessage", "Note", "Records", "SessionRecord"]
@@ -408,7 +409,9 @@ class Records:
         """
         total = 0
         for table in (chat_messages, notes):
-            total += await self._rotate_table(table, batch)
+            total += await rotate_column(
+                self.db, self._cipher, table, table.c.id, table.c.body, batch
+            )
         return total
 
     # -- internals -----------------------------------------------------------
@@ -468,32 +471,3 @@ class Records:
             text=self._cipher.decrypt(bytes(row["body"])),
             sent_at=_to_ts(row["sent_at"]),
         )
-
-    async def _rotate_table(self, table: Table, batch: int) -> int:
-        """Walk ``table`` by id, ``batch`` rows per transaction."""
-        done = 0
-        after = ""
-        stmt = (
-            update(table)
-            .where(table.c.id == bindparam("row_id"))
-            .values(body=bindparam("new_body"))
-        )
-        while True:
-            async with self.db.session() as s, s.begin():
-                rows = (
-                    await s.execute(
-                        select(table.c.id, table.c.body)
-                        .where(table.c.id > after)
-                        .order_by(table.c.id)
-                        .limit(batch)
-                    )
-                ).all()
-                if not rows:
-                    return done
-                params = [
-                    {"row_id": r.id, "new_body": self._cipher.rotate(bytes(r.body))} for r in rows
-                ]
-                conn = await s.connection()
-                await conn.execute(stmt, params)
-            done += len(rows)
-            after = rows[-1].id
