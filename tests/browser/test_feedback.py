@@ -1,6 +1,7 @@
 """Session feedback in a real browser (PROTOCOL.md §10): after a call the client
 rates it on the end screen (a phone 360 px wide, the stars by keyboard) and
-comments; the therapist's console shows the average, the count and the comment."""
+comments; the therapist's console shows the average, the count and the comment; an
+operator looks the therapist up on /ops and sees the comment with who gave it."""
 
 from __future__ import annotations
 
@@ -72,4 +73,23 @@ async def test_a_client_rates_a_call_and_the_therapist_sees_it(stage: Stage) -> 
     await expect(item).to_contain_text(COMMENT)
     await expect(item).not_to_contain_text("c-fern")
     await alpha.shot("feedback-summary")
+
+    # An operator looks the therapist up on /ops: the comment with who gave it.
+    ops = await stage.open("operator", a, "/ops", role="operator", sub="op-fb")
+    await ops.tid("ops-feedback-therapist").fill("t-alpha")
+    await ops.tid("ops-feedback-go").click()
+    await expect(ops.tid("ops-feedback-summary")).to_contain_text(
+        "Therapist t-alpha: 1 rating, an average of 4 out of 5."
+    )
+    row = ops.tid("ops-feedback-item")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text(COMMENT)
+    await expect(row).to_contain_text(f"client c-fern · session {sid}")
+    # An id with nothing: said in words.
+    await ops.tid("ops-feedback-therapist").fill("t-nobody")
+    await ops.tid("ops-feedback-therapist").press("Enter")
+    await expect(ops.tid("ops-feedback-summary")).to_have_text(
+        "Therapist t-nobody has no ratings yet."
+    )
+    await expect(ops.tid("ops-feedback-item")).to_have_count(0)
     stage.assert_no_page_errors()

@@ -10,14 +10,19 @@ acknowledges it: both operator pages say who acknowledged it and when.
 
 from __future__ import annotations
 
+from typing import Final
+
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, ViewportSize, expect
 
 from .conftest import Stage
-from .test_access import tab_to
+from .test_access import assert_fits, tab_to
 from .test_call import meet
 
 pytestmark = pytest.mark.integration
+
+#: The narrowest phone the pages are made for.
+NARROW: Final[ViewportSize] = {"width": 360, "height": 740}
 
 CONCERN = "The client said their partner takes their phone and money; they sounded frightened."
 
@@ -63,6 +68,9 @@ async def test_a_therapist_raises_a_concern_and_operators_see_and_acknowledge_it
     await expect(alpha.tid("sg-concern")).to_be_focused()
     await alpha.tid("sg-submit").click()
     await expect(alpha.tid("sg-error")).to_have_text("Describe the concern before sending it.")
+    # On a 360 px screen the form, its refusal and the call still fit.
+    await alpha.page.set_viewport_size(NARROW)
+    await assert_fits(alpha, "concern refused at 360 px")
     await alpha.tid("sg-concern").fill(CONCERN)
     await expect(alpha.tid("sg-error")).to_be_hidden()
     await alpha.tid("sg-submit").press("Enter")
@@ -81,6 +89,9 @@ async def test_a_therapist_raises_a_concern_and_operators_see_and_acknowledge_it
         await expect(banner).not_to_contain_text("frightened")
     assert await ops_b.page.evaluate("window.qcBeeps") > 0
     await ops_b.shot("alert")
+    # The operator's banner fits a 360 px phone too.
+    await ops_b.page.set_viewport_size(NARROW)
+    await assert_fits(ops_b, "alert at 360 px")
 
     # A reload keeps it (the open alerts are loaded).
     await ops_b.page.reload(wait_until="load")
@@ -103,6 +114,7 @@ async def test_a_therapist_raises_a_concern_and_operators_see_and_acknowledge_it
     # The operator on B reads the concern and acknowledges it.
     await banner_b.get_by_test_id("sg-read").click()
     await expect(banner_b.get_by_test_id("sg-concern-text")).to_have_text(CONCERN)
+    await assert_fits(ops_b, "concern read at 360 px")
     await banner_b.get_by_test_id("sg-ack").click()
     await expect(banner_b).to_have_attribute("data-state", "acked")
     await expect(banner_b.get_by_test_id("sg-acked")).to_contain_text(

@@ -17,6 +17,7 @@ import { startLists } from "./ops_lists.js";
 import { startWithdrawals } from "./ops_withdrawals.js";
 import { startBookings } from "./ops_bookings.js";
 import { startSafeguarding } from "./ops_safeguarding.js";
+import { startFeedback } from "./ops_feedback.js";
 
 const FIELDS = [
   "waiting",
@@ -399,7 +400,8 @@ function start() {
   const withdrawals = startWithdrawals(conn);
   const bookings = startBookings(conn); // unmarked bookings, booking for a client
   const safeguarding = startSafeguarding(conn); // alerts, until acknowledged (PROTOCOL.md §10)
-  const ops = { history, historyLoaded: null, lists, withdrawals, bookings, safeguarding };
+  const feedback = startFeedback(conn); // a therapist's ratings and comments (PROTOCOL.md §10)
+  const ops = { history, historyLoaded: null, lists, withdrawals, bookings, safeguarding, feedback };
   Object.defineProperty(ops, "lastStats", { get: () => lastStats });
   window.qcOps = ops;
   loadHistory(conn).then((n) => {
