@@ -12,7 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
+from care.audit import AuditTrail
+from care.datakeys import DataKeys
+from care.erasure import Erasures
+from care.export import CareExport
 from care.feedback import FeedbackStore
+from care.referral import Referrals
 from care.safeguarding import Safeguarding
 from core.bus import Bus, LocalBus, RedisBus
 from core.db import Database
@@ -28,6 +33,7 @@ from dispatch import (
     pages,
     payment_routes,
     photo_routes,
+    referral_routes,
     routes,
     safeguarding_routes,
     senders,
@@ -121,6 +127,11 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         clock=clock,
         guarded=guard.ids,
     )
+    # Referral (PROTOCOL.md §10): a referred client's requests are its
+    # therapist's alone for the head start (0: none).
+    referrals = Referrals(db)
+    dispatcher.referrer_of = referrals.therapist_of
+    dispatcher.head_start_s = settings.referral_head_start_s
     signaling = Signaling(
         store,
         bus,
@@ -131,6 +142,7 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
     )
     outbox, contacts = Outbox(db, settings.outbox_lease_s), Contacts(db)
     client_contacts = ClientContacts(db)
+    data_keys, audit = DataKeys(db, cipher), AuditTrail(db)
     text_senders = senders.texts(
         settings, outbox, contacts, store, records.clients_known, clock, guard.ids
     )
@@ -153,6 +165,11 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         mail=senders.emails(settings, outbox, contacts, client_contacts),
         safeguarding=Safeguarding(db, cipher),
         feedback=FeedbackStore(db, cipher),
+        data_keys=data_keys,
+        audit=audit,
+        referrals=referrals,
+        erasures=Erasures(db, data_keys, audit),
+        care_export=CareExport(db, cipher, data_keys, audit),
         photos=Photos(db),
         metering=metering,
         payments=payment_routes.payments_of(settings, ledger),
@@ -230,6 +247,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *booking_routes.ROUTES,
             *contact_routes.ROUTES,
             *feedback_routes.ROUTES,
+            *referral_routes.ROUTES,
             *safeguarding_routes.ROUTES,
             *ops_routes.ROUTES,
             *texting.ROUTES,

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser(
         "keys",
-        help="data keys: make one, re-encrypt stored chat and notes",
+        help="data keys: make one, re-encrypt what is stored under them",
         description="Rotation: put a new key first in DISPATCH_DATA_KEY (KEY_NEW,KEY_OLD) on "
         "every server, run `dispatch keys rotate`, then drop the old key.",
     )
@@ -85,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("new", help="print a fresh data key (a Fernet key)")
     rotate = keys_sub.add_parser(
         "rotate",
-        help="re-encrypt every chat message and note under the first key of "
-        "DISPATCH_DATA_KEY; prints how many rows",
+        help="re-encrypt every chat message, note, safeguarding concern, feedback "
+        "comment and client data key under the first key of DISPATCH_DATA_KEY; "
+        "prints how many rows",
     )
     rotate.add_argument(
         "--database-url", help="the database (DISPATCH_DATABASE_URL, default sqlite)"
@@ -163,6 +164,7 @@ def _keys(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import asyncio
 
+    from care.datakeys import DataKeys
     from care.feedback import FeedbackStore
     from care.safeguarding import Safeguarding
     from core.db import Database
@@ -193,7 +195,10 @@ def _keys_rotate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             # Safeguarding concerns (PROTOCOL.md §10) are sealed with the same key.
             count += await Safeguarding(db, cipher).rotate_keys()
             # So are feedback comments.
-            return count + await FeedbackStore(db, cipher).rotate_keys()
+            count += await FeedbackStore(db, cipher).rotate_keys()
+            # And the clients' own data keys (care.datakeys): the records
+            # under them stay as they are.
+            return count + await DataKeys(db, cipher).rotate_keys()
         finally:
             await db.aclose()
 

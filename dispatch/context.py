@@ -12,7 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from care.audit import AuditTrail
+from care.datakeys import DataKeys
+from care.erasure import Erasures
+from care.export import CareExport
 from care.feedback import FeedbackStore
+from care.referral import Referrals
 from care.safeguarding import Safeguarding
 from core.bus import Bus
 from core.db import Database
@@ -83,6 +88,16 @@ class AppContext:
     safeguarding: Safeguarding | None = None
     #: Clients' feedback on sessions (PROTOCOL.md §10; build_context sets it).
     feedback: FeedbackStore | None = None
+    #: Clients' own data keys (PROTOCOL.md §10; build_context sets it).
+    data_keys: DataKeys | None = None
+    #: The audit trail of reads of clinical records (PROTOCOL.md §10).
+    audit: AuditTrail | None = None
+    #: Referral codes and links (PROTOCOL.md §10; build_context sets it).
+    referrals: Referrals | None = None
+    #: Erasing clients (PROTOCOL.md §10; build_context sets it).
+    erasures: Erasures | None = None
+    #: The care records' part of ``GET /v1/me/export`` (build_context sets it).
+    care_export: CareExport | None = None
     #: The quick-connect guard near a booked session (PROTOCOL.md §8): the
     #: same object whose ``ids`` the hub, the dispatcher and the texts were
     #: given; the loops refresh it. The default guards nobody.

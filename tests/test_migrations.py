@@ -54,7 +54,7 @@ TABLES = {
     "safeguarding_alerts",
     "feedback",
 }
-HEAD = "0012"
+HEAD = "0013"
 
 
 def _tables(conn: Connection) -> set[str]:
