@@ -52,8 +52,9 @@ DENY: Final = frozenset(
 )
 MASK: Final = "[redacted]"
 
-# Third-party loggers that print raw request lines or headers at DEBUG.
-_CHATTY: Final = ("websockets", "httpcore", "httpx", "hpack", "asyncio")
+# Third-party loggers that print raw request lines or headers at DEBUG;
+# aiosqlite prints every statement with its parameters (names, sealed text).
+_CHATTY: Final = ("websockets", "httpcore", "httpx", "hpack", "asyncio", "aiosqlite")
 _UVICORN: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 _MAX_DEPTH: Final = 20
 

@@ -156,3 +156,14 @@ def test_default_stream_follows_sys_stderr(
     logs.get_logger().info("to stderr", request_id="r-2")
     (line,) = [json.loads(x) for x in later.getvalue().splitlines()]
     assert line["event"] == "to stderr" and line["request_id"] == "r-2"
+
+
+def test_debug_level_keeps_third_party_wire_loggers_quiet(out: io.StringIO) -> None:
+    """At debug, libraries that print request lines or SQL parameters (names,
+    sealed text) still log at info at most: their debug lines never appear."""
+    logs.configure("debug", json=True, stream=out)
+    logging.getLogger("aiosqlite").debug("executing %s with %r", "INSERT", ("Sam Client",))
+    logging.getLogger("httpx").debug("request headers %r", {"authorization": "Bearer x"})
+    assert "Sam Client" not in out.getvalue()
+    assert "Bearer" not in out.getvalue()
+    assert logging.getLogger("aiosqlite").getEffectiveLevel() == logging.INFO
