@@ -53,6 +53,19 @@ class AuditEntry:
     about_id: str | None
     at: float
 
+    @classmethod
+    def from_row(cls, row: Any) -> AuditEntry:
+        """An entry from an ``audit_log`` row (a mapping)."""
+        return cls(
+            id=row["id"],
+            actor_id=row["actor_id"],
+            actor_role=row["actor_role"],
+            record=row["record"],
+            subject_id=row["subject_id"],
+            about_id=row["about_id"],
+            at=row["at"].timestamp(),
+        )
+
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -115,15 +128,4 @@ class AuditTrail:
         )
         async with self.db.reading() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [
-            AuditEntry(
-                id=row["id"],
-                actor_id=row["actor_id"],
-                actor_role=row["actor_role"],
-                record=row["record"],
-                subject_id=row["subject_id"],
-                about_id=row["about_id"],
-                at=row["at"].timestamp(),
-            )
-            for row in rows
-        ]
+        return [AuditEntry.from_row(row) for row in rows]

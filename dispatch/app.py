@@ -17,6 +17,7 @@ from care.datakeys import DataKeys
 from care.erasure import Erasures
 from care.export import CareExport
 from care.feedback import FeedbackStore
+from care.forms import load_forms
 from care.referral import Referrals
 from care.safeguarding import Safeguarding
 from core.bus import Bus, LocalBus, RedisBus
@@ -29,10 +30,13 @@ from dispatch import (
     contact_routes,
     demo,
     feedback_routes,
+    forms_routes,
+    intake,
     ops_routes,
     pages,
     payment_routes,
     photo_routes,
+    privacy_routes,
     referral_routes,
     routes,
     safeguarding_routes,
@@ -224,6 +228,9 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     configure(settings.log_level, settings.log_json)
+    # The care forms are data files: a broken one stops the start, naming the
+    # file, rather than the first client who opens the forms.
+    load_forms()
     ctx = build_context(settings, clock)
 
     @asynccontextmanager
@@ -231,7 +238,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         senders.announce(settings)
         await ctx.db.migrate()
         if settings.demo:
-            await demo.seed(ctx.store, ctx.ledger, ctx.clock(), ctx.bookings)
+            await demo.seed(ctx.store, ctx.ledger, ctx.clock(), ctx.bookings, intake.forms_of(ctx))
         await ctx.start()
         try:
             yield
@@ -247,6 +254,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             *booking_routes.ROUTES,
             *contact_routes.ROUTES,
             *feedback_routes.ROUTES,
+            *forms_routes.ROUTES,
+            *privacy_routes.ROUTES,
             *referral_routes.ROUTES,
             *safeguarding_routes.ROUTES,
             *ops_routes.ROUTES,

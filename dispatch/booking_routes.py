@@ -27,9 +27,12 @@ A booking that is not the caller's is answered 404, as if it did not exist.
 caller's role and right (403), the therapist (404), a replay of the
 ``Idempotency-Key`` (200 with the first answer), the times against the
 availability (``outside_availability``), the minimum notice (``too_soon``),
-the intro once (``intro_used``), the pause on new clients (``paused``), the
-funds (402), and then books atomically (409 ``slot_taken``).
-``intake_required`` is not raised until §10's forms exist.
+the intro once (``intro_used``), the pause on new clients (``paused``; a
+client linked by the therapist's referral code is not new, PROTOCOL.md §10), the
+client's forms for a ``session`` (``intake_required``, with ``forms``: the
+names still to fill, §10; whoever books it), the funds (402), and then books
+atomically (409 ``slot_taken``). A booking made (not replayed) queues the
+client's welcome email, once ever (:mod:`dispatch.intake`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from core.errors import (
 from core.identity import Role, User
 from core.validation import parse_idempotency_key, parse_json_body, validate_id
 from dispatch import booking_bodies as bodies
-from dispatch import booking_mail, directory
+from dispatch import booking_mail, directory, intake
 from dispatch.context import AppContext
 from dispatch.routes import ctx_of, signed_in
 from pool import rules
@@ -249,8 +252,14 @@ async def post_booking(request: HttpRequest) -> Response:
         raise IntroUsed()
     if not profile.accepting_new_clients and user.role is not Role.THERAPIST:
         knows = client_id in await ctx.signaling.records.clients_known(tid, [client_id])
+        # A client who came with this therapist's referral code is its own
+        # (PROTOCOL.md §10): it may book it while it takes no new clients.
+        if not knows and ctx.referrals is not None:
+            knows = await ctx.referrals.refers(tid, client_id)
         if rules.paused_for(profile, knows):
             raise Paused()
+    if draft.type is BookingType.SESSION:
+        await intake.require_forms(ctx, client_id)
     price = price_minor(ctx, profile, draft.type)
     total = price * len(starts)
     if total > 0:
@@ -283,6 +292,7 @@ async def post_booking(request: HttpRequest) -> Response:
     # A live quick-connect call of this client may now spend less (the hold).
     await ctx.metering.replan(client_id)
     await booking_mail.booked(ctx, made.bookings)
+    await intake.welcome(ctx, client_id)
     return _created(made.bookings, replayed=False)
 
 

@@ -3,7 +3,9 @@
 A user sees only what is theirs: the session list is the caller's own; a
 transcript is for the session's two participants and operators; notes are
 for the session's therapist alone. A session that is not the caller's is
-answered 404, as if it did not exist, so ids reveal nothing.
+answered 404, as if it did not exist, so ids reveal nothing. Every read of
+a transcript or of notes, by anyone, is written to the audit trail first
+(PROTOCOL.md §10: the session's client its subject).
 
 ``GET /v1/notes/due`` (PROTOCOL.md §8; therapist: its own, operator: all,
 ``?therapist_id=`` to narrow): sessions that went live and ended in the last
@@ -22,10 +24,12 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from care.audit import Record
 from core.clock import rfc3339
 from core.errors import InvalidField, NotFound
 from core.identity import Role
 from core.validation import parse_json_body, validate_id
+from dispatch.privacy_routes import audited
 from dispatch.routes import ctx_of, signed_in
 from dispatch.validation import parse_note
 from signaling.records import SessionRecord
@@ -111,6 +115,8 @@ async def transcript(request: HttpRequest) -> Response:
     rec = await _record(request)
     if user.role is not Role.OPERATOR and user.id not in (rec.client_id, rec.therapist_id):
         raise NotFound("no such session")
+    # Every reader, the client too, is on the client's trail (PROTOCOL.md §10).
+    await audited(ctx, user, Record.TRANSCRIPT, rec.client_id, rec.id)
     messages = await ctx.signaling.records.transcript(rec.id)
     return JSONResponse({"messages": [m.frame() for m in messages]})
 
@@ -121,6 +127,7 @@ async def notes(request: HttpRequest) -> Response:
     rec = await _record(request)
     if user.id != rec.therapist_id:
         raise NotFound("no such session")
+    await audited(ctx, user, Record.NOTES, rec.client_id, rec.id)
     saved = await ctx.signaling.records.notes(rec.id)
     return JSONResponse({"notes": [n.public() for n in saved]})
 

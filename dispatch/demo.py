@@ -12,6 +12,7 @@ import time
 from typing import Final
 from urllib.parse import quote
 
+from care.forms import FormStore, check_answers, form_named
 from pool.model import TherapistProfile
 from pool.store import PoolStore
 from schedule.model import parse_availability
@@ -101,6 +102,24 @@ DEMO_ZONES: Final = {
 }
 
 
+#: What each demo client has answered on its care forms (made-up details).
+DEMO_FORM_ANSWERS: Final[dict[str, dict[str, object]]] = {
+    "intake": {
+        "reason": "Demo client: stress at work and trouble sleeping.",
+        "emergency_contact_name": "Demo Contact",
+        "emergency_contact_phone": "+44 7700 900000",
+    },
+    "consent": {"agree_therapy": True, "agree_privacy": True},
+    "billing": {
+        "billing_name": "Demo Client",
+        "address_line1": "1 Example Street",
+        "city": "London",
+        "postcode": "N1 1AA",
+        "country": "GB",
+    },
+}
+
+
 def demo_availability(therapist_id: str) -> dict[str, object]:
     """Weekdays 09:00-12:00 and 13:00-17:00 in the therapist's zone."""
     weekly = [
@@ -116,10 +135,13 @@ async def seed(
     ledger: Ledger | None = None,
     now: float | None = None,
     bookings: Bookings | None = None,
+    forms: FormStore | None = None,
 ) -> None:
     """Put every demo therapist into ``store`` (replacing any earlier copy),
-    with a ``ledger`` fund each demo client's wallet once, and with
-    ``bookings`` give each demo therapist weekday hours (replacing them)."""
+    with a ``ledger`` fund each demo client's wallet once, with
+    ``bookings`` give each demo therapist weekday hours (replacing them), and
+    with ``forms`` fill each demo client's care forms it has not filled (so
+    a demo client may book a session at once, PROTOCOL.md §10)."""
     for profile in DEMO_THERAPISTS:
         await store.put_profile(profile)
     at = time.time() if now is None else now
@@ -127,6 +149,13 @@ async def seed(
         for profile in DEMO_THERAPISTS:
             av = parse_availability(demo_availability(profile.id))
             await bookings.put_availability(profile.id, av, at)
+    if forms is not None:
+        for client_id in DEMO_CLIENTS:
+            done = await forms.stored(client_id)
+            for name, answers in DEMO_FORM_ANSWERS.items():
+                if name not in done:
+                    form = form_named(name)
+                    await forms.put(client_id, form, check_answers(form, answers), at)
     if ledger is None:
         return
     for client_id in DEMO_CLIENTS:

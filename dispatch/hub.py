@@ -96,6 +96,10 @@ class Hub:
         self._by_id: dict[str, Conn] = {}
         self.operators: set[Conn] = set()
         self.therapists: set[Conn] = set()
+        #: Request id -> when its referral head start ends, for the requests
+        #: whose offer this process held back from its consoles
+        #: (:meth:`head_starts_ended` offers them then).
+        self._head_starts: dict[str, float] = {}
 
     # -- registry ----------------------------------------------------------
     def add(self, conn: Conn) -> None:
@@ -144,13 +148,22 @@ class Hub:
             elif effect.kind == "operators":
                 self.broadcast_operators(effect.frame)
 
-    async def _broadcast_new(self, request: Request) -> None:
+    async def _broadcast_new(self, request: Request, skip: str | None = None) -> None:
+        """``request.new`` to each local console that may be offered it now;
+        ``skip``: a therapist that had it already (the head start's holder)."""
+        holder = rules.head_start_holder(request, self._clock())
+        if holder is not None and request.head_start_until is not None:
+            self._head_starts[request.id] = request.head_start_until
+        else:
+            self._head_starts.pop(request.id, None)
         targets = [
             c
             for c in self.therapists
             if rules.Presence(c.available, c.busy).gets_offers
             and c.profile is not None
             and rules.may_see(c.profile, request)
+            and (holder is None or c.user.id == holder)
+            and c.user.id != skip
         ]
         if targets:
             guarded = await self.guarded_now()
@@ -171,6 +184,7 @@ class Hub:
         self._metrics.frames_out.labels(type="request.new").inc(len(targets))
 
     def _broadcast_gone(self, request: Request, reason: str) -> None:
+        self._head_starts.pop(request.id, None)
         frame = Encoded({"type": "request.gone", "request_id": request.id, "reason": reason})
         n = 0
         for conn in self.therapists:
@@ -229,14 +243,38 @@ class Hub:
         (none while it is guarded near a booked session)."""
         requests: list[dict[str, Any]] = []
         if profile is not None and profile.id not in await self.guarded_now():
-            seen = [
-                (i, req)
-                for i, req in enumerate(await self._store.waiting(), start=1)
-                if rules.may_see(profile, req)
-            ]
+            now = self._clock()
+            seen: list[tuple[int, Request]] = []
+            for i, req in enumerate(await self._store.waiting(), start=1):
+                if not rules.may_see(profile, req):
+                    continue
+                if rules.eligible_during_head_start(req, profile.id, now):
+                    seen.append((i, req))
+                elif req.head_start_until is not None:
+                    # Held back for its referring therapist: offered at the end.
+                    self._head_starts[req.id] = req.head_start_until
             paused = await self._paused(profile, [req.client_id for _, req in seen])
             requests = [req.public(i) for i, req in seen if req.client_id not in paused]
         return {"type": "pool.snapshot", "requests": requests}
+
+    async def head_starts_ended(self) -> int:
+        """Offer each request whose referral head start has ended to the
+        local consoles it was held back from (PROTOCOL.md §10): every server
+        does this for its own consoles, from the request's
+        ``head_start_until``, so it holds across servers without a shared
+        timer. A request no longer waiting is dropped. Returns how many
+        requests were offered."""
+        now = self._clock()
+        due = sorted(rid for rid, at in self._head_starts.items() if at <= now)
+        offered = 0
+        for rid in due:
+            req = await self._store.get(rid)
+            self._head_starts.pop(rid, None)
+            if req is None or req.state is not State.WAITING:
+                continue
+            await self._broadcast_new(req, skip=req.referred_to)
+            offered += 1
+        return offered
 
     async def guarded_now(self) -> set[str]:
         """The therapists the guard near a booked session keeps off quick

@@ -21,6 +21,10 @@ being down, and logs when it starts and stops failing):
   ask which therapists a booked session keeps off quick connect
   (:class:`dispatch.guard.Guard`), and send each local console whose guard
   started or ended a fresh ``pool.snapshot`` (empty while guarded);
+- head starts: every ``timer_tick_s`` offer each request whose referral head
+  start ended to this server's consoles it was held back from
+  (:meth:`dispatch.hub.Hub.head_starts_ended`, PROTOCOL.md §10): each server
+  does it for its own consoles, from the time stored on the request;
 - reminders (when emails or texts are on): every :data:`REMINDER_TICK_S`
   queue the reminder of each booking starting within 24 h
   (:mod:`dispatch.booking_mail`), then mark it reminded. Queueing first and
@@ -71,6 +75,9 @@ class Loops:
             asyncio.create_task(self._every(s.stats_interval_s, self._stats), name="stats"),
             asyncio.create_task(self._every(s.heartbeat_s, self._heartbeat), name="heartbeat"),
             asyncio.create_task(self._every(s.billing_tick_s, self._billing), name="billing"),
+            # Always on, even with no head start here: another server's may
+            # have given one (a setting that differs between servers).
+            asyncio.create_task(self._every(s.timer_tick_s, self._head_starts), name="head_starts"),
         ]
         if self.ctx.sms is not None:
             self.tasks.append(
@@ -134,6 +141,11 @@ class Loops:
                     log.warning("timer.announce_failed", code=exc.code)
             if not fired:
                 return
+
+    async def _head_starts(self) -> None:
+        offered = await self.ctx.hub.head_starts_ended()
+        if offered:
+            log.info("head_start.ended", requests=offered)
 
     async def _billing(self) -> None:
         """Funds warnings and exhaustion, each once across servers; every

@@ -1,7 +1,9 @@
 """The live pages and, in ``--dev`` only, the demo sign-in.
 
 ``/console``, ``/talk`` and ``/ops``; for scheduled care (PROTOCOL.md §8) ``/find``
-(the directory) and ``/book/{therapist_id}`` (one therapist's booking page, shareable).
+(the directory) and ``/book/{therapist_id}`` (one therapist's booking page, shareable);
+for care records (§10) ``/forms`` (a client's forms, before its first booked session)
+and ``/r/{code}`` (a therapist's referral link: keeps the code, goes on to ``/talk``).
 
 The pages are static files (plain JavaScript modules, no build step) that
 speak only the public protocol: HTTP calls with a bearer token and the
@@ -61,6 +63,13 @@ async def book(request: HttpRequest) -> Response:
     return html_page("book.html")
 
 
+async def referral(request: HttpRequest) -> Response:
+    """``/r/{code}``: a therapist's share link (PROTOCOL.md §10). The page
+    keeps the code in the browser and goes on to ``/talk``, which links the
+    client to that therapist once it is signed in (referral.js)."""
+    return html_page("referral.html")
+
+
 async def signin(request: HttpRequest) -> Response:
     if not ctx_of(request).settings.dev:
         raise NotFound("not found")
@@ -109,6 +118,8 @@ ROUTES = [
     _page("talk.html"),
     _page("ops.html"),
     _page("find.html"),
+    _page("forms.html"),
     Route("/book/{therapist_id:str}", book, methods=["GET"], name="book.html"),
+    Route("/r/{code:str}", referral, methods=["GET"], name="referral.html"),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

@@ -14,7 +14,7 @@ from core.clock import rfc3339
 from core.errors import DispatchError, Forbidden, NotFound, RateLimited, Unauthorized
 from core.identity import Role, User, bearer, refresh, verify
 from core.validation import parse_idempotency_key, parse_json_body, validate_id
-from dispatch import validation
+from dispatch import intake, validation
 from dispatch.context import AppContext
 from dispatch.metrics import CONTENT_TYPE_LATEST
 
@@ -52,6 +52,8 @@ async def create_request(request: HttpRequest) -> Response:
     key = parse_idempotency_key(request.headers.get("idempotency-key"))
     draft = validation.parse_draft(await _body(request))
     req, created = await ctx.dispatcher.create_request(user, draft, key)
+    # A guardian's consent recorded, the welcome email queued (each once, §10).
+    await intake.after_request(ctx, req)
     position = await ctx.store.position(req.id)
     headers = {} if created else {"Idempotent-Replayed": "true"}
     return JSONResponse(_request_body(ctx, req, position), status_code=201, headers=headers)

@@ -13,7 +13,8 @@
 * ``GET /v1/safeguarding?open=true|false`` (an operator): ``{"alerts": [A]}``,
   the open ones first, newest first, at most 200; never the concern.
 * ``GET /v1/safeguarding/{id}`` (an operator): ``{"alert": A}`` with
-  ``concern``, decrypted (logged with ids only).
+  ``concern``, decrypted (logged with ids only; written to the audit
+  trail, the client its subject, before it is answered).
 
 The concern is never logged, nor is any body here.
 """
@@ -26,6 +27,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from care.audit import Record
 from care.safeguarding import CONCERN_MAX, Alert, Safeguarding, acked_frame, alert_email
 from care.safeguarding import alert_frame as new_alert_frame
 from core.errors import BadInput, DispatchError, InvalidField, NotFound
@@ -33,6 +35,7 @@ from core.identity import Role
 from core.logs import get_logger
 from core.validation import parse_json_body, validate_id
 from dispatch.context import AppContext
+from dispatch.privacy_routes import audited
 from dispatch.routes import ctx_of, signed_in
 from pool.effects import Effect
 
@@ -141,8 +144,9 @@ async def get_alert(request: HttpRequest) -> Response:
     ctx = ctx_of(request)
     user = signed_in(request, Role.OPERATOR)
     aid = validate_id(request.path_params["alert_id"], "alert_id")
+    alert = await _store(ctx).get(aid)
+    await audited(ctx, user, Record.SAFEGUARDING, alert.client_id, alert.id)
     alert, concern = await _store(ctx).concern(aid)
-    # The later audit trail of #15 records this read; for now, ids only.
     log.info("safeguarding.read", alert_id=alert.id, session_id=alert.session_id, user_id=user.id)
     return JSONResponse({"alert": {**alert.public(), "concern": concern}})
 

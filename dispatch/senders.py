@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Final
 
 from care.safeguarding import ALERT_TEMPLATE as SAFEGUARDING_TEMPLATE
+from care.welcome import WELCOME_TEMPLATE
 from core.logs import get_logger
 from dispatch.settings import Settings, env_name
 from dispatch.texting import STATUS_PATH
@@ -107,7 +108,7 @@ def emails(
     async def address_of(message: Message) -> str | None:
         # Looked up when sending: an address changed since is used; one
         # removed since is not (the email is dropped).
-        if message.template in CLIENT_TEMPLATES:
+        if message.template in CLIENT_TEMPLATES or message.template == WELCOME_TEMPLATE:
             return await client_contacts.email(message.recipient_id)
         if message.template == SAFEGUARDING_TEMPLATE:
             # The setting as it is now (unset since: the email is dropped).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from core.bus import Bus
 from core.errors import (
@@ -39,6 +39,8 @@ log = get_logger(component="service")
 
 Origin = tuple[str, str | None]  # (conn_id, ref)
 Clock = Callable[[], float]
+#: ``client id -> the therapist whose referral code it used`` (care.referral).
+ReferrerOf = Callable[[str], Awaitable[str | None]]
 
 
 def new_id(prefix: str) -> str:
@@ -74,6 +76,10 @@ class Dispatcher:
         self.clock = clock
         #: The therapists near a booked session (:mod:`dispatch.guard`); None: nobody.
         self.guarded = guarded
+        #: Referral (PROTOCOL.md §10): who referred a client, and how long its
+        #: therapist has a referred client's requests alone (build_context sets them).
+        self.referrer_of: ReferrerOf | None = None
+        self.head_start_s = 0.0
 
     # -- publishing --------------------------------------------------------
     async def publish(
@@ -166,6 +172,7 @@ class Dispatcher:
                 balance_minor=balance,
                 required_minor=self.min_balance_minor,
             )
+        draft = await self._with_head_start(user.id, draft)
         request, change = await self.store.create(
             draft, user.id, new_id("req"), self.clock(), idempotency_key
         )
@@ -173,6 +180,41 @@ class Dispatcher:
             self.metrics.requests_created.inc()
             await self.publish(change)
         return request, change is not None
+
+    async def _with_head_start(self, client_id: str, draft: Draft) -> Draft:
+        """``draft`` with its referring therapist's head start (PROTOCOL.md §10)
+        when the client was referred and that therapist would be offered the
+        request now (:func:`pool.rules.head_start_applies`); else unchanged.
+        The referral unreadable (the database down) costs the head start, never
+        the request."""
+        if self.referrer_of is None or self.head_start_s <= 0:
+            return draft
+        try:
+            tid = await self.referrer_of(client_id)
+        except DispatchError as exc:
+            log.warning("referral.unreadable", user_id=client_id, code=exc.code)
+            return draft
+        if tid is None:
+            return draft
+        profile = await self.store.get_profile(tid)
+        guarded = self.guarded is not None and tid in await self.guarded(self.clock())
+        paused = (
+            profile is not None
+            and not profile.accepting_new_clients
+            and rules.paused_for(profile, await self.knows_client(tid, client_id))
+        )
+        applies = rules.head_start_applies(
+            profile,
+            draft,
+            watching=await self.store.is_available(tid),
+            busy=await self.store.hold_of(tid) is not None,
+            guarded=guarded,
+            paused=paused,
+        )
+        log.info("referral.head_start", user_id=client_id, therapist_id=tid, applies=applies)
+        if not applies:
+            return draft
+        return dataclasses.replace(draft, referred_to=tid, head_start_s=self.head_start_s)
 
     async def get_request(self, user: User, request_id: str) -> tuple[Request, int | None]:
         request = await self.store.get(request_id)

@@ -205,6 +205,10 @@ class Settings:
     #: Where a safeguarding alert is emailed (one bare address; unset: no
     #: email, the operators' pages alone are told). Needs emails on.
     safeguarding_email: str | None = None
+    #: A referred client's quick-connect request is offered to its referring
+    #: therapist alone for this many seconds, when that therapist is there to
+    #: see it (0: no head start).
+    referral_head_start_s: float = 20.0
 
     secret_generated: bool = field(default=False, init=False, compare=False)
 
@@ -376,6 +380,7 @@ _ZERO_OK: Final = frozenset(
         "late_fee_pct",
         "late_fee_therapist_pct",
         "qc_guard_min",
+        "referral_head_start_s",
     }
 )
 #: The largest value of the scheduling settings (PROTOCOL.md §8), each a
@@ -391,6 +396,7 @@ _MAXIMA: Final = {
     "late_fee_therapist_pct": 100,
     "qc_guard_min": 24 * 60,
     "slot_step_min": 240,
+    "referral_head_start_s": 300,
 }
 
 

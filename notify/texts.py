@@ -8,7 +8,8 @@ therapist
 
 - may see it (the pool's rule, :func:`pool.rules.may_see`: qualified, not declined) and is not
   paused for a client it has never seen (``accepting_new_clients``), nor guarded near a
-  booked session of its own (:func:`pool.rules.guarded`, PROTOCOL.md §8),
+  booked session of its own (:func:`pool.rules.guarded`, PROTOCOL.md §8), nor kept off
+  by another's referral head start (:func:`pool.rules.eligible_during_head_start`, §10),
 - has a phone (not flagged after a refused send) and opted in,
 - holds no claim or open session, and has no available console connected
   (that one sees the request live),
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pool.model import Request, State, TherapistProfile
-from pool.rules import may_see
+from pool.rules import eligible_during_head_start, may_see
 
 _HHMM: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 QUIET_HOURS_RULE: Final = '"HH:MM-HH:MM" (24-hour clock, start and end differ; may cross midnight)'
@@ -171,6 +172,8 @@ def _wants_text(
     if contact.therapist_id in already or contact.therapist_id != c.profile.id:
         return False
     if not may_see(c.profile, request) or c.paused_for_client or c.guarded:
+        return False
+    if not eligible_during_head_start(request, c.profile.id, now):
         return False
     if not contact.phone or contact.phone_failed or not contact.sms_opt_in:
         return False

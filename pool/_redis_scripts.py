@@ -32,6 +32,7 @@ from core.errors import (
 from pool.model import (
     CLIENT_BUSY,
     CLIENT_WAITING,
+    HEAD_START,
     IN_SESSION,
     NO_SUCH_SESSION,
     NOT_A_PARTICIPANT,
@@ -52,6 +53,7 @@ ERRORS: dict[str, tuple[type[DispatchError], str | None]] = {
     "busy": (Busy, None),
     "taken_own": (Taken, "you already hold this claim"),
     "not_eligible": (NotEligible, None),
+    "head_start": (NotEligible, HEAD_START),
     "taken": (Taken, None),
     "forbidden": (Forbidden, "you do not hold a claim on this request"),
     "no_offer": (Taken, "there is no offer on this request"),

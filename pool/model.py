@@ -64,6 +64,11 @@ class Draft:
     notes: str = ""
     age: int | None = None
     guardian_consent: bool = False
+    #: The referring therapist (PROTOCOL.md §10), set by the dispatcher, never
+    #: by the body: the request is its alone for ``head_start_s`` seconds
+    #: (:func:`pool.rules.head_start_holder`). None, or 0 seconds: no head start.
+    referred_to: str | None = None
+    head_start_s: float = 0.0
 
     @property
     def minor(self) -> bool:
@@ -91,6 +96,12 @@ class Request:
     reason: str | None = None
     updated_at: float = 0.0
     declined: frozenset[str] = field(default_factory=frozenset)
+    #: The referring therapist's head start (PROTOCOL.md §10): until
+    #: ``head_start_until`` only ``referred_to`` is offered the request and may
+    #: claim it (:func:`pool.rules.head_start_holder`). Both None, or both set.
+    #: Private, like ``declined``: never shown to users.
+    referred_to: str | None = None
+    head_start_until: float | None = None
 
     @property
     def minor(self) -> bool:
@@ -139,6 +150,8 @@ class Request:
             "reason": self.reason,
             "updated_at": self.updated_at,
             "declined": sorted(self.declined),
+            "referred_to": self.referred_to,
+            "head_start_until": self.head_start_until,
         }
 
     @classmethod
@@ -161,6 +174,9 @@ class Request:
             reason=_opt_str(rec.get("reason")),
             updated_at=float(rec.get("updated_at") or 0.0),
             declined=frozenset(str(d) for d in rec.get("declined") or ()),
+            # Records written before the head start existed: none.
+            referred_to=_opt_str(rec.get("referred_to")),
+            head_start_until=_opt_float(rec.get("head_start_until")),
         )
 
 
@@ -248,6 +264,8 @@ THERAPIST_BUSY = "the therapist holds a claim or is in another call"
 CLIENT_BUSY = "the client is in another call"
 CLIENT_WAITING = "the client has a quick-connect request waiting or claimed"
 SESSION_ID_USED = "this session id belongs to another call"
+#: ``claim`` by another therapist during a referral head start (PROTOCOL.md §10).
+HEAD_START = "this client's own therapist has the request alone for a few seconds more"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from core.errors import Busy, Conflict, Forbidden, NotEligible, NotFound, Reques
 from pool.model import (
     CLIENT_BUSY,
     CLIENT_WAITING,
+    HEAD_START,
     SESSION_ID_USED,
     THERAPIST_BUSY,
     Draft,
@@ -71,6 +72,55 @@ def paused_for(profile: TherapistProfile, knows_client: bool) -> bool:
     with (``knows_client`` False). Such a request is not offered to it, not
     claimable by it, and brings it no text."""
     return not profile.accepting_new_clients and not knows_client
+
+
+def head_start_holder(request: Request, now: float) -> str | None:
+    """The therapist a referred client's request is kept for at ``now``
+    (PROTOCOL.md §10, ``DISPATCH_REFERRAL_HEAD_START_S``), or None when every
+    qualified therapist may have it.
+
+    The head start runs from the request's creation up to (not including)
+    ``head_start_until``, and only while the request has never been claimed:
+    nobody but the referring therapist could claim it meanwhile, so a request
+    back in ``waiting`` (declined, released, its therapist lost) has had its
+    head start, and the others get it at once. A waiting request's
+    ``reason`` is None exactly when it has never been claimed.
+
+    While it holds, the request is offered to the holder alone (``request.new``,
+    ``pool.snapshot``), only the holder may claim it (``not_eligible``) and
+    only the holder could be texted about it."""
+    if request.referred_to is None or request.head_start_until is None:
+        return None
+    if now >= request.head_start_until or request.reason is not None:
+        return None
+    return request.referred_to
+
+
+def head_start_applies(
+    referrer: TherapistProfile | None,
+    draft: Draft,
+    *,
+    watching: bool,
+    busy: bool,
+    guarded: bool,
+    paused: bool,
+) -> bool:
+    """Whether a referred client's new request gets its referring therapist's
+    head start: only when that therapist would be offered it at once (a
+    console available, no claim or open call, qualified for it, and neither
+    its pause on new clients nor the guard near a booked session keeps it
+    away). Nobody waits for a therapist who would not see the request: with
+    the referrer away the request goes to everyone from the start."""
+    if referrer is None or not watching or busy or guarded or paused:
+        return False
+    return may_take(referrer, draft)
+
+
+def eligible_during_head_start(request: Request, therapist_id: str, now: float) -> bool:
+    """Whether a referral head start leaves ``therapist_id`` free to be
+    offered and to claim ``request`` at ``now`` (:func:`head_start_holder`)."""
+    holder = head_start_holder(request, now)
+    return holder is None or holder == therapist_id
 
 
 def guard_window(now: float, guard_min: float, late_min: float = 0.0) -> tuple[float, float]:
@@ -143,6 +193,9 @@ def open_booked(
 
 
 def new_request(draft: Draft, request_id: str, client_id: str, now: float, t: Timeouts) -> Request:
+    """A new waiting request; a referral head start of ``draft.head_start_s``
+    seconds (0: none) counts from ``now``."""
+    head_start = draft.referred_to is not None and draft.head_start_s > 0
     return Request(
         id=request_id,
         client_id=client_id,
@@ -156,6 +209,8 @@ def new_request(draft: Draft, request_id: str, client_id: str, now: float, t: Ti
         state=State.WAITING,
         expires_at=waiting_deadline_at(now, now, t),
         updated_at=now,
+        referred_to=draft.referred_to if head_start else None,
+        head_start_until=now + draft.head_start_s if head_start else None,
     )
 
 
@@ -184,7 +239,9 @@ def claim(
 
     Checks, in this order: the request exists and is live (``not_found``), the
     therapist holds nothing else (``busy``), is qualified and was not declined
-    (``not_eligible``), the request is waiting (``taken``).
+    (``not_eligible``), no referral head start keeps the request for another
+    (``not_eligible``, :func:`head_start_holder`), the request is waiting
+    (``taken``).
     """
     if request is None or request.state in (State.CANCELLED, State.EXPIRED):
         raise NotFound("no such request")
@@ -196,6 +253,8 @@ def claim(
         raise Busy()
     if not may_see(therapist, request):
         raise NotEligible()
+    if not eligible_during_head_start(request, therapist.id, now):
+        raise NotEligible(HEAD_START)
     if request.state is not State.WAITING:
         raise Taken()
     return request.replace(
@@ -260,6 +319,7 @@ def accept(request: Request | None, client_id: str, session_id: str, now: float)
     return req.replace(
         state=State.MATCHED,
         session_id=session_id,
+        notes="",
         expires_at=None,
         reason=str(Reason.MATCHED),
         updated_at=now,
@@ -274,6 +334,7 @@ def cancel(request: Request | None, client_id: str, now: float) -> Request:
         raise Taken("the request can no longer be cancelled")
     return request.replace(
         state=State.CANCELLED,
+        notes="",
         expires_at=None,
         reason=str(Reason.CANCELLED),
         updated_at=now,
@@ -290,7 +351,9 @@ def on_deadline(request: Request, now: float) -> Request | None:
         reason = Reason.CLIENT_NO_RESPONSE
     else:
         return None
-    return request.replace(state=State.EXPIRED, expires_at=None, reason=str(reason), updated_at=now)
+    return request.replace(
+        state=State.EXPIRED, notes="", expires_at=None, reason=str(reason), updated_at=now
+    )
 
 
 def on_therapist_lost(

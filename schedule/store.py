@@ -623,6 +623,14 @@ class Bookings:
         async with self.db.reading() as conn:
             return await self._intro_used(conn, client_id, therapist_id)
 
+    async def ever_booked(self, therapist_id: str, client_id: str) -> bool:
+        """Whether the client has or had any booking with the therapist, in
+        any state (who may read the client's forms, PROTOCOL.md §10)."""
+        b = bookings.c
+        stmt = select(exists().where(b.therapist_id == therapist_id, b.client_id == client_id))
+        async with self.db.reading() as conn:
+            return bool((await conn.execute(stmt)).scalar())
+
     async def due_reminders(self, now: float, before_s: float) -> list[Booking]:
         """Scheduled bookings starting within ``before_s`` from ``now`` whose
         reminder has not been claimed (:meth:`mark_reminded`), by start."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
+from test_forms import FORM_ANSWERS
 
 from core.identity import mint
 from dispatch.app import create_app
@@ -105,8 +106,17 @@ class World:
         return w["balance_minor"], w["held_minor"]
 
 
+async def fill_forms(w: World, who: dict[str, str]) -> None:
+    """The client ``who`` fills every care form (PROTOCOL.md §10), as it
+    must before a session is booked for it."""
+    for name, answers in FORM_ANSWERS.items():
+        await w.ok("PUT", f"/v1/me/forms/{name}", who, json=answers)
+
+
 @contextlib.asynccontextmanager
-async def serve(database_url: str, **overrides: Any) -> AsyncIterator[World]:
+async def serve(database_url: str, forms: bool = True, **overrides: Any) -> AsyncIterator[World]:
+    """The app with t1 (weekdays in London) and c1, c2 funded; with ``forms``
+    c1, c2 and c3 have filled their care forms."""
     settings: dict[str, Any] = {
         "dev": True,
         "secret": SECRET,
@@ -131,6 +141,9 @@ async def serve(database_url: str, **overrides: Any) -> AsyncIterator[World]:
             for client, amount in (("c1", 20000), ("c2", 20000)):
                 body = {"client_id": client, "amount_minor": amount, "reference": f"seed-{client}"}
                 await w.ok("POST", "/v1/wallet/topups", OP, 201, json=body)
+            if forms:
+                for who in (C1, C2, C3):
+                    await fill_forms(w, who)
             yield w
 
 

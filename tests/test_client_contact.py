@@ -14,7 +14,7 @@ import icalendar
 import pytest
 import pytest_asyncio
 from integration.harness import free_port
-from test_booking_http import C1, C2, OP, T1, TUE_10, World, auth, serve, z
+from test_booking_http import C1, C2, OP, T1, TUE_10, World, auth, fill_forms, serve, z
 from test_notify_email import Inbox, smtp_server
 
 from notify.email import render
@@ -197,8 +197,11 @@ async def test_the_client_receives_its_confirmation_with_the_ics_and_its_reminde
         [booking] = (await world.book(C1, start=z(TUE_10)))["bookings"]
         mailer = world.ctx.mail
         assert mailer is not None
-        assert await mailer.run_once(world.clock()) == 2
-        received = {tuple(rcpt): msg for _, rcpt, msg in inbox.received}
+        # The confirmations, and the client's welcome email (its first booking, §10).
+        assert await mailer.run_once(world.clock()) == 3
+        [welcome] = [m for _, _, m in inbox.received if m["Subject"].startswith("Welcome")]
+        assert "https://care.example.com/forms" in plain_text(welcome)
+        received = {tuple(r): m for _, r, m in inbox.received if m is not welcome}
         assert set(received) == {(ADDRESS,), (THERAPIST_ADDRESS,)}
         confirmation = received[(ADDRESS,)]
         assert confirmation["Subject"].startswith("Booked: session with Alice, Tue 10 Mar 2026")
@@ -260,6 +263,7 @@ async def test_an_address_removed_after_queueing_is_dropped(
             201,
             json={"client_id": "c9", "amount_minor": 20000, "reference": "seed-c9"},
         )
+        await fill_forms(world, c9)
         [booking] = (await world.book(c9, start=z(TUE_10)))["bookings"]
         await world.ok("PATCH", "/v1/me/contact", c9, json={"email": None})
         mailer = world.ctx.mail

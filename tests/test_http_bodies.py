@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from test_app_embedded import DRAFT, PROFILE
+from test_forms import FORM_ANSWERS
 
+from care.forms import check_answers, form_named, load_forms
 from core.identity import mint, verify
 from dispatch.app import create_app
 from dispatch.settings import load_settings
@@ -166,6 +168,45 @@ def test_post_request(client: TestClient, field: str, value: Any) -> None:
         assert client.delete(f"/v1/requests/{rid}", headers=_auth("client", cid)).status_code == 200
     else:
         assert _waiting(client) == before  # no request was made
+
+
+_FORM_KEYS = sorted({f.key for form in load_forms() for f in form.fields})
+
+
+@_PROPERTY
+@given(
+    form=st.sampled_from(sorted(FORM_ANSWERS)),
+    field=st.sampled_from(_FORM_KEYS) | _EXTRA_FIELD,
+    value=_JSON,
+)
+def test_put_form(client: TestClient, form: str, field: str, value: Any) -> None:
+    cid = f"c-form-{next(_ids)}"
+    body = _spoil(FORM_ANSWERS[form], field, value)
+    r = _send(client, "PUT", f"/v1/me/forms/{form}", body, "client", cid)
+    got = client.get(f"/v1/me/forms/{form}", headers=_auth("client", cid))
+    if r.status_code < 300:
+        assert got.status_code == 200
+        assert got.json()["form"]["answers"] == check_answers(form_named(form), body)
+    else:
+        assert got.status_code == 404  # nothing stored
+
+
+@_PROPERTY
+@given(field=st.sampled_from(["code"]) | _EXTRA_FIELD, value=_JSON)
+def test_post_referral(client: TestClient, field: str, value: Any) -> None:
+    codes = [
+        client.get("/v1/me/referral", headers=_auth("therapist", tid)).json()["code"]
+        for tid in ("t-ref", "t-ref-other")
+    ]
+    cid = f"c-ref-{next(_ids)}"
+    body = _spoil({"code": codes[0]}, field, value)
+    r = _send(client, "POST", "/v1/me/referral", body, "client", cid)
+    # Another therapist's code next: refused when the first linked, taken when not.
+    again = client.post("/v1/me/referral", json={"code": codes[1]}, headers=_auth("client", cid))
+    if r.status_code < 300:
+        assert r.json()["therapist_id"] == "t-ref" and again.status_code == 409, again.text
+    else:
+        assert again.status_code == 200, again.text  # nothing was linked
 
 
 def _balance(client: TestClient, cid: str) -> int:

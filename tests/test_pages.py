@@ -36,6 +36,7 @@ PAGES = {
     "/talk": "talk.html",
     "/ops": "ops.html",
     "/find": "find.html",
+    "/forms": "forms.html",
     "/book/t-alpha": "book.html",
 }
 ALL_PAGES = {**PAGES, "/": "signin.html"}

@@ -471,6 +471,7 @@ async def test_accept_opens_a_session(pool_store: PoolStore) -> None:
     after = held.replace(
         state=State.MATCHED,
         session_id="s1",
+        notes="",  # the client's notes were for the claim: gone once it ends
         expires_at=None,
         reason="matched",
         updated_at=T0 + 20,
@@ -532,7 +533,11 @@ async def test_cancel_while_waiting(pool_store: PoolStore) -> None:
     await fails(NotFound, pool_store.cancel("nope", "c1", T0 + 2))
     change = await pool_store.cancel("r1", "c1", T0 + 3)
     after = r1.replace(
-        state=State.CANCELLED, expires_at=None, reason="cancelled", updated_at=T0 + 3
+        state=State.CANCELLED,
+        notes="",
+        expires_at=None,
+        reason="cancelled",
+        updated_at=T0 + 3,
     )
     assert change == Change(before=r1, after=after)
     assert await pool_store.get("r1") == after
@@ -551,7 +556,11 @@ async def test_cancel_while_claimed_frees_the_therapist(pool_store: PoolStore) -
     held = await claim_of(pool_store, "r1", T1, T0 + 2)
     change = await pool_store.cancel("r1", "c1", T0 + 3)
     after = held.replace(
-        state=State.CANCELLED, expires_at=None, reason="cancelled", updated_at=T0 + 3
+        state=State.CANCELLED,
+        notes="",
+        expires_at=None,
+        reason="cancelled",
+        updated_at=T0 + 3,
     )
     assert change == Change(before=held, after=after)
     assert await pool_store.hold_of("t1") is None
@@ -576,7 +585,11 @@ async def test_waiting_request_expires_after_the_max_wait(pool_store: PoolStore)
     assert await pool_store.get("r1") == r1
     changes = await fire(pool_store, T0 + MAX_WAIT)
     after = r1.replace(
-        state=State.EXPIRED, expires_at=None, reason="no_therapist", updated_at=T0 + MAX_WAIT
+        state=State.EXPIRED,
+        notes="",
+        expires_at=None,
+        reason="no_therapist",
+        updated_at=T0 + MAX_WAIT,
     )
     assert changes == [Change(before=r1, after=after)]
     assert await pool_store.get("r1") == after
@@ -596,6 +609,7 @@ async def test_claimed_request_expires_after_the_confirm_timeout(pool_store: Poo
     changes = await fire(pool_store, T0 + 10 + CONFIRM)
     after = held.replace(
         state=State.EXPIRED,
+        notes="",
         expires_at=None,
         reason="client_no_response",
         updated_at=T0 + 10 + CONFIRM,

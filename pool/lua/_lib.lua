@@ -70,10 +70,11 @@ end
 
 -- waiting|claimed -> a final state (rules.cancel, rules.on_deadline): leaves
 -- every index, frees the client and the claimer, counts the event, and lets
--- the record expire after ttl seconds.
+-- the record expire after ttl seconds. The client's notes go at once: they
+-- were for the therapist deciding to claim (rules.cancel, rules.on_deadline).
 local function finish(K, key, rid, req, state, reason, now, ttl, active_key, stat_key)
   redis.call('HSET', key, 'state', state, 'reason', reason, 'updated_at', now)
-  redis.call('HDEL', key, 'expires_at')
+  redis.call('HDEL', key, 'expires_at', 'notes')
   redis.call('ZREM', K.waiting, rid)
   redis.call('ZREM', K.deadlines, rid)
   redis.call('SREM', K.claimed, rid)

@@ -33,7 +33,8 @@ local tid = req.claimed_by
 
 redis.call('HSET', KEYS[1], 'state', 'matched', 'session_id', sid, 'reason', 'matched',
   'updated_at', now)
-redis.call('HDEL', KEYS[1], 'expires_at')
+-- The client's notes were for the therapist deciding to claim (rules.accept).
+redis.call('HDEL', KEYS[1], 'expires_at', 'notes')
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], rid)
 redis.call('SREM', KEYS[4], rid)

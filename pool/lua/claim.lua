@@ -14,7 +14,8 @@
 -- ARGV[5]  expires_at (now + claim confirm timeout)
 --
 -- Checks in the order of rules.claim and returns the first that fails:
--- {'not_found'} / {'expired'}, {'taken_own'} / {'busy'}, {'not_eligible'}, {'taken'};
+-- {'not_found'} / {'expired'}, {'taken_own'} / {'busy'}, {'not_eligible'}, {'head_start'},
+-- {'taken'};
 -- else claims and returns {'ok', <flat hash before the claim>}.
 
 local rid, tid, now = ARGV[1], ARGV[2], ARGV[4]
@@ -35,6 +36,12 @@ if hold then
 end
 if ARGV[3] ~= '1' or contains(cjson.decode(req.declined or '[]'), tid) then
   return {'not_eligible'}
+end
+-- rules.head_start_holder: a referred client's request is its therapist's alone
+-- until head_start_until, while it has never been claimed (no reason yet).
+if req.referred_to and req.referred_to ~= tid and req.head_start_until and not req.reason
+    and tonumber(now) < tonumber(req.head_start_until) then
+  return {'head_start'}
 end
 if req.state ~= 'waiting' then
   return {'taken'}

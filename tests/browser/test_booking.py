@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import pytest
 from playwright.async_api import expect
+from test_forms import FORM_ANSWERS
 
 from .conftest import Person, Stage
 from .test_access import assert_fits, tab_to
@@ -76,6 +77,13 @@ async def all_week(stage: Stage, tz: str = "Europe/London") -> None:
     await stage.api("PUT", "/v1/therapists/t-alpha/availability", THERAPIST, body)
 
 
+async def fill_forms(stage: Stage, client_id: str) -> None:
+    """The client fills its care forms (PROTOCOL.md §10), as it must before a
+    session is booked for it; tests/browser/test_forms.py does it on the page."""
+    for name, answers in FORM_ANSWERS.items():
+        await stage.api("PUT", f"/v1/me/forms/{name}", ("client", client_id), answers)
+
+
 async def bookings_of(stage: Stage, client_id: str) -> list[dict[str, Any]]:
     data = await stage.api("GET", "/v1/bookings", ("client", client_id))
     return sorted(data["bookings"], key=lambda b: str(b["start"]))
@@ -94,6 +102,7 @@ async def test_a_client_books_an_intro_and_a_weekly_series_and_cancels_late(
     await stage.therapist("t-alpha", ALPHA)
     await all_week(stage)
     await stage.fund("c-ivy", amount_minor=50_000)
+    await fill_forms(stage, "c-ivy")
 
     # The directory: the therapist who shares the topic, with its next open time.
     finder = await stage.open(
@@ -259,6 +268,7 @@ async def test_a_therapist_sets_its_hours_and_both_join_the_booked_call(stage: S
     (a,) = await stage.start(1, booking_min_notice_h=0, slot_step_min=1, session_minutes=30)
     await stage.therapist("t-alpha", ALPHA)
     await stage.fund("c-jo", amount_minor=20_000)
+    await fill_forms(stage, "c-jo")
 
     # The console's Availability section, by keyboard: nothing set, the warning shows.
     alpha = await stage.console("t-alpha", a, "t-alpha")
@@ -358,6 +368,7 @@ async def test_a_follow_up_from_the_end_of_a_quick_call_and_an_operator_booking(
     (a,) = await stage.start(1)
     alpha, client = await meet(stage, a, a, "c-kim", "Kim Client")
     await all_week(stage)
+    await fill_forms(stage, "c-kim")
     await expect(alpha.tid("call-timer")).to_be_visible()  # live: both joined
     await client.chat("Hello")
     await expect(alpha.chat_message("Hello")).to_have_count(1)

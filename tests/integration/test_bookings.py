@@ -12,6 +12,7 @@ import zoneinfo
 from typing import Any
 
 import pytest
+from test_forms import FORM_ANSWERS
 
 from .harness import Cluster, ServerProcess, StartCluster, token, with_ref
 
@@ -35,6 +36,13 @@ async def _ok(
 async def _fund(c: Cluster, server: ServerProcess, client_id: str, amount: int) -> None:
     body = {"client_id": client_id, "amount_minor": amount, "reference": f"fund-{client_id}"}
     await _ok(c, server, "POST", "/v1/wallet/topups", OPERATOR, body)
+
+
+async def _fill_forms(c: Cluster, server: ServerProcess, client_id: str) -> None:
+    """``client_id`` fills every care form, as it must before a session is
+    booked for it (PROTOCOL.md §10)."""
+    for name, answers in FORM_ANSWERS.items():
+        await _ok(c, server, "PUT", f"/v1/me/forms/{name}", token("client", client_id), answers)
 
 
 async def _set_up(c: Cluster, timezone: str = "UTC") -> None:
@@ -65,6 +73,7 @@ async def test_many_clients_race_for_one_slot_through_two_servers(
     await _set_up(c)
     clients = [f"c-race-{i}" for i in range(16)]
     await asyncio.gather(*(_fund(c, c[i % 2], cid, 10_000) for i, cid in enumerate(clients)))
+    await asyncio.gather(*(_fill_forms(c, c[i % 2], cid) for i, cid in enumerate(clients)))
     start = await _first_slot(c, c[0])
     body = {"therapist_id": "t1", "type": "session", "start": start}
     answers = await asyncio.gather(
@@ -93,6 +102,7 @@ async def test_a_weekly_series_made_on_one_server_is_seen_on_the_other(
     c = await start_cluster(2, database_url=database_url)
     await _set_up(c, "Europe/London")
     await _fund(c, c[0], "c-series", 50_000)
+    await _fill_forms(c, c[1], "c-series")
     start = await _first_slot(c, c[0])
     made = await _ok(
         c,

@@ -23,7 +23,7 @@ def _bigint() -> sa.types.TypeEngine[int]:
     return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _ts(name: str, *, nullable: bool = False) -> sa.Column[sa.DateTime]:
+def _ts(name: str, *, nullable: bool = False) -> sa.Column[object]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 

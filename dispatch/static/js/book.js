@@ -9,11 +9,14 @@
 // key for a retry after a network failure). Below: the person's bookings
 // (mybookings.js) with cancel (the fee said first) and "Join the call", which
 // opens the call on /talk (`/talk?join=<booking id>`). A client also sets the
-// email its confirmations and reminders go to (contactemail.js).
+// email its confirmations and reminders go to (contactemail.js). A session
+// refused with `intake_required` (§10) links to /forms?next=<this page>,
+// which comes back here once every form is done.
 //
 // Test hooks (data-testid): book-therapist, book-therapist-name, book-wallet,
 // book-form, book-client-id, book-type-intro, book-type-session, book-repeat,
-// book-weeks, book-policy, book-summary, book-confirm, book-result,
+// book-weeks, book-policy, book-summary, book-confirm, book-result, book-forms-link,
+// book-forms-note,
 // booking-list; slotpicker.js's, bookinglist.js's and contactemail.js's.
 
 import { forgetToken, signIn, signOut } from "./auth.js";
@@ -39,6 +42,8 @@ const state = {
   currency: "GBP",
   idemKey: "",
   busy: false,
+  formsDone: true, // a client's §10 forms (GET /v1/me/forms); until known, no note
+  formTitles: new Map(), // form name -> its title (GET /v1/forms)
 };
 
 const api = (method, path, body, options) => httpRequest(state.token, method, path, body, options);
@@ -85,6 +90,7 @@ function price() {
 
 function renderTerms() {
   const intro = type() === "intro";
+  $("forms-note").hidden = intro || state.formsDone;
   $("repeat-field").hidden = intro;
   $("weeks-field").hidden = intro || !$("repeat").checked;
   const list = $("policy-lines");
@@ -179,8 +185,10 @@ async function confirm(event) {
   } catch (err) {
     if (err.code !== "network") state.idemKey = "";
     let extra = null;
+    let words = err.status ? bookingError(err) : failureText(err, "Nothing was booked");
     if (err.code === "insufficient_funds") extra = el("a", { href: "/talk", text: "Top up your wallet" });
-    showResult(err.status ? bookingError(err) : failureText(err, "Nothing was booked"), "error", extra);
+    if (err.code === "intake_required") [words, extra] = intakeWords(err);
+    showResult(words, "error", extra);
     $("result").focus();
     if (err.code === "slot_taken" || err.code === "too_soon") loadSlots();
   } finally {
@@ -188,6 +196,48 @@ async function confirm(event) {
     $("confirm").disabled = false;
     $("confirm").removeAttribute("aria-busy");
   }
+}
+
+function formTitle(name) {
+  return state.formTitles.get(name) || name;
+}
+
+/** A client whose forms are not all done sees a note beside "A session" (the server decides). */
+async function loadFormsState() {
+  try {
+    const [mine, defs] = await Promise.all([api("GET", "/v1/me/forms"), api("GET", "/v1/forms")]);
+    const agreements = new Set();
+    for (const f of (defs && defs.forms) || []) {
+      state.formTitles.set(f.name, f.title || f.name);
+      if (f.consent === true) agreements.add(f.name);
+    }
+    state.formsDone = !!(mine && mine.complete);
+    // Still to do: a form never filled in, or terms agreed to before they changed.
+    const todo = ((mine && mine.forms) || [])
+      .filter((f) => f.state === "missing" || (f.state === "outdated" && agreements.has(f.name)))
+      .map((f) => formTitle(f.name));
+    $("forms-note-which").textContent = todo.length ? ` (${todo.join(", ")})` : "";
+  } catch {
+    state.formsDone = true; // say nothing: the booking itself tells if forms are missing
+  }
+  $("forms-note-link").href = `/forms?next=${encodeURIComponent(`${location.pathname}${location.search}`)}`;
+  renderTerms();
+}
+
+/** `intake_required` (§10): which forms are missing and, for the client, a link there and back. */
+function intakeWords(err) {
+  const missing = Array.isArray(err.detail && err.detail.forms) ? err.detail.forms.filter((f) => typeof f === "string") : [];
+  const which = missing.length ? ` (still to do: ${missing.map(formTitle).join(", ")})` : "";
+  if (state.role !== "client") {
+    return [`This client has not filled in their forms yet${which}: they do that on their “Your forms” page before a session can be booked.`, null];
+  }
+  const back = `${location.pathname}${location.search}`;
+  const link = el("a", {
+    href: `/forms?next=${encodeURIComponent(back)}`,
+    "data-testid": "book-forms-link",
+    text: "Fill in your forms",
+  });
+  return [`Before your first session, please fill in your forms${which}. You come back here afterwards.`, link];
 }
 
 async function loadWallet() {
@@ -267,7 +317,10 @@ async function main() {
     renderTerms();
   });
   $("book-form").addEventListener("submit", confirm);
-  if (state.role === "client") loadContact();
+  if (state.role === "client") {
+    loadContact();
+    loadFormsState();
+  }
   await loadWallet();
   await loadSlots();
   mine = initMyBookings({

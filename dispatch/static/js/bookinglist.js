@@ -2,12 +2,14 @@
 // (PROTOCOL.md §8), shared by the client's pages, the console and /ops.
 //
 // API
-//   createBookingList({list, api, role, money, nameOf, onJoin, onChanged, announce})
+//   createBookingList({list, api, role, money, nameOf, onJoin, onChanged, announce, onForms})
 //     -> {render(bookings), busy()}   busy(): a cancel is being confirmed (do not redraw)
 //     list: an empty <ul>. role: "client" | "therapist" | "operator".
 //     money(minor) -> "£60.00". nameOf(b) -> who the booking is with, in words.
 //     onJoin(b) is called when "Join" is pressed (the page opens the call);
 //     onChanged() after a cancel or an outcome (the page reloads its lists).
+//     onForms(b, name, button), given (the console): each booking also has
+//     "Client forms" (the client's forms and consents, clientforms.js).
 //   Each booking shows its type, day and time (the browser's zone), who it is
 //   with, its state and its money. Its buttons:
 //     "Join the call"     (scheduled or occurred, not ended, from an hour before
@@ -22,7 +24,8 @@
 //
 // Test hooks (data-testid): booking (data-booking-id, data-state), booking-when,
 // booking-state, booking-join, booking-cancel, cancel-terms, booking-cancel-confirm,
-// booking-cancel-keep, booking-occurred, booking-no-show, booking-status.
+// booking-cancel-keep, booking-occurred, booking-no-show, booking-status,
+// booking-client-forms.
 
 import { el, failureText } from "./dom.js";
 import { bookingError, cancelWords, joinOpen, JOIN_EARLY_MS, outcomeOpen, stateWords, typeWords } from "./bookingwords.js";
@@ -31,7 +34,7 @@ import { timeWords, whenWords } from "./when.js";
 /** "Join the call" shows from this long before the start (the list is redrawn every minute). */
 const JOIN_SHOWN_MS = 60 * 60 * 1000;
 
-export function createBookingList({ list, api, role, money, nameOf, onJoin, onChanged = () => {}, announce = () => {} }) {
+export function createBookingList({ list, api, role, money, nameOf, onJoin, onChanged = () => {}, announce = () => {}, onForms = null }) {
   const said = new Map(); // booking id -> the last result, kept across a reload of the list
 
   function say(status, text) {
@@ -153,6 +156,11 @@ export function createBookingList({ list, api, role, money, nameOf, onJoin, onCh
       occurred.addEventListener("click", () => act(b, status, "outcome", { outcome: "occurred" }, "Marked as taken place."));
       noShow.addEventListener("click", () => act(b, status, "outcome", { outcome: "no_show" }, "Marked as a no-show."));
       actions.append(occurred, noShow);
+    }
+    if (onForms && b.client_id) {
+      const forms = el("button", { type: "button", className: "qc-button", "data-testid": "booking-client-forms", text: "Client forms" });
+      forms.addEventListener("click", () => onForms(b, nameOf(b), forms));
+      actions.append(forms);
     }
     if (!actions.children.length) actions.hidden = true;
     return li;

@@ -12,7 +12,8 @@
 //   policyLines(policy, priceMinor, money) -> the cancellation terms as sentences
 //     (money(minor) formats an amount); an intro (price 0) costs nothing
 //   cancelWords(b, role, money, nowMs?) -> what cancelling now does, said before it is done
-//   bookingError(err) -> a refused booking call in words (slot_taken, too_soon, ...)
+//   bookingError(err, role?) -> a refused booking call in words (slot_taken, too_soon, ...);
+//     role "therapist" / "operator": `intake_required` is about the client's forms
 //   DEFAULT_POLICY -> the protocol's defaults, used only when the server says nothing
 
 export const JOIN_EARLY_MS = 10 * 60 * 1000;
@@ -117,7 +118,10 @@ const ERRORS = {
   not_found: "That was not found.",
 };
 
-export function bookingError(err) {
+export function bookingError(err, role = "client") {
   if (err && err.code === "network") return "The server could not be reached. Try again.";
+  if (err && err.code === "intake_required" && role !== "client") {
+    return "This client has not filled in their forms yet: they do that on their “Your forms” page before a session can be booked.";
+  }
   return (err && ERRORS[err.code]) || `The service refused it: ${(err && err.message) || "unknown error"}`;
 }

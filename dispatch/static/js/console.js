@@ -30,7 +30,10 @@ import { initAvailability } from "./availability.js";
 import { initFollowUp } from "./followup.js";
 import { initSchedule } from "./schedule.js";
 import { initFeedbackSummary } from "./feedback.js";
+import { initReferralShare } from "./referral.js";
 import { initSafeguarding } from "./safeguarding.js";
+import { initClientForms } from "./clientforms.js";
+import { initMyData } from "./mydata.js";
 import {
   Connection,
   describeEndReason,
@@ -133,6 +136,7 @@ const ui = {
     bookings: $("view-bookings"),
     availability: $("view-availability"),
     feedback: $("view-feedback"),
+    clientforms: $("view-clientforms"),
   },
   availability: $("availability"),
   availabilityLabel: $("availability-label"),
@@ -1121,9 +1125,19 @@ function main() {
   callLog = initCallLog({ ...section, therapistId: claims.sub });
   initEarnings(section);
   initFeedbackSummary({ ...section, therapistId: claims.sub }); // clients' ratings and comments
+  initReferralShare({ token: section.token, announce }); // the share link, in the profile view
   initAvailability({ ...section, therapistId: claims.sub });
+  // "Client forms" (clientforms.js): from a booking, or from the call.
+  const clientForms = initClientForms(section);
+  $("call-client-forms").addEventListener("click", (event) => {
+    const session = state.session;
+    const peer = ui.callPeer.textContent.trim();
+    const named = peer && peer !== "the client" ? peer.split(/\s+/)[0] : ""; // a first name, as the call log shows
+    if (session && session.client_id) clientForms.open(session.client_id, named, event.currentTarget);
+  });
   initSchedule({
     ...section,
+    openForms: (clientId, name, opener) => clientForms.open(clientId, name, opener),
     // A booked call: the call view (already open when the server pushed session.ready).
     onSession: (session) =>
       state.call && state.call.sessionId === session.id ? showView("call") : onSessionReady({ session }),
@@ -1147,6 +1161,7 @@ function main() {
   window.qcConn = conn;
   keepToken(conn);
   wire(conn);
+  initMyData(conn); // "Download my data" (PROTOCOL.md §10)
   renderConn("connecting");
   conn.connect();
   setInterval(tick, 1000);

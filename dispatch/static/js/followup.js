@@ -85,7 +85,7 @@ export function initFollowUp({ token, therapistId, announce }) {
       picker.load("session", await zone());
     } catch (err) {
       if (err.code !== "network") state.key = "";
-      ui.result.textContent = err.status ? bookingError(err) : failureText(err, "Nothing was booked");
+      ui.result.textContent = err.status ? bookingError(err, "therapist") : failureText(err, "Nothing was booked");
       announce(ui.result.textContent);
       if (err.code === "slot_taken") picker.load("session", await zone());
     } finally {

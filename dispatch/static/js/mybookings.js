@@ -2,12 +2,12 @@
 // bookinglist.js (PROTOCOL.md §8 `GET /v1/bookings`).
 //
 // API
-//   initMyBookings({list, empty, api, role, currency, onJoin, announce, keep, query})
+//   initMyBookings({list, empty, api, role, currency, onJoin, announce, keep, query, onForms})
 //     -> {reload(), bookings()}
 //     list/empty: the <ul> and its "none" line. api(method, path, body) -> JSON.
 //     role: the caller's role. currency() -> the currency code (or a promise).
 //     keep(b) -> whether to list b (default: every booking). query: extra
-//     query text (e.g. "unmarked=true"). onJoin(b), announce as bookinglist.js.
+//     query text (e.g. "unmarked=true"). onJoin(b), announce, onForms as bookinglist.js.
 //   Lists from a day ago to 365 days ahead (the server takes at most 366 days), soonest first (with `query`: as the
 //   server answers, oldest first). Who a booking is with comes from the
 //   therapists' public profiles (for a client) and from the call log's names
@@ -18,7 +18,7 @@ import { firstName, formatMoney } from "./money.js";
 
 const DAY_MS = 86400000;
 
-export function initMyBookings({ list, empty, api, role, currency = () => "GBP", onJoin, announce, keep = () => true, query = "" }) {
+export function initMyBookings({ list, empty, api, role, currency = () => "GBP", onJoin, announce, keep = () => true, query = "", onForms = null }) {
   const names = new Map(); // user id -> name
   const state = { bookings: [], currency: "GBP", loading: null };
 
@@ -63,6 +63,7 @@ export function initMyBookings({ list, empty, api, role, currency = () => "GBP",
     onJoin,
     announce,
     onChanged: () => reload(),
+    onForms,
   });
 
   async function load() {

@@ -18,6 +18,7 @@ import { startWithdrawals } from "./ops_withdrawals.js";
 import { startBookings } from "./ops_bookings.js";
 import { startSafeguarding } from "./ops_safeguarding.js";
 import { startFeedback } from "./ops_feedback.js";
+import { startPrivacy } from "./ops_privacy.js";
 
 const FIELDS = [
   "waiting",
@@ -401,7 +402,8 @@ function start() {
   const bookings = startBookings(conn); // unmarked bookings, booking for a client
   const safeguarding = startSafeguarding(conn); // alerts, until acknowledged (PROTOCOL.md §10)
   const feedback = startFeedback(conn); // a therapist's ratings and comments (PROTOCOL.md §10)
-  const ops = { history, historyLoaded: null, lists, withdrawals, bookings, safeguarding, feedback };
+  const privacy = startPrivacy(conn); // the audit trail, erasing a client (PROTOCOL.md §10)
+  const ops = { history, historyLoaded: null, lists, withdrawals, bookings, safeguarding, feedback, privacy };
   Object.defineProperty(ops, "lastStats", { get: () => lastStats });
   window.qcOps = ops;
   loadHistory(conn).then((n) => {

@@ -4,11 +4,12 @@
 // (PROTOCOL.md §8 `GET /v1/bookings`, `GET /v1/notes/due`).
 //
 // API
-//   initSchedule({token, announce, showView, currentView, baseView, onSession, openNotes})
+//   initSchedule({token, announce, showView, currentView, baseView, onSession, openNotes, openForms})
 //     -> {open, back, refresh}   as the other console sections (earnings.js).
 //     onSession(session): a booked call opened by "Join the call"
 //     (`POST /v1/bookings/{id}/session`) goes to the console's call view.
 //     openNotes(sessionId): "Write notes" opens that call in the call log.
+//     openForms(clientId, name, button): a booking's "Client forms" (clientforms.js).
 //
 // Test hooks (data-testid): bookings-open, bookings-view, booking-list,
 // bookings-empty, notes-due-list, note-due (data-session-id), note-due-write,
@@ -22,7 +23,7 @@ import { whenWords } from "./when.js";
 
 const $ = (id) => document.getElementById(id);
 
-export function initSchedule({ token, announce, showView, currentView, baseView = () => "list", onSession, openNotes }) {
+export function initSchedule({ token, announce, showView, currentView, baseView = () => "list", onSession, openNotes, openForms = null }) {
   const ui = {
     open: $("bookings-open"),
     view: $("view-bookings"),
@@ -54,6 +55,7 @@ export function initSchedule({ token, announce, showView, currentView, baseView 
       const data = await api("POST", `/v1/bookings/${encodeURIComponent(b.id)}/session`);
       onSession(data.session);
     },
+    onForms: openForms ? (b, name, button) => openForms(b.client_id, name, button) : null,
   });
 
   function dueItem(n) {

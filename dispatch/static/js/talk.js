@@ -43,6 +43,8 @@ import { keepDraft } from "./draft.js";
 import { formatMoney } from "./money.js";
 import { initTalkBookings } from "./talkbookings.js";
 import { initEndFeedback } from "./feedback.js";
+import { linkStoredCode } from "./referral.js";
+import { initMyData } from "./mydata.js";
 
 const TERMS_VERSION = "2026-11-01";
 const NOTES_MAX = 2000;
@@ -1104,6 +1106,17 @@ function boot() {
   wire();
   loadBalance(); // the price and the balance, for the form, the offer and the call
   handleTopupReturn();
+  // A therapist's share link opened before signing in (/r/<code>): link it once.
+  linkStoredCode({
+    token: () => state.token,
+    show: (text, isError) => {
+      const box = $("referral-result");
+      box.textContent = text;
+      box.className = `qc-alert ${isError ? "qc-alert-error" : "qc-alert-info"}`;
+      box.hidden = false;
+      announce(text);
+    },
+  });
 
   const { requestId, sessionId } = recalled();
   if (!requestId && !sessionId) {
@@ -1148,6 +1161,7 @@ function boot() {
     onSession: (session) => onSessionReady({ session }),
   });
   talkBookings.show(state.view === "form" || state.view === "end");
+  initMyData(conn); // "Download my data" (PROTOCOL.md §10)
   window.qcConn = conn;
   window.qcTalk = { state, END_MESSAGES };
 }
