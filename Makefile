@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv run test lint clean bench services browser lock upgrade
+.PHONY: venv run test lint clean bench bench-quick profile services browser lock upgrade
 
 venv: $(STAMP)
 
@@ -66,6 +66,7 @@ browser: venv
 # tests) must answer on 127.0.0.1:5432. Start the local cluster if it is down.
 services:
 	@command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)"; exit 1; }
+	@command -v redis-cli >/dev/null || { echo "redis-cli is not installed (apt-get install redis-tools): the Redis Cluster tests need it"; exit 1; }
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 		{ command -v pg_ctlcluster >/dev/null && \
 		  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; } || \
@@ -84,9 +85,22 @@ clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# Fan-out load test, run by hand (loadtest/README.md): 1000 therapist consoles on
-# 2 servers sharing one Redis, a request broadcast every 0.3 s. Exits non-zero
-# if any delivery was lost; the full report goes to artifacts/.
+# The load tests, run by hand (loadtest/README.md, docs/benchmarks.md): the
+# standard set (fan-out to 1000 and 2000 consoles with the bare websockets +
+# Redis floor in the same run, the claim race, sustained lifecycles, idle
+# consoles, scale-out 2 -> 3 servers), about 5 minutes on 2 CPUs. Prints each
+# target of issue #16 with its measured ratio and whether it holds, writes that
+# table into docs/benchmarks.md, JSON and PNG into artifacts/bench/. Exits
+# non-zero if a scenario lost something or could not run.
 bench: venv
+	$(BIN)/python -m loadtest.bench --artifacts artifacts/bench --docs docs/benchmarks.md
+
+# The same at tiny sizes (a minute): tries the harness; the numbers mean nothing.
+bench-quick: venv
+	$(BIN)/python -m loadtest.bench --quick --artifacts artifacts/bench-quick
+
+# Where a server's time goes: the 1000-console fan-out with py-spy sampling
+# server 0 into a flame graph, artifacts/profile-fanout.svg.
+profile: venv
 	$(BIN)/python -m loadtest.fanout --consoles 1000 --servers 2 --requests 50 \
-		--interval 0.3 --out artifacts/bench-fanout.json
+		--interval 0.3 --profile artifacts/profile-fanout.svg --out artifacts/profile-fanout.json

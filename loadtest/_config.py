@@ -38,6 +38,10 @@ class Config:
     #: Extra ``DISPATCH_*`` settings for every server.
     server_env: tuple[tuple[str, str], ...] = ()
     keep: bool = False
+    #: Also run the bare websockets + Redis floor (:mod:`loadtest.floor`) and report ratios.
+    floor: bool = False
+    #: Record server 0 with py-spy into this flame graph (SVG).
+    profile: Path | None = None
 
     @property
     def subprotocol(self) -> str:
@@ -91,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         help="extra setting for every server, e.g. DISPATCH_REDIS_MAX_CONNECTIONS=32",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="then run the bare websockets + Redis floor at the same size; report ratios",
+    )
+    p.add_argument("--profile", type=Path, help="record server 0 with py-spy into this SVG")
     return p
 
 
@@ -127,6 +137,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         compression=a.compression,
         server_env=tuple(env),
         keep=a.keep,
+        floor=a.floor,
+        profile=a.profile,
     )
     deadline = a.deadline if a.deadline is not None else cfg.default_deadline()
     if not _seconds_ok(deadline):

@@ -67,6 +67,8 @@ class Results:
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     aborted: str | None = None
     setup_error: str | None = None
+    #: servers' RSS before/after connecting, KiB per console (:mod:`loadtest.fanout`)
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -269,6 +271,7 @@ def build(r: Results, command: str) -> dict[str, Any]:
         "server_metrics": r.server_metrics,
         "server_logs": r.server_logs,
         "cpu_s": r.cpu_s,
+        "memory": r.memory,
         "exit_codes": r.exit_codes,
         "aborted": r.aborted,
         "setup_error": r.setup_error,

@@ -53,7 +53,7 @@ import httpx
 import jwt
 from cryptography.fernet import Fernet
 
-from loadtest import _report
+from loadtest import _hist, _report
 from loadtest._config import Config, parse_args
 from loadtest._console import GONE, NEW, Console, Tally, run_console
 from loadtest._procs import (
@@ -68,6 +68,8 @@ from loadtest._procs import (
     start_redis,
 )
 from loadtest._report import Posted, Results
+from loadtest._stack import proc_rss_kib, start_profiler, stop_profiler
+from loadtest.floor import run_floor
 
 HTTP_TIMEOUT_S: Final = 30.0
 HTTP_CONCURRENCY: Final = 32
@@ -91,6 +93,9 @@ METRICS: Final = (
     'dispatch_ws_frames_out_total{type="request.gone"}',
 )
 
+#: Seconds after the connect burst before the servers' RSS is read again.
+RSS_SETTLE_S: Final = 2.0
+
 EXIT_OK: Final = 0
 EXIT_LOST: Final = 1
 EXIT_SETUP: Final = 2
@@ -112,6 +117,7 @@ class Run:
         self.ports: list[int] = []
         self.tally = Tally()
         self.tasks: list[asyncio.Task[None]] = []
+        self.profiler: Proc | None = None
         self.r = Results(
             cfg=cfg,
             consoles=[
@@ -162,6 +168,8 @@ class Run:
     def stop_processes(self) -> None:
         """Read CPU times and logs, then stop every child (servers first)."""
         procs = [*self.servers, *([self.redis] if self.redis is not None else [])]
+        if self.profiler is not None:
+            self.r.memory["profiler_log"] = stop_profiler(self.profiler)
         for proc in procs:
             cpu = proc.cpu_s()
             if cpu is not None:
@@ -171,6 +179,29 @@ class Run:
         for proc in procs:
             self.r.exit_codes[proc.name] = proc.stop()
         self.r.server_logs = {p.name: scan_server_log(p.log) for p in self.servers}
+
+    def rss_kib(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for proc in self.servers:
+            rss = proc_rss_kib(proc.popen.pid) if proc.popen is not None else None
+            if rss is not None:
+                out[proc.name] = rss
+        return out
+
+    def record_memory(self, before: dict[str, int], after: dict[str, int]) -> None:
+        """Each server's RSS growth over the consoles it holds (KiB per console)."""
+        held = {f"server{i}": 0 for i in range(self.cfg.servers)}
+        for c in self.r.consoles:
+            if c.ready_s is not None:
+                held[f"server{c.server}"] += 1
+        per = {k: round((after[k] - before[k]) / held[k], 2) for k in after if held.get(k)}
+        total = sum(after.values()) - sum(before.values())
+        self.r.memory = {
+            "rss_kib_before": before,
+            "rss_kib_after": after,
+            "kib_per_console": per,
+            "kib_per_console_all": round(total / max(1, sum(held.values())), 2),
+        }
 
     def kill_processes(self) -> None:
         """Last resort (the watchdog): SIGKILL every child at once."""
@@ -374,15 +405,22 @@ class Run:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, limits=limits) as client:
             await self.wait_ready(client)
             self.r.phases["start_s"] = time.monotonic() - t0
+            server0 = self.servers[0].popen
+            if self.cfg.profile is not None and server0 is not None:
+                log = self.workdir / "py-spy.log"
+                self.profiler = start_profiler(server0.pid, self.cfg.profile, log)
             t = time.monotonic()
             await self.create_profiles(client)
             await self.fund_clients(client)
             self.r.phases["profiles_s"] = time.monotonic() - t
 
+            rss0 = self.rss_kib()
             await self.connect_consoles()
             ready = sum(1 for c in self.r.consoles if c.ready_s is not None)
             if ready == 0:
                 raise RuntimeError("no console became available")
+            await asyncio.sleep(RSS_SETTLE_S)
+            self.record_memory(rss0, self.rss_kib())
 
             await self.paced("post", self.r.posted, lambda p: self.post_one(client, p))
             created = [p for p in self.r.posted if p.request_id is not None]
@@ -439,7 +477,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     report = _report.build(run.r, " ".join(["python -m loadtest.fanout", *args]))
     print(_report.human(report), flush=True)
+    hists = {"service": _delivery_hist(run.r)}
+    if cfg.floor and run.r.setup_error is None and run.r.aborted is None:
+        _add_floor(cfg, report, hists)
     if cfg.out is not None:
+        report["plot"] = str(
+            _hist.plot(
+                cfg.out.with_suffix(".png"),
+                f"fan-out to {cfg.consoles} consoles: request.new after created_at",
+                hists,
+            )
+        )
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         cfg.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report: {cfg.out}")
@@ -450,6 +498,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run.r.setup_error is not None or run.r.aborted is not None:
         return EXIT_SETUP
     return EXIT_OK if report["ok"] else EXIT_LOST
+
+
+def _delivery_hist(r: Results) -> _hist.Hist:
+    """Every request.new delivery after its request's created_at, as an HDR histogram."""
+    created = {p.marker: p.created_at for p in r.posted if p.created_at is not None}
+    hist = _hist.Hist()
+    for c in r.consoles:
+        if c.ready_s is None:
+            continue
+        for marker, at in c.new_at.items():
+            if (t := created.get(marker)) is not None:
+                hist.record_s(at + r.wall_offset - t)
+    return hist
+
+
+def _add_floor(cfg: Config, report: dict[str, Any], hists: dict[str, _hist.Hist]) -> None:
+    """Run the floor at the same size (same invocation) and add it and the ratios."""
+    try:
+        floor = run_floor(cfg.consoles, cfg.servers, cfg.requests, cfg.interval_s)
+    except Exception as exc:
+        report["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
+        report["problems"].append(f"the floor run failed: {exc}")
+        report["ok"] = False
+        return
+    hists["floor"] = floor.pop("_hist")
+    report["floor"] = floor
+    new = report["request_new"]
+    last = new["last_console_after_created_ms"]["p50"]
+    p99 = new["latency_after_created_ms"]["p99"]
+    f_last, f_p99 = floor["last_console_ms"]["median"], floor["delivery_ms"]["p99"]
+    mem = report["memory"].get("kib_per_console_all")
+    f_mem = floor.get("kib_per_console", {})
+    f_mem_all = sum(f_mem.values()) / len(f_mem) if f_mem else None
+    report["ratios"] = {
+        "last_console": round(last / f_last, 2) if last and f_last else None,
+        "delivery_p99": round(p99 / f_p99, 2) if p99 and f_p99 else None,
+        "kib_per_console": round(mem / f_mem_all, 2) if mem and f_mem_all else None,
+    }
+    if floor.get("lost"):
+        report["problems"].append(f"the floor lost {floor['lost']} deliveries")
+        report["ok"] = False
+    print(
+        f"  floor (bare websockets + Redis pub/sub, same size): last console median "
+        f"{f_last} ms, delivery p99 {f_p99} ms, lost {floor.get('lost')}; "
+        f"KiB per console {f_mem}",
+        flush=True,
+    )
+    print(f"  ratios service / floor: {report['ratios']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Self-check of the fan-out load script (``loadtest/fanout.py``) at a tiny size.
+"""Self-checks of the load scripts (``loadtest/``) at tiny sizes.
 
-It runs ``python -m loadtest.fanout`` for real: its own redis-server, two
-``dispatch serve`` processes, 20 consoles, 5 requests. Only delivery is
-asserted (every console gets every ``request.new`` and ``request.gone`` exactly
-once, none is closed, nothing fails); speed is never asserted in tests.
+Each runs ``python -m loadtest.<scenario>`` for real: its own redis-server,
+two or three ``dispatch serve`` processes (or bare floor servers), a handful
+of consoles. Only the shape of the JSON report, delivery and correctness are
+asserted (nothing lost, one winner per race); speed is never asserted in tests.
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# loadtest/ is run from the checkout and is not part of the installed package.
+sys.path.insert(0, str(ROOT))
+from loadtest import bench  # noqa: E402 (importable only once ROOT is on the path)
+from loadtest._hist import Hist  # noqa: E402 (likewise)
+
 CONSOLES = 20
 REQUESTS = 5
 
@@ -74,3 +80,168 @@ def test_fanout_smoke_loses_nothing(tmp_path: Path) -> None:
         assert metrics['dispatch_ws_frames_out_total{type="request.new"}'] == (
             CONSOLES // 2 * REQUESTS
         )
+
+
+# -- the other scenarios, each at a tiny size (issue #16) -----------------------------------
+def _run(module: str, args: list[str], out: Path, timeout_s: float = 80) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"loadtest.{module}", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    detail = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    assert out.exists(), detail
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report.get("problems", []) == [], detail
+    assert report["ok"] is True, detail
+    assert proc.returncode == 0, detail
+    assert out.with_suffix(".png").exists(), detail
+    return report
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_floor_smoke_loses_nothing(tmp_path: Path) -> None:
+    report = _run(
+        "floor",
+        ["--consoles", "20", "--servers", "2", "--broadcasts", "5", "--interval", "0.05"],
+        tmp_path / "floor.json",
+    )
+    assert report["connected"] == 20
+    assert report["expected"] == report["received"] == 100
+    assert report["lost"] == report["duplicates"] == 0
+    assert report["delivery_ms"]["count"] == 100
+    assert report["last_console_ms"]["median"] is not None
+    assert set(report["kib_per_console"]) == {"floor0", "floor1"}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_fanout_with_floor_reports_ratios(tmp_path: Path) -> None:
+    report = _run(
+        "fanout",
+        [
+            "--consoles",
+            "10",
+            "--servers",
+            "2",
+            "--requests",
+            "3",
+            "--interval",
+            "0.05",
+            "--settle",
+            "10",
+            "--connect-timeout",
+            "15",
+            "--deadline",
+            "45",
+            "--floor",
+        ],
+        tmp_path / "fanout.json",
+    )
+    assert report["request_new"]["lost"] == 0
+    assert report["floor"]["lost"] == 0
+    assert report["floor"]["received"] == 30
+    assert set(report["ratios"]) == {"last_console", "delivery_p99", "kib_per_console"}
+    assert report["ratios"]["last_console"] is not None
+    assert set(report["memory"]["kib_per_console"]) == {"server0", "server1"}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_race_smoke_one_winner_each_round(tmp_path: Path) -> None:
+    report = _run(
+        "race", ["--therapists", "6", "--servers", "2", "--rounds", "3"], tmp_path / "race.json"
+    )
+    assert report["rounds"] == 3
+    assert report["winners_per_round"] == {"1": 3}
+    assert report["answers"] == {"claim.ok": 3, "error:taken": 15}
+    assert report["lost"] == {}
+    assert report["latency_ms"]["claim"]["count"] == 18
+    assert report["latency_ms"]["ping"]["count"] == 18
+    assert report["ratio_claim_p99_to_ping_p99"] is not None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_lifecycle_smoke_completes_every_lifecycle(tmp_path: Path) -> None:
+    report = _run(
+        "lifecycle",
+        ["--clients", "2", "--therapists", "4", "--generators", "2", "--duration", "3"],
+        tmp_path / "lifecycle.json",
+    )
+    assert report["lifecycles"] > 0
+    assert report["failed"] == {}
+    steps = report["steps_ms"]
+    for step in ("post", "new", "claim", "offer", "accept", "end", "lifecycle"):
+        assert steps[step]["count"] == report["lifecycles"], step
+    assert report["server_cpu_ms_per_lifecycle"] is not None
+    assert report["redis_cpu_share"] >= 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_idle_smoke_measures_memory(tmp_path: Path) -> None:
+    report = _run(
+        "idle", ["--consoles", "10", "--servers", "2", "--broadcasts", "2"], tmp_path / "idle.json"
+    )
+    assert report["connected"] == 10
+    assert set(report["kib_per_console"]) == {"server0", "server1"}
+    assert report["broadcasts"]["lost"] == 0
+    assert report["broadcasts"]["delivery_ms"]["count"] == 20
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_scaleout_smoke_compares_server_counts(tmp_path: Path) -> None:
+    report = _run(
+        "scaleout",
+        ["--consoles", "12", "--broadcasts", "2", "--servers", "2,3"],
+        tmp_path / "scaleout.json",
+        timeout_s=140,
+    )
+    assert [p["servers"] for p in report["per_process"]] == [2, 3]
+    assert [p["consoles_per_process"] for p in report["per_process"]] == [6.0, 4.0]
+    assert set(report["ratios_last_to_first"]) == {"kib_per_console", "cpu_per_delivery"}
+
+
+# -- pure parts --------------------------------------------------------------------------------
+def test_histograms_merge_across_processes() -> None:
+    a, b = Hist().extend_s([0.001, 0.002]), Hist().extend_s([0.004, -0.5])
+    merged = Hist.decode(a.encode())
+    merged.add(Hist.decode(b.encode()))
+    s = merged.summary()
+    assert s["count"] == 4
+    assert s["negative"] == 1
+    assert s["max"] == pytest.approx(4.0, rel=0.01)
+    assert s["min"] == 0.0
+
+
+def test_bench_table_says_whether_each_target_holds(tmp_path: Path) -> None:
+    reports = {
+        "race": {
+            "config": {"therapists": 100},
+            "rounds": 2,
+            "winners_per_round": {"1": 2},
+            "latency_ms": {"claim": {"p99": 30.0}, "ping": {"p99": 10.0}},
+            "ratio_claim_p99_to_ping_p99": 3.0,
+        },
+        "idle": {"consoles": 100, "kib_per_console_all": 12.5},
+    }
+    rows = {r[0]: r for r in bench.targets(reports)}
+    claims = rows["Claims: p99 of 100 racing claims / p99 of pings"]
+    assert claims[1].startswith("3.00x") and claims[3] == "no"
+    assert rows["Claims: exactly one winner per round"][3] == "yes"
+    assert rows["Memory: server RSS per idle console (100 consoles)"][3] == "yes"
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\nmethod\n")
+    bench.write_docs(docs, "first")
+    bench.write_docs(docs, "second")
+    text = docs.read_text()
+    assert text.startswith("# Benchmarks\n\nmethod\n")
+    assert "second" in text and "first" not in text
+    assert text.count(bench.BEGIN) == text.count(bench.END) == 1

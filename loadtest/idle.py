@@ -1,0 +1,228 @@
+"""Idle consoles: the servers' resident memory per connected, idle console.
+
+    python -m loadtest.idle [--consoles 2000] [--servers 2] [--out FILE.json]
+
+Starts its own Redis and ``--servers`` servers, creates the therapist
+profiles, reads each server's VmRSS (/proc/<pid>/status), connects every
+console (auth, welcome, snapshot, ``status`` available), waits for the
+servers to settle and reads VmRSS again: KiB per console, per server, is the
+growth over the consoles it holds (issue #16: at most 20 KiB). With
+``--broadcasts N`` it then creates N requests one after another and times
+each until the last console has its ``request.new``, and the servers' CPU per
+delivery: the measure :mod:`loadtest.scaleout` repeats with more servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtest._hist import Hist, plot, progress
+from loadtest._peer import Peer, close_all, notes_is, open_all
+from loadtest._stack import LANGUAGE, REGION, Stack, raise_nofile, run_async, write_report
+
+SETTLE_S = 3.0
+TIMEOUT_S = 30.0
+
+
+async def _open_in_batches(peers: list[Peer], batch: int = 250) -> list[str]:
+    failures: list[str] = []
+    with progress(len(peers), "connect") as bar:
+        for i in range(0, len(peers), batch):
+            failures += await open_all(peers[i : i + batch], 60.0, available=True)
+            bar.update(len(peers[i : i + batch]))
+    return failures
+
+
+async def _broadcasts(
+    stack: Stack,
+    http: Any,
+    peers: list[Peer],
+    n: int,
+    held: dict[str, int],
+    out: dict[str, Any],
+    hist: Hist,
+) -> None:
+    """Create ``n`` requests one at a time; time each to its last console, and
+    each server's CPU per delivery it made (``held`` consoles per server; the
+    CPU also covers each request's ``request.gone`` when it is cancelled)."""
+    run_id = secrets.token_hex(3)
+    lasts: list[float] = []
+    lost = 0
+    clients = [f"lt-ic-{run_id}-{r}" for r in range(n)]
+    await stack.fund(http, clients)
+    cpu0 = stack.cpu_s()
+    for r, client in enumerate(clients):
+        marker = f"lt-idle-{run_id}-{r}"
+        ws = [p.waiter("request.new", notes_is(marker)) for p in peers]
+        body = {"region": REGION, "language": LANGUAGE, "topics": [], "notes": marker}
+        t0 = time.monotonic()
+        resp = await http.post(
+            f"{stack.base(r % stack.n)}/v1/requests",
+            json=body,
+            headers=stack.auth("client", client),
+        )
+        if resp.status_code != 201:
+            raise RuntimeError(f"POST {resp.status_code} {resp.text[:200]}")
+        got = await asyncio.gather(
+            *(asyncio.wait_for(w, TIMEOUT_S) for w in ws), return_exceptions=True
+        )
+        times = [g[1] - t0 for g in got if not isinstance(g, BaseException)]
+        lost += len(got) - len(times)
+        hist.extend_s(times)
+        if times:
+            lasts.append(max(times))
+        rid = resp.json()["request"]["id"]
+        await http.delete(
+            f"{stack.base(r % stack.n)}/v1/requests/{rid}", headers=stack.auth("client", client)
+        )
+        for p, w in zip(peers, ws, strict=True):
+            p.drop(w)
+        await asyncio.sleep(0.05)
+    cpu1 = stack.cpu_s()
+    out["broadcasts"] = {
+        "requests": n,
+        "lost": lost,
+        "last_console_median_ms": round(1000 * statistics.median(lasts), 2) if lasts else None,
+        "delivery_ms": hist.summary(),
+        "server_cpu_ms_per_1000_deliveries": {
+            k: round(1e6 * (cpu1[k] - cpu0.get(k, 0.0)) / (n * held[k]), 2)
+            for k in cpu1
+            if held.get(k)
+        },
+    }
+
+
+def measure(
+    consoles: int,
+    servers: int,
+    broadcasts: int = 0,
+    hist: Hist | None = None,
+    connect: Hist | None = None,
+) -> dict[str, Any]:
+    """One run of ``servers`` servers with ``consoles`` idle consoles; see the
+    module doc. ``hist`` gets the broadcasts' deliveries, ``connect`` each
+    console's connect-to-``status.ok`` time."""
+    workdir = Path(tempfile.mkdtemp(prefix="qc-idle-"))
+    stack = Stack(servers, workdir)
+    out: dict[str, Any] = {"consoles": consoles, "servers": servers}
+    hist = hist if hist is not None else Hist()
+
+    async def main() -> None:
+        tids = [f"lt-it-{i:05d}" for i in range(consoles)]
+        peers = [
+            Peer(t, "therapist", stack.ws_url(i % servers), stack.token("therapist", t))
+            for i, t in enumerate(tids)
+        ]
+        try:
+            async with stack.client() as http:
+                await stack.wait_ready(http)
+                await stack.put_profiles(http, tids)
+                await asyncio.sleep(SETTLE_S)
+                before = stack.rss_kib()
+                failures = await _open_in_batches(peers)
+                if connect is not None:
+                    connect.extend_s(p.open_s for p in peers if p.open_s is not None)
+                await asyncio.sleep(SETTLE_S)
+                after = stack.rss_kib()
+                per = {
+                    f"server{i}": sum(1 for j in range(consoles) if j % servers == i)
+                    for i in range(servers)
+                }
+                out["connect_failures"] = failures[:10]
+                out["connected"] = consoles - len(failures)
+                out["rss_kib_before"] = before
+                out["rss_kib_after"] = after
+                out["kib_per_console"] = {
+                    k: round((after[k] - before[k]) / per[k], 2) for k in after if per.get(k)
+                }
+                total = sum(after.values()) - sum(before.values())
+                out["kib_per_console_all"] = round(total / max(1, consoles), 2)
+                if broadcasts:
+                    live = [p for p in peers if p.ready]
+                    held = {
+                        f"server{i}": sum(
+                            1 for j, p in enumerate(peers) if p.ready and j % servers == i
+                        )
+                        for i in range(servers)
+                    }
+                    await _broadcasts(stack, http, live, broadcasts, held, out, hist)
+        finally:
+            await close_all(peers)
+
+    gc.collect()
+    try:
+        stack.start()
+        run_async(main, 1800.0, stack.kill)
+    finally:
+        out.update(stack.stop())
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def problems_of(m: dict[str, Any]) -> list[str]:
+    out = []
+    if m.get("connected") != m["consoles"]:
+        out.append(
+            f"{m['consoles'] - m.get('connected', 0)} console(s) failed: "
+            f"{m.get('connect_failures')}"
+        )
+    if m.get("broadcasts", {}).get("lost"):
+        out.append(f"{m['broadcasts']['lost']} request.new lost")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.idle", description=__doc__.split("\n")[0])
+    p.add_argument("--consoles", type=int, default=2000)
+    p.add_argument("--servers", type=int, default=2)
+    p.add_argument("--broadcasts", type=int, default=0)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    if not (1 <= a.consoles <= 5000 and 1 <= a.servers <= 8 and 0 <= a.broadcasts <= 200):
+        p.error("--consoles 1..5000, --servers 1..8, --broadcasts 0..200")
+    raise_nofile(2 * a.consoles + 1024)
+    hist, connect = Hist(), Hist()
+    problems: list[str] = []
+    try:
+        m = measure(a.consoles, a.servers, a.broadcasts, hist, connect)
+        m["connect_ms"] = connect.summary()
+        problems = problems_of(m)
+    except (Exception, KeyboardInterrupt) as exc:
+        m = {}
+        problems = [f"aborted: {type(exc).__name__}: {exc}"]
+    args = list(sys.argv[1:] if argv is None else argv)
+    rep = {
+        "scenario": "idle",
+        "command": " ".join(["python -m loadtest.idle", *args]),
+        "config": {"consoles": a.consoles, "servers": a.servers, "broadcasts": a.broadcasts},
+        "ok": not problems,
+        "problems": problems,
+        **m,
+    }
+    print(
+        f"idle: {a.consoles} consoles x {a.servers} servers: {m.get('connected')} connected; "
+        f"KiB per console {m.get('kib_per_console')} (all: {m.get('kib_per_console_all')})"
+    )
+    print(
+        "result: OK" if rep["ok"] else "result: FAILED\n" + "\n".join(f"  - {x}" for x in problems)
+    )
+    if a.out is not None:
+        series = {"connect to status.ok (batches of 250)": connect, "request.new after POST": hist}
+        rep["plot"] = str(plot(a.out.with_suffix(".png"), "idle consoles", series))
+        write_report(a.out, rep)
+    return 0 if rep["ok"] else (2 if not m else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
