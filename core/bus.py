@@ -8,9 +8,16 @@ change), delivered whole and in order. The bus knows nothing of what the
 messages mean: any type with ``to_wire()`` (a msgpack-safe map) and a
 ``decode`` for the way back (:class:`RedisBus`) will do.
 
+On a Redis Cluster (a :class:`~redis.asyncio.cluster.RedisCluster` client)
+the bus uses sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``, Redis 7): the
+channel carries the pool's hash tag, so its messages stay on the shard that
+owns the pool's slot instead of being broadcast over the whole cluster bus as
+a classic ``PUBLISH`` is. Every process subscribes on that shard's primary.
+
 Redis pub/sub forgets what it could not deliver. When the subscription is
-lost and regained (Redis restarted, network blip) the bus calls ``on_resync``
-so the hub re-sends snapshots from the pool, which is the source of truth.
+lost and regained (Redis restarted, network blip, a failover moved the slot)
+the bus calls ``on_resync`` so the hub re-sends snapshots from the pool,
+which is the source of truth.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from core.errors import Unavailable
 from core.logs import get_logger
@@ -39,6 +48,9 @@ Handler = Callable[[list[M]], Awaitable[None]]
 Resync = Callable[[], Awaitable[None]]
 
 log = get_logger(component="bus")
+
+#: A published message, classic or sharded (``smessage``).
+_DATA_TYPES = frozenset({"message", "smessage"})
 
 
 class Bus(Protocol[M]):
@@ -66,11 +78,11 @@ class LocalBus(Generic[M]):
 
 class RedisBus(Generic[M]):
     """One channel, one subscription per process; ``decode`` turns a received
-    map back into a message."""
+    map back into a message. Sharded pub/sub when ``client`` is a Cluster's."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         decode: Callable[[dict[str, Any]], M],
         channel: str = "qc:{pool}:events",
     ) -> None:
@@ -79,6 +91,8 @@ class RedisBus(Generic[M]):
         self._channel = channel
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        #: Set when redis-py re-subscribed on a new connection by itself.
+        self._regained = False
 
     async def start(self, handler: Handler[M], on_resync: Resync) -> None:
         self._task = asyncio.create_task(self._listen(handler, on_resync), name="bus-listen")
@@ -91,8 +105,11 @@ class RedisBus(Generic[M]):
             return
         payload = msgpack.packb([m.to_wire() for m in messages], use_bin_type=True)
         try:
-            await self._client.publish(self._channel, payload)
-        except RedisError as exc:
+            if isinstance(self._client, RedisCluster):
+                await self._client.spublish(self._channel, payload)
+            else:
+                await self._client.publish(self._channel, payload)
+        except (RedisError, RedisClusterException) as exc:
             raise Unavailable("event bus unavailable") from exc
 
     async def aclose(self) -> None:
@@ -108,7 +125,12 @@ class RedisBus(Generic[M]):
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel)
+                if isinstance(pubsub, ClusterPubSub):
+                    await pubsub.ssubscribe(self._channel)
+                else:
+                    await pubsub.subscribe(self._channel)
+                    self._watch(pubsub, True)
+                self._regained = False
                 self._subscribed.set()
                 if not first:
                     log.info("bus.resubscribed")
@@ -116,8 +138,12 @@ class RedisBus(Generic[M]):
                 first = False
                 backoff = 0.1
                 while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None or msg.get("type") != "message":
+                    msg = await self._next(pubsub)
+                    if self._regained:
+                        self._regained = False
+                        log.info("bus.resubscribed")
+                        await on_resync()
+                    if msg is None or msg.get("type") not in _DATA_TYPES:
                         continue
                     await self._deliver(handler, msg["data"])
             except asyncio.CancelledError:
@@ -128,8 +154,42 @@ class RedisBus(Generic[M]):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                if not isinstance(pubsub, ClusterPubSub):
+                    self._watch(pubsub, False)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _watch(self, pubsub: PubSub, on: bool) -> None:
+        """Hear of (``on``), or stop hearing of, a reconnection of the
+        subscription's connection.
+
+        On one Redis, redis-py's PubSub meets a dropped connection inside a
+        read by reconnecting and subscribing again by itself, without raising:
+        whatever was published in between is lost, and the bus must resync
+        as after a re-subscription of its own. (A Cluster's node connections
+        never retry: the drop reaches :meth:`_listen`.)
+        """
+        connection = pubsub.connection
+        if connection is None:
+            return
+        if on:
+            connection.register_connect_callback(self._connection_regained)
+        else:
+            connection.deregister_connect_callback(self._connection_regained)
+
+    def _connection_regained(self, connection: Any) -> None:
+        # Runs after PubSub's own callback (registered first) re-subscribed.
+        self._regained = True
+
+    @staticmethod
+    async def _next(pubsub: PubSub) -> dict[str, Any] | None:
+        """The next message, or None after a second without one."""
+        msg: dict[str, Any] | None
+        if isinstance(pubsub, ClusterPubSub):
+            msg = await pubsub.get_sharded_message(timeout=1.0)
+        else:
+            msg = await pubsub.get_message(timeout=1.0)
+        return msg
 
     async def _deliver(self, handler: Handler[M], data: Any) -> None:
         try:

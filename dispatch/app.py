@@ -136,6 +136,9 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
     referrals = Referrals(db)
     dispatcher.referrer_of = referrals.therapist_of
     dispatcher.head_start_s = settings.referral_head_start_s
+    # Offer to a few at a time (issue #16; 0: to every eligible therapist).
+    dispatcher.offer_fanout = settings.offer_fanout
+    dispatcher.offer_widen_s = settings.offer_widen_s
     signaling = Signaling(
         store,
         bus,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,9 @@ class Hub:
         for effect in effects:
             if effect.kind == "new" and effect.request is not None:
                 await self._broadcast_new(effect.request)
+            elif effect.kind == "widened" and effect.request is not None:
+                already = [str(t) for t in effect.frame.get("already") or ()]
+                await self._broadcast_new(effect.request, skip=already)
             elif effect.kind == "gone" and effect.request is not None:
                 self._broadcast_gone(effect.request, effect.reason or "claimed")
             elif effect.kind == "client_state" and effect.request is not None:
@@ -148,9 +151,23 @@ class Hub:
             elif effect.kind == "operators":
                 self.broadcast_operators(effect.frame)
 
-    async def _broadcast_new(self, request: Request, skip: str | None = None) -> None:
+    def _offered_consoles(self, request: Request) -> Collection[Conn]:
+        """The local therapist consoles ``request`` may reach: those of the
+        therapists it is offered to when offered to a few at a time (O(K),
+        from the by-user map), else every therapist console."""
+        if request.offered is None:
+            return self.therapists
+        return [
+            c
+            for tid in sorted(request.offered)
+            for c in self.conns_of(tid)
+            if c.user.role is Role.THERAPIST
+        ]
+
+    async def _broadcast_new(self, request: Request, skip: Collection[str] = ()) -> None:
         """``request.new`` to each local console that may be offered it now;
-        ``skip``: a therapist that had it already (the head start's holder)."""
+        ``skip``: therapists that had it already (the head start's holder,
+        those offered before a widening)."""
         holder = rules.head_start_holder(request, self._clock())
         if holder is not None and request.head_start_until is not None:
             self._head_starts[request.id] = request.head_start_until
@@ -158,12 +175,12 @@ class Hub:
             self._head_starts.pop(request.id, None)
         targets = [
             c
-            for c in self.therapists
+            for c in self._offered_consoles(request)
             if rules.Presence(c.available, c.busy).gets_offers
             and c.profile is not None
             and rules.may_see(c.profile, request)
             and (holder is None or c.user.id == holder)
-            and c.user.id != skip
+            and c.user.id not in skip
         ]
         if targets:
             guarded = await self.guarded_now()
@@ -187,7 +204,7 @@ class Hub:
         self._head_starts.pop(request.id, None)
         frame = Encoded({"type": "request.gone", "request_id": request.id, "reason": reason})
         n = 0
-        for conn in self.therapists:
+        for conn in self._offered_consoles(request):
             if conn.profile is not None and rules.may_take(conn.profile, request):
                 conn.send(frame)
                 n += 1
@@ -246,7 +263,7 @@ class Hub:
             now = self._clock()
             seen: list[tuple[int, Request]] = []
             for i, req in enumerate(await self._store.waiting(), start=1):
-                if not rules.may_see(profile, req):
+                if not rules.may_see(profile, req) or not rules.offered_to(req, profile.id):
                     continue
                 if rules.eligible_during_head_start(req, profile.id, now):
                     seen.append((i, req))
@@ -272,7 +289,7 @@ class Hub:
             self._head_starts.pop(rid, None)
             if req is None or req.state is not State.WAITING:
                 continue
-            await self._broadcast_new(req, skip=req.referred_to)
+            await self._broadcast_new(req, skip=[req.referred_to] if req.referred_to else [])
             offered += 1
         return offered
 

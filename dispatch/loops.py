@@ -25,6 +25,10 @@ being down, and logs when it starts and stops failing):
   start ended to this server's consoles it was held back from
   (:meth:`dispatch.hub.Hub.head_starts_ended`, PROTOCOL.md §10): each server
   does it for its own consoles, from the time stored on the request;
+- offers (when ``DISPATCH_OFFER_FANOUT`` is set): every ``timer_tick_s``
+  widen each request offered to a few whose ``DISPATCH_OFFER_WIDEN_S`` has
+  passed (:meth:`dispatch.service.Dispatcher.widen_offers`): the pool stores
+  each widening once across servers, from the time stored on the request;
 - reminders (when emails or texts are on): every :data:`REMINDER_TICK_S`
   queue the reminder of each booking starting within 24 h
   (:mod:`dispatch.booking_mail`), then mark it reminded. Queueing first and
@@ -79,6 +83,10 @@ class Loops:
             # have given one (a setting that differs between servers).
             asyncio.create_task(self._every(s.timer_tick_s, self._head_starts), name="head_starts"),
         ]
+        if s.offer_fanout > 0:
+            self.tasks.append(
+                asyncio.create_task(self._every(s.timer_tick_s, self._offers), name="offers")
+            )
         if self.ctx.sms is not None:
             self.tasks.append(
                 asyncio.create_task(self._every(NOTIFY_TICK_S, self._texts), name="texts")
@@ -146,6 +154,11 @@ class Loops:
         offered = await self.ctx.hub.head_starts_ended()
         if offered:
             log.info("head_start.ended", requests=offered)
+
+    async def _offers(self) -> None:
+        widened = await self.ctx.dispatcher.widen_offers()
+        if widened:
+            log.info("offer.widen_tick", requests=widened)
 
     async def _billing(self) -> None:
         """Funds warnings and exhaustion, each once across servers; every

@@ -29,7 +29,7 @@ from dispatch.metrics import Metrics
 from pool import effects as fx
 from pool import rules
 from pool.effects import Change, Effect
-from pool.model import Draft, Request, Session, State, TherapistProfile
+from pool.model import Draft, OfferCandidate, Request, Session, State, TherapistProfile
 from pool.store import PoolStore
 from signaling.ice import IceProvider
 from signaling.records import Records
@@ -80,6 +80,10 @@ class Dispatcher:
         #: therapist has a referred client's requests alone (build_context sets them).
         self.referrer_of: ReferrerOf | None = None
         self.head_start_s = 0.0
+        #: Offer to a few at a time (``DISPATCH_OFFER_FANOUT``; 0: to every
+        #: eligible therapist) and how often such an offer widens.
+        self.offer_fanout = 0
+        self.offer_widen_s = 10.0
 
     # -- publishing --------------------------------------------------------
     async def publish(
@@ -173,6 +177,7 @@ class Dispatcher:
                 required_minor=self.min_balance_minor,
             )
         draft = await self._with_head_start(user.id, draft)
+        draft = await self._with_offers(user.id, draft)
         request, change = await self.store.create(
             draft, user.id, new_id("req"), self.clock(), idempotency_key
         )
@@ -215,6 +220,74 @@ class Dispatcher:
         if not applies:
             return draft
         return dataclasses.replace(draft, referred_to=tid, head_start_s=self.head_start_s)
+
+    # -- offer to a few at a time (DISPATCH_OFFER_FANOUT) ---------------------
+    async def offer_candidates(self, client_id: str) -> list[OfferCandidate]:
+        """The therapists a request of ``client_id`` could be offered now:
+        available and free (the pool's :meth:`~pool.store.PoolStore.offer_candidates`),
+        neither guarded near a booked session nor paused for this client
+        (the same as who gets ``request.new``); qualification is the rule's."""
+        candidates = await self.store.offer_candidates()
+        if not candidates:
+            return []
+        guarded = set() if self.guarded is None else await self.guarded(self.clock())
+        out: list[OfferCandidate] = []
+        for c in candidates:
+            if c.profile.id in guarded:
+                continue
+            if not c.profile.accepting_new_clients and rules.paused_for(
+                c.profile, await self.knows_client(c.profile.id, client_id)
+            ):
+                continue
+            out.append(c)
+        return out
+
+    async def _with_offers(self, client_id: str, draft: Draft) -> Draft:
+        """``draft`` offered to the ``offer_fanout`` best-placed therapists
+        (:func:`pool.rules.next_offers`), stored with the request so that
+        every server offers it to the same ones; unchanged when the setting
+        is off."""
+        if self.offer_fanout <= 0:
+            return draft
+        candidates = await self.offer_candidates(client_id)
+        offered = rules.next_offers(draft, frozenset(), candidates, self.offer_fanout)
+        log.info(
+            "offer.first",
+            user_id=client_id,
+            candidates=len(candidates),
+            offered=None if offered is None else len(offered),
+        )
+        return dataclasses.replace(draft, offered=offered)
+
+    async def widen_offers(self) -> int:
+        """Offer each waiting request offered to a few, whose time has come
+        (:func:`pool.rules.widen_due`), to ``offer_fanout`` more: the pool
+        stores the wider offer once across servers (the others' attempts come
+        back None), and the one that stored it announces it on the bus to the
+        therapists newly offered. Returns how many requests widened here."""
+        if self.offer_fanout <= 0:
+            return 0
+        now = self.clock()
+        widened = 0
+        for req in await self.store.waiting():
+            if not rules.widen_due(req, now, self.offer_widen_s) or req.widened_at is None:
+                continue
+            candidates = await self.offer_candidates(req.client_id)
+            wider = rules.widened(req, candidates, self.offer_fanout, now)
+            change = await self.store.widen(req.id, req.widened_at, wider.offered, now)
+            if change is None:
+                continue
+            already = sorted(req.offered or ())
+            await self.bus.publish(
+                [Effect("widened", request=change.after, frame={"already": already})]
+            )
+            log.info(
+                "offer.widened",
+                request_id=req.id,
+                offered=None if wider.offered is None else len(wider.offered),
+            )
+            widened += 1
+        return widened
 
     async def get_request(self, user: User, request_id: str) -> tuple[Request, int | None]:
         request = await self.store.get(request_id)

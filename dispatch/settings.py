@@ -57,7 +57,8 @@ ENV_PREFIX: Final = "DISPATCH_"
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
-_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+#: ``redis+cluster``/``rediss+cluster``: a Redis Cluster, named by one of its nodes.
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -209,6 +210,14 @@ class Settings:
     #: therapist alone for this many seconds, when that therapist is there to
     #: see it (0: no head start).
     referral_head_start_s: float = 20.0
+    # -- offer to a few at a time (issue #16) ----------------------------------------
+    #: A new quick-connect request is offered to this many of the
+    #: best-placed available therapists first (pool.rules.next_offers), and to
+    #: this many more every ``offer_widen_s`` until claimed (0: to every
+    #: eligible therapist at once). Every server must have the same value.
+    offer_fanout: int = 0
+    #: Seconds between two widenings of an offer to a few.
+    offer_widen_s: float = 10.0
 
     secret_generated: bool = field(default=False, init=False, compare=False)
 
@@ -381,6 +390,7 @@ _ZERO_OK: Final = frozenset(
         "late_fee_therapist_pct",
         "qc_guard_min",
         "referral_head_start_s",
+        "offer_fanout",
     }
 )
 #: The largest value of the scheduling settings (PROTOCOL.md §8), each a
@@ -397,6 +407,8 @@ _MAXIMA: Final = {
     "qc_guard_min": 24 * 60,
     "slot_step_min": 240,
     "referral_head_start_s": 300,
+    "offer_fanout": 100_000,
+    "offer_widen_s": 600,
 }
 
 
@@ -574,8 +586,11 @@ def _check_redis_url(var: str, value: Any) -> None:
     scheme = urlsplit(value).scheme
     if scheme not in _REDIS_SCHEMES:
         raise ConfigError(
-            f"{var} must start with redis://, rediss:// or unix://, not {scheme or value!r}"
+            f"{var} must start with redis://, rediss://, unix:// (one Redis) or"
+            f" redis+cluster://, rediss+cluster:// (a Redis Cluster), not {scheme or value!r}"
         )
+    if scheme.endswith("+cluster") and urlsplit(value).path.strip("/") not in ("", "0"):
+        raise ConfigError(f"{var}: a Redis Cluster has only database 0")
 
 
 def _check_ice_servers(var: str, value: Any) -> None:

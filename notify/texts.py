@@ -10,6 +10,8 @@ therapist
   paused for a client it has never seen (``accepting_new_clients``), nor guarded near a
   booked session of its own (:func:`pool.rules.guarded`, PROTOCOL.md §8), nor kept off
   by another's referral head start (:func:`pool.rules.eligible_during_head_start`, §10),
+  nor left out of an offer to a few at a time (:func:`pool.rules.offered_to`,
+  ``DISPATCH_OFFER_FANOUT``: an away therapist is texted once the offer is open to all),
 - has a phone (not flagged after a refused send) and opted in,
 - holds no claim or open session, and has no available console connected
   (that one sees the request live),
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pool.model import Request, State, TherapistProfile
-from pool.rules import eligible_during_head_start, may_see
+from pool.rules import eligible_during_head_start, may_see, offered_to
 
 _HHMM: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 QUIET_HOURS_RULE: Final = '"HH:MM-HH:MM" (24-hour clock, start and end differ; may cross midnight)'
@@ -174,6 +176,8 @@ def _wants_text(
     if not may_see(c.profile, request) or c.paused_for_client or c.guarded:
         return False
     if not eligible_during_head_start(request, c.profile.id, now):
+        return False
+    if not offered_to(request, c.profile.id):
         return False
     if not contact.phone or contact.phone_failed or not contact.sms_opt_in:
         return False

@@ -1,8 +1,9 @@
 """How the pool's values look in Redis hashes and script replies.
 
 A request is a hash of strings, one field per :meth:`Request.to_record`
-entry; a ``None`` field is absent. ``topics`` and ``declined`` are JSON
-arrays (the scripts append to ``declined`` with cjson). Times travel as
+entry; a ``None`` field is absent. ``topics``, ``declined`` and ``offered``
+are JSON arrays (the scripts append to ``declined`` with cjson; ``offered``
+absent: everyone). Times travel as
 ``repr(float)`` from Python and ``%.17g`` from Lua: both round-trip a double
 exactly, so a time read back equals the one written.
 """
@@ -43,7 +44,7 @@ def request_fields(req: Request) -> dict[str, str]:
     for name, value in rec.items():
         if value is None:
             continue
-        if name in ("topics", "declined"):
+        if name in ("topics", "declined", "offered"):
             out[name] = json.dumps(value)
         elif name == "guardian_consent":
             out[name] = "1" if value else "0"
@@ -62,6 +63,7 @@ def decode_request(fields: Mapping[Any, Any] | Flat) -> Request | None:
     rec: dict[str, Any] = dict(m)
     rec["topics"] = json.loads(m.get("topics") or "[]")
     rec["declined"] = json.loads(m.get("declined") or "[]")
+    rec["offered"] = json.loads(m["offered"]) if "offered" in m else None
     rec["guardian_consent"] = m.get("guardian_consent") == "1"
     rec["age"] = int(m["age"]) if m.get("age") else None
     return Request.from_record(rec)

@@ -52,6 +52,9 @@ class Keys:
         self.online = b + "online"
         #: set of therapists who said they are available.
         self.available = b + "available"
+        #: zset therapist id -> when it last claimed a request (the offer
+        #: ranking's "longest idle", pool.rules.offer_rank).
+        self.last_claim = b + "lastclaim"
         #: zset bucket -> bucket start: the buckets of the stats history (pool.live).
         self.history = b + "hist"
         #: hash bucket -> that bucket's stats sample, JSON.

@@ -1,9 +1,10 @@
 """The operator's reads of the Redis pool: the live lists and the stats history
 (:mod:`pool.live`). Read-only, apart from :func:`record_sample`'s one script.
 
-:func:`read_live` takes two round trips: one ``MULTI`` reads the indexes as
-one snapshot (the first :data:`~pool.live.LIVE_LIMIT` waiting ids and their
-count, every hold, the online and available sets), then one pipeline reads
+:func:`read_live` takes two round trips: one script (``live_indexes.lua``)
+reads the indexes as one snapshot (the first :data:`~pool.live.LIVE_LIMIT`
+waiting ids and their count, every hold, the online and available sets),
+then one pipeline (not a transaction) reads
 the records they name. A record that changed between the two (a request
 claimed meanwhile, a session ended) is left out rather than shown in a state
 its list does not hold; the next read shows it where it went.
@@ -14,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from pool._redis_client import Client
 from pool._redis_codec import decode_hold, decode_request, decode_session, num, text
 from pool._redis_keys import Keys
 from pool.live import (
@@ -31,15 +32,14 @@ from pool.live import (
 from pool.model import State, TherapistProfile
 
 
-async def read_live(client: Redis, keys: Keys, now: float) -> PoolLive:
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.zrange(keys.waiting, 0, LIVE_LIMIT - 1)
-        pipe.zcard(keys.waiting)
-        pipe.hgetall(keys.holds)
-        pipe.smembers(keys.online)
-        pipe.smembers(keys.available)
-        waiting_ids, waiting_total, holds_raw, online_raw, available_raw = await pipe.execute()
-    holds = {text(t): decode_hold(h) for t, h in holds_raw.items()}
+async def read_live(client: Client, script: AsyncScript, keys: Keys, now: float) -> PoolLive:
+    """``script`` is ``live_indexes.lua``, registered on ``client``."""
+    waiting_ids, waiting_total, holds_flat, online_raw, available_raw = await script(
+        keys=[keys.waiting, keys.holds, keys.online, keys.available], args=[LIVE_LIMIT]
+    )
+    holds = {
+        text(t): decode_hold(h) for t, h in zip(holds_flat[::2], holds_flat[1::2], strict=True)
+    }
     claims = {t: h.id for t, h in holds.items() if h is not None and h.kind == "claim"}
     sessions = {t: h.id for t, h in holds.items() if h is not None and h.kind == "session"}
     online = sorted(text(t) for t in online_raw)
@@ -96,7 +96,7 @@ async def record_sample(
     return bool(added)
 
 
-async def history(client: Redis, keys: Keys, now: float) -> list[dict[str, Any]]:
+async def history(client: Client, keys: Keys, now: float) -> list[dict[str, Any]]:
     buckets: list[Any] = await client.zrangebyscore(
         keys.history, num(now - HISTORY_WINDOW_S), "+inf"
     )

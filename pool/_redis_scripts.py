@@ -16,7 +16,6 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from core.errors import (
@@ -29,6 +28,7 @@ from core.errors import (
     RequestExists,
     Taken,
 )
+from pool._redis_client import Client
 from pool.model import (
     CLIENT_BUSY,
     CLIENT_WAITING,
@@ -36,6 +36,7 @@ from pool.model import (
     IN_SESSION,
     NO_SUCH_SESSION,
     NOT_A_PARTICIPANT,
+    NOT_OFFERED,
     SESSION_ID_USED,
     THERAPIST_BUSY,
     TOO_MANY_HELD,
@@ -54,6 +55,7 @@ ERRORS: dict[str, tuple[type[DispatchError], str | None]] = {
     "taken_own": (Taken, "you already hold this claim"),
     "not_eligible": (NotEligible, None),
     "head_start": (NotEligible, HEAD_START),
+    "not_offered": (NotEligible, NOT_OFFERED),
     "taken": (Taken, None),
     "forbidden": (Forbidden, "you do not hold a claim on this request"),
     "no_offer": (Taken, "there is no offer on this request"),
@@ -83,7 +85,7 @@ def source(name: str) -> str:
     return text
 
 
-def register(client: Redis) -> dict[str, AsyncScript]:
+def register(client: Client) -> dict[str, AsyncScript]:
     """Every script of ``pool/lua`` (but ``_lib.lua``), registered on ``client``, by name."""
     folder = resources.files("pool") / "lua"
     names = sorted(

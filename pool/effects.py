@@ -34,7 +34,11 @@ class Effect:
     ``kind`` is one of:
 
     - ``new``: ``request`` entered ``waiting``; every available, idle therapist
-      who may see it gets ``request.new``.
+      who may see it (and, offered to a few at a time, is among
+      ``request.offered``) gets ``request.new``.
+    - ``widened``: a waiting ``request`` offered to a few was offered to more
+      (:func:`pool.rules.widened`); those newly offered get ``request.new``,
+      not those in ``frame["already"]`` (they had it).
     - ``gone``: ``request`` left ``waiting``; therapists who may take it get
       ``request.gone`` with ``reason``.
     - ``client_state``: the owning client gets ``request.state`` (the server

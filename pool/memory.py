@@ -31,6 +31,7 @@ from pool.model import (
     Draft,
     EndReason,
     Hold,
+    OfferCandidate,
     PoolStats,
     Request,
     Session,
@@ -74,6 +75,7 @@ class MemoryPool:
         }
         self._waits: list[tuple[float, float]] = []  # (matched_at, wait_s)
         self._samples: dict[int, dict[str, Any]] = {}  # stats history: bucket -> sample
+        self._last_claim: dict[str, float] = {}  # therapist -> when it last claimed
 
     # -- profiles ----------------------------------------------------------
     async def put_profile(self, profile: TherapistProfile) -> None:
@@ -129,7 +131,29 @@ class MemoryPool:
         before = self._requests.get(request_id)
         after = rules.claim(before, therapist, self._holds.get(therapist.id), now, self.timeouts)
         self._write(before, after)
+        self._last_claim[therapist.id] = now
         return Change(before, after, therapist=therapist)
+
+    async def offer_candidates(self) -> list[OfferCandidate]:
+        return [
+            OfferCandidate(self._profiles[tid], self._last_claim.get(tid))
+            for tid in sorted(self._available)
+            if tid in self._profiles and tid not in self._holds
+        ]
+
+    async def widen(
+        self,
+        request_id: str,
+        widened_at: float,
+        offered: frozenset[str] | None,
+        now: float,
+    ) -> Change | None:
+        before = self._requests.get(request_id)
+        if before is None or before.state is not State.WAITING or before.widened_at != widened_at:
+            return None
+        after = before.replace(offered=offered, widened_at=None if offered is None else now)
+        self._write(before, after)
+        return Change(before, after)
 
     async def release(self, request_id: str, therapist_id: str, now: float) -> Change:
         before = self._requests.get(request_id)

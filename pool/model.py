@@ -69,6 +69,10 @@ class Draft:
     #: (:func:`pool.rules.head_start_holder`). None, or 0 seconds: no head start.
     referred_to: str | None = None
     head_start_s: float = 0.0
+    #: The therapists offered the request first (``DISPATCH_OFFER_FANOUT``,
+    #: :func:`pool.rules.next_offers`), set by the dispatcher, never by the
+    #: body. None: every eligible therapist (today's behaviour).
+    offered: frozenset[str] | None = None
 
     @property
     def minor(self) -> bool:
@@ -102,6 +106,14 @@ class Request:
     #: Private, like ``declined``: never shown to users.
     referred_to: str | None = None
     head_start_until: float | None = None
+    #: Offer to a few at a time (``DISPATCH_OFFER_FANOUT``): only the
+    #: therapists in ``offered`` get ``request.new`` and may claim it
+    #: (:func:`pool.rules.offered_to`); ``widened_at`` is when it was last
+    #: widened (or created), so every server widens it from the same time
+    #: (:func:`pool.rules.widen_due`). Both None (everyone, today's
+    #: behaviour), or both set. Private: never shown to users.
+    offered: frozenset[str] | None = None
+    widened_at: float | None = None
 
     @property
     def minor(self) -> bool:
@@ -152,6 +164,8 @@ class Request:
             "declined": sorted(self.declined),
             "referred_to": self.referred_to,
             "head_start_until": self.head_start_until,
+            "offered": None if self.offered is None else sorted(self.offered),
+            "widened_at": self.widened_at,
         }
 
     @classmethod
@@ -177,6 +191,11 @@ class Request:
             # Records written before the head start existed: none.
             referred_to=_opt_str(rec.get("referred_to")),
             head_start_until=_opt_float(rec.get("head_start_until")),
+            # Records written before offers to a few at a time: everyone.
+            offered=(
+                None if rec.get("offered") is None else frozenset(str(t) for t in rec["offered"])
+            ),
+            widened_at=_opt_float(rec.get("widened_at")),
         )
 
 
@@ -266,6 +285,9 @@ CLIENT_WAITING = "the client has a quick-connect request waiting or claimed"
 SESSION_ID_USED = "this session id belongs to another call"
 #: ``claim`` by another therapist during a referral head start (PROTOCOL.md §10).
 HEAD_START = "this client's own therapist has the request alone for a few seconds more"
+#: ``claim`` by a therapist the request has not been offered to yet
+#: (``DISPATCH_OFFER_FANOUT``, :func:`pool.rules.offered_to`).
+NOT_OFFERED = "this request is offered to a few therapists at a time: not to you yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +437,17 @@ class Hold:
 
     kind: str  # "claim" or "session"
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCandidate:
+    """A therapist who could be offered a new request now: available, holding
+    no claim and no open session (:meth:`pool.store.PoolStore.offer_candidates`).
+    ``last_claim_at``: when it last claimed a request (None: never), the
+    ranking's "longest idle" (:func:`pool.rules.offer_rank`)."""
+
+    profile: TherapistProfile
+    last_claim_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

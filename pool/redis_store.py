@@ -32,13 +32,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
 
 from core.errors import Unavailable
 from core.identity import Role
 from pool import _redis_client, _redis_live, _redis_scripts, rules
-from pool._redis_client import unavailable_when_down
+from pool._redis_client import DOWN_ERRORS, Client, unavailable_when_down
 from pool._redis_codec import (
     decode_hold,
     decode_request,
@@ -56,6 +56,7 @@ from pool.model import (
     Draft,
     EndReason,
     Hold,
+    OfferCandidate,
     PoolStats,
     Request,
     Session,
@@ -76,12 +77,14 @@ _STATS_WINDOW_S = 15 * 60.0
 _STATS_SLACK_S = 3600.0
 #: How long a finished request stays readable (longer than an idempotency key lives).
 FINISHED_TTL_S = 7 * 24 * 3600
+#: Any error of a ping means "not ready"; a Cluster's are not all RedisErrors.
+_PING_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.RedisError, *DOWN_ERRORS)
 
 
 class RedisPool:
     """A :class:`pool.store.PoolStore` on Redis; one per process, shared by its tasks."""
 
-    def __init__(self, client: Redis, timeouts: Timeouts, prefix: str = "qc") -> None:
+    def __init__(self, client: Client, timeouts: Timeouts, prefix: str = "qc") -> None:
         self.timeouts = timeouts
         self._client = client
         self._keys = Keys(prefix)
@@ -97,14 +100,15 @@ class RedisPool:
         max_connections: int = 64,
         pool_timeout_s: float = 5.0,
     ) -> RedisPool:
-        """A pool on its own bounded connection pool (see :func:`_redis_client.connect`)."""
+        """A pool on its own bounded connection pool (see :func:`_redis_client.connect`);
+        on a Redis Cluster when ``url`` is ``redis+cluster://`` (or ``rediss+cluster://``)."""
         client = _redis_client.connect(
             url, max_connections=max_connections, pool_timeout_s=pool_timeout_s
         )
         return cls(client, timeouts, prefix=prefix)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Client:
         """The underlying client, for others that share its connections (the bus)."""
         return self._client
 
@@ -232,7 +236,7 @@ class RedisPool:
         )
         before = await self._step(
             "claim",
-            [k.req(request_id), k.holds, k.waiting, k.deadlines, k.claimed],
+            [k.req(request_id), k.holds, k.waiting, k.deadlines, k.claimed, k.last_claim],
             [
                 request_id,
                 therapist.id,
@@ -243,6 +247,48 @@ class RedisPool:
         )
         after = rules.claim(before, therapist, None, now, self.timeouts)
         return Change(before, after, therapist=therapist)
+
+    @unavailable_when_down
+    async def offer_candidates(self) -> list[OfferCandidate]:
+        k = self._keys
+        ids = sorted(text(t) for t in await self._client.smembers(k.available))
+        if not ids:
+            return []
+        # One GET per profile, not MGET: a cluster client's pipeline refuses
+        # multi-key commands (every key is in the one slot all the same).
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hmget(k.holds, ids)
+            pipe.zmscore(k.last_claim, ids)
+            for t in ids:
+                pipe.get(k.profile(t))
+            holds, last, *profiles = await pipe.execute()
+        return [
+            OfferCandidate(
+                TherapistProfile.from_record(json.loads(raw)),
+                None if at is None else float(at),
+            )
+            for hold, raw, at in zip(holds, profiles, last, strict=True)
+            if hold is None and raw is not None
+        ]
+
+    @unavailable_when_down
+    async def widen(
+        self,
+        request_id: str,
+        widened_at: float,
+        offered: frozenset[str] | None,
+        now: float,
+    ) -> Change | None:
+        wider = "" if offered is None else json.dumps(sorted(offered))
+        reply = await self._run(
+            "widen", [self._keys.req(request_id)], [num(widened_at), num(now), wider]
+        )
+        if text(reply[0]) != "ok":
+            return None
+        before = decode_request(reply[1])
+        assert before is not None
+        after = before.replace(offered=offered, widened_at=None if offered is None else now)
+        return Change(before, after)
 
     def _back_keys(self, request_id: str) -> list[str]:
         k = self._keys
@@ -516,27 +562,19 @@ class RedisPool:
     # -- operators ---------------------------------------------------------
     @unavailable_when_down
     async def stats(self, now: float) -> PoolStats:
-        """One round trip, one snapshot (MULTI): trims the 15-minute windows and reads."""
+        """One round trip, one snapshot (``stats.lua``): trims the 15-minute
+        windows and reads."""
         k = self._keys
-        since = f"({num(now - _STATS_WINDOW_S)}"
-        async with self._client.pipeline(transaction=True) as pipe:
-            for key in k.stats:
-                pipe.zremrangebyscore(key, "-inf", since)
-            for key in k.stats:
-                pipe.zcard(key)
-            pipe.zrange(k.stat("matched"), 0, -1)
-            pipe.zcard(k.waiting)
-            pipe.scard(k.claimed)
-            pipe.scard(k.online)
-            pipe.sintercard(2, [k.available, k.online])
-            pipe.hlen(k.holds)
-            pipe.zrange(k.waiting, 0, 0, withscores=True)
-            reply = await pipe.execute()
-        created, matched, expired, cancelled = (int(n) for n in reply[4:8])
-        matched_members, waiting, claimed, online, available, busy, oldest = reply[8:]
+        reply = await self._run(
+            "stats",
+            [*k.stats, k.waiting, k.claimed, k.online, k.available, k.holds],
+            [f"({num(now - _STATS_WINDOW_S)}"],
+        )
+        created, matched, expired, cancelled = (int(n) for n in reply[:4])
+        matched_members, waiting, claimed, online, available, busy, oldest = reply[4:]
         # st:matched members are "<request id>|<wait seconds>".
         waits = [float(text(m).rsplit("|", 1)[1]) for m in matched_members]
-        oldest_at = float(oldest[0][1]) if oldest else now
+        oldest_at = float(oldest[1]) if oldest else now
         return PoolStats(
             waiting=int(waiting),
             claimed=int(claimed),
@@ -554,7 +592,8 @@ class RedisPool:
 
     @unavailable_when_down
     async def live(self, now: float) -> PoolLive:
-        return await _redis_live.read_live(self._client, self._keys, now)
+        script = self._scripts["live_indexes"]
+        return await _redis_live.read_live(self._client, script, self._keys, now)
 
     @unavailable_when_down
     async def record_sample(self, bucket: int, sample: dict[str, Any]) -> bool:
@@ -566,9 +605,15 @@ class RedisPool:
         return await _redis_live.history(self._client, self._keys, now)
 
     async def ping(self) -> None:
+        """Whether the pool's Redis answers. On a Cluster, the node that holds
+        the pool's slot: a ``PING`` would ask every node, and one node down
+        that holds nothing of the pool must not take the servers out of service."""
         try:
-            await self._client.ping()
-        except redis.exceptions.RedisError as exc:
+            if isinstance(self._client, RedisCluster):
+                await self._client.exists(self._keys.seq)
+            else:
+                await self._client.ping()
+        except _PING_ERRORS as exc:
             raise Unavailable("the pool's redis does not answer") from exc
 
     async def aclose(self) -> None:

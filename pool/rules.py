@@ -22,7 +22,7 @@ adapters keep it in a single timer index, so a request never has two timers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +31,12 @@ from pool.model import (
     CLIENT_BUSY,
     CLIENT_WAITING,
     HEAD_START,
+    NOT_OFFERED,
     SESSION_ID_USED,
     THERAPIST_BUSY,
     Draft,
     Hold,
+    OfferCandidate,
     Reason,
     Request,
     Session,
@@ -121,6 +123,84 @@ def eligible_during_head_start(request: Request, therapist_id: str, now: float) 
     offered and to claim ``request`` at ``now`` (:func:`head_start_holder`)."""
     holder = head_start_holder(request, now)
     return holder is None or holder == therapist_id
+
+
+# -- offer to a few at a time (DISPATCH_OFFER_FANOUT) ---------------------------------------
+
+
+def offer_rank(request: Request | Draft, candidate: OfferCandidate) -> tuple[bool, int, float, str]:
+    """Where a candidate stands for ``request``, best first (sort ascending):
+    the referring therapist first, then the better topic match (more of the
+    request's topics among the therapist's: a qualified therapist shares at
+    least one of them already), then the longest idle (its last claim longest
+    ago; never claimed: first of all), then by id so the order is total."""
+    profile = candidate.profile
+    idle = candidate.last_claim_at
+    return (
+        profile.id != request.referred_to,
+        -len(set(request.topics) & set(profile.topics)),
+        float("-inf") if idle is None else idle,
+        profile.id,
+    )
+
+
+def next_offers(
+    request: Request | Draft,
+    offered: frozenset[str],
+    candidates: Iterable[OfferCandidate],
+    fanout: int,
+) -> frozenset[str] | None:
+    """The therapists ``request`` is offered to once ``fanout`` more are
+    added to ``offered``: the best-placed (:func:`offer_rank`) of the
+    candidates not offered yet who may see it (qualified, not declined).
+
+    None means every eligible therapist, as without the setting: for a
+    ``fanout`` of 0 (off), and as soon as the candidates left fit in
+    ``fanout`` (the offer then covers everyone there is, so a therapist who
+    becomes available later, or an away one for a text, gets it too)."""
+    if fanout <= 0:
+        return None
+    declined = request.declined if isinstance(request, Request) else frozenset()
+    fresh = sorted(
+        (
+            c
+            for c in candidates
+            if c.profile.id not in offered
+            and c.profile.id not in declined
+            and may_take(c.profile, request)
+        ),
+        key=lambda c: offer_rank(request, c),
+    )
+    if len(fresh) <= fanout:
+        return None
+    return offered | {c.profile.id for c in fresh[:fanout]}
+
+
+def offered_to(request: Request, therapist_id: str) -> bool:
+    """Whether offers to a few at a time leave ``therapist_id`` free to be
+    offered ``request`` and to claim it (None: everyone)."""
+    return request.offered is None or therapist_id in request.offered
+
+
+def widen_due(request: Request, now: float, widen_s: float) -> bool:
+    """Whether a waiting request offered to a few is due to widen at ``now``:
+    ``widen_s`` after its last widening (or its creation)."""
+    return (
+        request.state is State.WAITING
+        and request.offered is not None
+        and request.widened_at is not None
+        and now >= request.widened_at + widen_s
+    )
+
+
+def widened(
+    request: Request, candidates: Iterable[OfferCandidate], fanout: int, now: float
+) -> Request:
+    """``request`` offered to ``fanout`` more (:func:`next_offers`),
+    widened at ``now``; open to everyone (both fields None) once the
+    candidates left fit."""
+    offered = next_offers(request, request.offered or frozenset(), candidates, fanout)
+    return request.replace(offered=offered, widened_at=None if offered is None else now)
 
 
 def guard_window(now: float, guard_min: float, late_min: float = 0.0) -> tuple[float, float]:
@@ -211,6 +291,8 @@ def new_request(draft: Draft, request_id: str, client_id: str, now: float, t: Ti
         updated_at=now,
         referred_to=draft.referred_to if head_start else None,
         head_start_until=now + draft.head_start_s if head_start else None,
+        offered=draft.offered,
+        widened_at=None if draft.offered is None else now,
     )
 
 
@@ -240,8 +322,9 @@ def claim(
     Checks, in this order: the request exists and is live (``not_found``), the
     therapist holds nothing else (``busy``), is qualified and was not declined
     (``not_eligible``), no referral head start keeps the request for another
-    (``not_eligible``, :func:`head_start_holder`), the request is waiting
-    (``taken``).
+    (``not_eligible``, :func:`head_start_holder`), the request was offered
+    to the therapist (``not_eligible``, :func:`offered_to`), the request is
+    waiting (``taken``).
     """
     if request is None or request.state in (State.CANCELLED, State.EXPIRED):
         raise NotFound("no such request")
@@ -255,6 +338,8 @@ def claim(
         raise NotEligible()
     if not eligible_during_head_start(request, therapist.id, now):
         raise NotEligible(HEAD_START)
+    if not offered_to(request, therapist.id):
+        raise NotEligible(NOT_OFFERED)
     if request.state is not State.WAITING:
         raise Taken()
     return request.replace(

@@ -16,7 +16,16 @@ from typing import Any, Protocol
 from core.identity import Role
 from pool.effects import Change
 from pool.live import PoolLive
-from pool.model import Draft, Hold, PoolStats, Request, Session, TherapistProfile, Timeouts
+from pool.model import (
+    Draft,
+    Hold,
+    OfferCandidate,
+    PoolStats,
+    Request,
+    Session,
+    TherapistProfile,
+    Timeouts,
+)
 
 
 class PoolStore(Protocol):
@@ -65,6 +74,32 @@ class PoolStore(Protocol):
         ...
 
     async def release(self, request_id: str, therapist_id: str, now: float) -> Change: ...
+
+    async def offer_candidates(self) -> list[OfferCandidate]:
+        """Every therapist who could be offered a request now, ordered by id:
+        available (a console connected and available), holding no claim and
+        no open session, with a profile; each with when it last claimed a
+        request (``DISPATCH_OFFER_FANOUT``, :func:`pool.rules.next_offers`).
+        A read, not a step: the offer it informs is stored with the request."""
+        ...
+
+    async def widen(
+        self,
+        request_id: str,
+        widened_at: float,
+        offered: frozenset[str] | None,
+        now: float,
+    ) -> Change | None:
+        """Store the wider offer of a waiting request (:func:`pool.rules.widened`)
+        exactly once across servers: only while the request is waiting and its
+        ``widened_at`` is still ``widened_at`` (the value its caller read), so
+        of several servers widening the same request one wins and the others
+        get None. ``offered`` None opens it to everyone (``widened_at`` then
+        None too); else ``widened_at`` becomes ``now``. The change keeps the
+        request ``waiting`` (:func:`pool.effects.effects` finds nothing in it:
+        the caller announces the wider offer)."""
+        ...
+
     async def decline(self, request_id: str, client_id: str, now: float) -> Change: ...
 
     async def accept(self, request_id: str, client_id: str, session_id: str, now: float) -> Change:

@@ -6,8 +6,14 @@ with the append-only file on (``appendfsync always``) as production runs it,
 so a test can kill it (``SIGKILL``) and start it again on the same port and
 directory and see its data replayed from the AOF.
 
-``pool_store`` runs a test once per adapter (``memory``, ``redis``); both must
-give the same answers (``tests/test_pool_contract.py``).
+``pool_store`` runs a test once per adapter (``memory``, ``redis``) and once
+more on a Redis Cluster (``cluster``); all must give the same answers
+(``tests/test_pool_contract.py``).
+
+:class:`LocalRedisCluster` starts a real Redis Cluster of three primaries
+(``redis-server --cluster-enabled yes`` x3 on loopback, joined by
+``redis-cli --cluster create``), once per run and only if a test asks for it
+(``redis_cluster``, ``redis_cluster_url``).
 """
 
 from __future__ import annotations
@@ -76,13 +82,17 @@ class RedisServer:
     tail of its log instead of hanging the suite.
     """
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not on PATH; the suite needs a real one")
         self.executable = exe
         self.directory = directory
         self.port = port if port is not None else _free_port()
+        #: Appended to the command line (the cluster's nodes: cluster mode).
+        self.extra_args = list(extra_args)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.logfile = directory / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -111,6 +121,7 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.logfile),
+            *self.extra_args,
         ]
         self._proc = subprocess.Popen(
             args,
@@ -200,6 +211,141 @@ class RedisServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class LocalRedisCluster:
+    """A Redis Cluster of ``primaries`` nodes (no replicas) owned by the test run.
+
+    Each node is a :class:`RedisServer` in cluster mode (append-only file on,
+    as the single server) with its own directory, so its ``nodes.conf``
+    survives a restart and it rejoins the cluster by itself. ``url`` names
+    the first node the way the service is configured for a cluster
+    (``redis+cluster://``); the client finds the others from it.
+    """
+
+    def __init__(self, directory: Path, primaries: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                directory / f"node-{i}",
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    # The bus port (by default port + 10000, which a high free
+                    # port would push past 65535), on a free port of its own.
+                    "--cluster-port",
+                    str(_free_port()),
+                ],
+            )
+            for i in range(primaries)
+        ]
+        self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Start every node and, the first time, join them into one cluster
+        that covers every slot; returns once each node says ``cluster_state:ok``."""
+        for node in self.nodes:
+            node.start(timeout_s)
+        if not self._state_ok(self.nodes[0]):
+            known = _cluster_info(self.nodes[0]).get("cluster_known_nodes", "1")
+            if known == "1":  # never joined: a fresh directory
+                self._create(timeout_s)
+        self.wait_ok(timeout_s)
+
+    def stop(self, kill: bool = False) -> None:
+        for node in self.nodes:
+            node.stop(kill=kill)
+
+    def restart(self, kill: bool = False) -> None:
+        """Every node down, then up again from its AOF and ``nodes.conf``."""
+        self.stop(kill=kill)
+        self.start()
+
+    def node_of(self, key: str | bytes) -> RedisServer:
+        """The node that serves ``key``'s slot."""
+        with redis.Redis(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=5.0) as r:
+            slot = int(r.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, primary, *_ in r.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    port = int(primary[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def flush(self) -> None:
+        """Make sure every node runs and the cluster is up, and empty it."""
+        if not all(n.ping() for n in self.nodes):
+            for n in self.nodes:
+                if not n.ping():
+                    n.stop(kill=True)
+            self.start()
+        for node in self.nodes:
+            with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5.0) as r:
+                r.flushall()
+
+    def _create(self, timeout_s: float) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not on PATH; the cluster tests need it")
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout_s * 2,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed ({done.returncode}):\n"
+                f"{done.stdout.decode(errors='replace')}{done.stderr.decode(errors='replace')}"
+            )
+
+    def wait_ok(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Wait until every node says ``cluster_state:ok``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self._state_ok(n) for n in self.nodes):
+                return
+            time.sleep(0.05)
+        states = {n.port: _cluster_info(n).get("cluster_state") for n in self.nodes}
+        raise RuntimeError(f"the cluster did not come up within {timeout_s}s: {states}")
+
+    @staticmethod
+    def _state_ok(node: RedisServer) -> bool:
+        return _cluster_info(node).get("cluster_state") == "ok"
+
+
+def _cluster_info(node: RedisServer) -> dict[str, str]:
+    """``CLUSTER INFO`` of one node as a map ({} if it does not answer)."""
+    try:
+        with redis.Redis(
+            host="127.0.0.1", port=node.port, socket_timeout=1.0, socket_connect_timeout=1.0
+        ) as r:
+            raw = r.execute_command("CLUSTER", "INFO")
+    except redis.RedisError:
+        return {}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A real 3-primary Redis Cluster for the whole run, started the first
+    time a test asks for it; tests may stop and restart its nodes."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: LocalRedisCluster) -> str:
+    """The cluster's URL (``redis+cluster://``), every node running and empty."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server for the whole run; tests may stop and restart it."""
@@ -247,12 +393,17 @@ async def _make_redis_pool(cls: Any, url: str) -> PoolStore:
     return cast(PoolStore, store)
 
 
-@pytest_asyncio.fixture(params=["memory", "redis"])
+@pytest_asyncio.fixture(params=["memory", "redis", "cluster"])
 async def pool_store(request: pytest.FixtureRequest) -> AsyncIterator[PoolStore]:
-    """A fresh, empty pool of each adapter, with :data:`TIMEOUTS`."""
+    """A fresh, empty pool of each adapter, with :data:`TIMEOUTS` (``cluster``:
+    the Redis adapter on the run's Redis Cluster)."""
     store: PoolStore
     if request.param == "memory":
         store = MemoryPool(TIMEOUTS)
+    elif request.param == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        store = await _make_redis_pool(_redis_pool_class(), cluster.url)
     else:
         cls = _redis_pool_class()
         # The session fixture is sync; an async one cannot be set up from here
@@ -298,10 +449,13 @@ async def pool_store_factory(
         return
 
     cls = _redis_pool_class()
-    server: RedisServer = request.getfixturevalue("redis_server")
+    if request.node.callspec.params["pool_store"] == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    else:
+        url = request.getfixturevalue("redis_server").url
 
     async def another() -> PoolStore:
-        store = await _make_redis_pool(cls, server.url)
+        store = await _make_redis_pool(cls, url)
         made.append(store)
         return store
 

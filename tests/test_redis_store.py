@@ -5,6 +5,11 @@ a randomised differential run that holds RedisPool to MemoryPool's answers
 call by call, the Lua scripts' headers, NOSCRIPT healing, restarts and
 crashes of Redis, races between several processes' pools, the cluster hash
 slot of every key, Unavailable, and the TTLs only Redis has.
+
+Every test on ``pools`` runs twice: on the run's redis-server and on its Redis
+Cluster (``redis+cluster://``, three primaries); those about the one
+redis-server itself (its restarts and crashes) run on it alone
+(:data:`single_redis`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import msgpack
 import pytest
 import pytest_asyncio
 import redis.asyncio as aredis
+from conftest import _fresh as fresh_redis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from core.errors import DispatchError, Taken, Unavailable
@@ -60,19 +67,42 @@ def profile(tid: str, **kw: Any) -> TherapistProfile:
     return TherapistProfile(id=tid, **fields)
 
 
-@pytest_asyncio.fixture
-async def pools(redis_url: str) -> AsyncIterator[Callable[..., RedisPool]]:
-    """Makes RedisPools on the test's (flushed) Redis, one per "process"; closes them."""
-    made: list[RedisPool] = []
+class Pools:
+    """Makes RedisPools on one (flushed) Redis or Redis Cluster, one per "process"."""
 
-    def make(**kw: Any) -> RedisPool:
-        store = RedisPool.from_url(redis_url, T, **kw)
-        made.append(store)
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind, self.url = kind, url
+        self.made: list[RedisPool] = []
+
+    def __call__(self, **kw: Any) -> RedisPool:
+        store = RedisPool.from_url(self.url, T, **kw)
+        self.made.append(store)
         return store
 
-    yield make
-    for store in made:
+    def raw_client(self, **kw: Any) -> aredis.Redis | RedisCluster:
+        """A plain client of the same Redis (a cluster client on the cluster)."""
+        if self.kind == "cluster":
+            return RedisCluster.from_url(self.url.replace("+cluster", ""), **kw)
+        return aredis.Redis.from_url(self.url, **kw)
+
+
+@pytest_asyncio.fixture(params=["redis", "cluster"])
+async def pools(request: pytest.FixtureRequest) -> AsyncIterator[Pools]:
+    """A :class:`Pools` on the run's redis-server, then on its Redis Cluster;
+    closes every pool it made."""
+    if request.param == "redis":
+        # (redis_url is an async fixture: not to be asked for from this one.)
+        url = await fresh_redis(request.getfixturevalue("redis_server"))
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+    made = Pools(request.param, url)
+    yield made
+    for store in made.made:
         await store.aclose()
+
+
+#: For the tests about the one redis-server itself (they stop and restart it).
+single_redis = pytest.mark.parametrize("pools", ["redis"], indirect=True)
 
 
 # -- MemoryPool and RedisPool agree, call by call ------------------------------
@@ -282,9 +312,7 @@ async def _random_run(twin: Twin, seed: int, steps: int, run: int) -> _Seen:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_redis_pool_answers_exactly_as_memory_pool(
-    pools: Callable[..., RedisPool], seed: int
-) -> None:
+async def test_redis_pool_answers_exactly_as_memory_pool(pools: Pools, seed: int) -> None:
     seen = await _random_run(Twin(MemoryPool(T), pools()), seed, steps=600, run=0)
     # The run went through every transition of a request, not just errors.
     assert set(seen.reasons) >= {
@@ -301,9 +329,7 @@ async def test_redis_pool_answers_exactly_as_memory_pool(
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_redis_pool_runs_sessions_exactly_as_memory_pool(
-    pools: Callable[..., RedisPool], seed: int
-) -> None:
+async def test_redis_pool_runs_sessions_exactly_as_memory_pool(pools: Pools, seed: int) -> None:
     seen = await _random_run(Twin(MemoryPool(T), pools()), seed, steps=600, run=1)
     # Sessions went live, frames were held and handed over once, sessions
     # ended by hand and past the grace, and every session error came up.
@@ -384,7 +410,7 @@ async def _same_state(
         await twin.call("is_available", user)
 
 
-async def test_ties_and_limits_fire_in_memory_pools_order(pools: Callable[..., RedisPool]) -> None:
+async def test_ties_and_limits_fire_in_memory_pools_order(pools: Pools) -> None:
     twin = Twin(MemoryPool(T), pools())
     # Deadlines due together: by (expires_at, id); the limit cuts in that order.
     for rid in ("rb", "ra", "rc"):
@@ -439,7 +465,7 @@ def test_every_script_header_names_each_key_and_arg_it_uses() -> None:
         assert used <= named, (name, used - named)
 
 
-async def test_scripts_heal_after_script_flush(pools: Callable[..., RedisPool]) -> None:
+async def test_scripts_heal_after_script_flush(pools: Pools) -> None:
     store = pools()
     await store.create(DRAFT, "c1", "r1", T0)
     await store.client.script_flush()
@@ -469,9 +495,10 @@ def test_script_sources_are_static() -> None:
 # -- Redis restarts and crashes ----------------------------------------------
 
 
+@single_redis
 @pytest.mark.parametrize("kill", [False, True])
 async def test_restart_loses_nothing_and_the_pool_heals_itself(
-    pools: Callable[..., RedisPool], redis_server: Any, kill: bool
+    pools: Pools, redis_server: Any, kill: bool
 ) -> None:
     store = pools()
     for i in range(20):
@@ -491,9 +518,8 @@ async def test_restart_loses_nothing_and_the_pool_heals_itself(
     assert (await store.stats(T0 + 41)).claimed == 2
 
 
-async def test_unavailable_while_redis_is_down(
-    pools: Callable[..., RedisPool], redis_server: Any
-) -> None:
+@single_redis
+async def test_unavailable_while_redis_is_down(pools: Pools, redis_server: Any) -> None:
     store = pools()
     await store.create(DRAFT, "c1", "r1", T0)
     redis_server.stop()
@@ -520,11 +546,62 @@ async def test_unavailable_while_redis_is_down(
     assert (await store.claim("r1", profile("t1"), T0 + 2)).after.state is State.CLAIMED
 
 
+async def test_unavailable_while_the_pools_cluster_node_is_down(
+    redis_cluster_url: str, redis_cluster: Any
+) -> None:
+    """On a cluster, the node that owns the pool's slot going down is
+    ``unavailable`` (not a cluster error leaking out), and the same pool
+    object heals once it is back."""
+    store = RedisPool.from_url(redis_cluster_url, T)
+    try:
+        await store.create(DRAFT, "c1", "r1", T0)
+        node = redis_cluster.node_of(Keys("qc").waiting)
+        node.stop()
+        try:
+            calls: list[Callable[[], Awaitable[Any]]] = [
+                store.ping,
+                lambda: store.claim("r1", profile("t1"), T0 + 1),
+                lambda: store.stats(T0 + 1),
+                lambda: store.join_session("s1", "c1", T0 + 1),
+            ]
+            for call in calls:
+                with pytest.raises(Unavailable):
+                    await call()
+        finally:
+            node.start()
+            redis_cluster.wait_ok()
+        await store.ping()
+        assert (await store.claim("r1", profile("t1"), T0 + 2)).after.state is State.CLAIMED
+    finally:
+        await store.aclose()
+
+
+async def test_a_crash_of_every_cluster_node_loses_nothing(
+    redis_cluster_url: str, redis_cluster: Any
+) -> None:
+    """Each node replays its append-only file and rejoins from its
+    ``nodes.conf``; the same pool object finds the slot map and its scripts again."""
+    store = RedisPool.from_url(redis_cluster_url, T)
+    try:
+        for i in range(5):
+            await store.create(DRAFT, f"c{i}", f"r{i}", T0 + i)
+        await store.claim("r1", profile("t1"), T0 + 10)
+        before = [await store.get(f"r{i}") for i in range(5)]
+
+        redis_cluster.restart(kill=True)
+
+        assert [await store.get(f"r{i}") for i in range(5)] == before
+        assert (await store.claim("r2", profile("t2"), T0 + 11)).after.claimed_by == "t2"
+        assert (await store.stats(T0 + 12)).claimed == 2
+    finally:
+        await store.aclose()
+
+
 # -- several processes at once -------------------------------------------------
 
 
 async def test_fifty_therapists_claim_at_once_and_one_wins(
-    pools: Callable[..., RedisPool],
+    pools: Pools,
 ) -> None:
     stores = [pools() for _ in range(5)]
     await stores[0].create(DRAFT, "c1", "r1", T0)
@@ -544,7 +621,7 @@ async def test_fifty_therapists_claim_at_once_and_one_wins(
 
 
 async def test_fire_due_from_many_processes_fires_each_once(
-    pools: Callable[..., RedisPool],
+    pools: Pools,
 ) -> None:
     stores = [pools() for _ in range(6)]
     s0 = stores[0]
@@ -581,26 +658,34 @@ async def test_fire_due_from_many_processes_fires_each_once(
 
 
 async def test_a_small_bounded_pool_waits_instead_of_failing(
-    pools: Callable[..., RedisPool], redis_url: str
+    pools: Pools, request: pytest.FixtureRequest
 ) -> None:
     store = pools(max_connections=2, pool_timeout_s=10.0)
     await asyncio.gather(*(store.create(DRAFT, f"c{i}", f"r{i:03}", T0 + i) for i in range(200)))
     got = await asyncio.gather(*(store.positions([f"r{i:03}"]) for i in range(200)))
     assert [g[f"r{i:03}"] for i, g in enumerate(got)] == list(range(1, 201))
-    assert store.client.connection_pool.max_connections == 2
-    probe = aredis.Redis.from_url(redis_url)
+    if pools.kind == "cluster":
+        # Every key is on one node; the gate let two round trips at a time
+        # reach it (the client itself may keep a spare for its slot map).
+        node = request.getfixturevalue("redis_cluster").node_of(Keys("qc").waiting)
+        url = f"redis://127.0.0.1:{node.port}"
+        limit = 2 + 1
+    else:
+        assert store.client.connection_pool.max_connections == 2
+        url, limit = pools.url, 2
+    probe = aredis.Redis.from_url(url)
     try:
         clients = (await probe.info("clients"))["connected_clients"]
     finally:
         await probe.aclose()
-    assert clients - 1 <= 2  # the probe itself, and at most two of the pool's
+    assert clients - 1 <= limit  # the probe itself, and the pool's
 
 
 # -- keys ----------------------------------------------------------------------
 
 
 async def test_every_key_of_the_pool_is_in_one_cluster_slot(
-    pools: Callable[..., RedisPool],
+    pools: Pools,
 ) -> None:
     store = pools()
     await store.put_profile(profile("t1"))
@@ -628,7 +713,7 @@ async def test_every_key_of_the_pool_is_in_one_cluster_slot(
     assert {key_slot(k) for k in keys} == {key_slot(b"pool")}
 
 
-async def test_prefixes_keep_pools_apart(pools: Callable[..., RedisPool]) -> None:
+async def test_prefixes_keep_pools_apart(pools: Pools) -> None:
     a, b = pools(prefix="qc"), pools(prefix="other")
     await a.create(DRAFT, "c1", "r1", T0)
     assert await b.get("r1") is None
@@ -637,9 +722,9 @@ async def test_prefixes_keep_pools_apart(pools: Callable[..., RedisPool]) -> Non
         Keys("bad{tag}")
 
 
-async def test_a_client_that_decodes_replies_works_too(redis_url: str) -> None:
+async def test_a_client_that_decodes_replies_works_too(pools: Pools) -> None:
     """The constructor takes any client: replies may come as str (from_url's stay bytes)."""
-    store = RedisPool(aredis.Redis.from_url(redis_url, decode_responses=True), T, prefix="str")
+    store = RedisPool(pools.raw_client(decode_responses=True), T, prefix="str")
     try:
         await store.put_profile(profile("t1"))
         assert await store.get_profile("t1") == profile("t1")
@@ -671,7 +756,7 @@ async def test_a_client_that_decodes_replies_works_too(redis_url: str) -> None:
 
 
 async def test_idempotency_keys_and_finished_requests_expire_in_redis(
-    pools: Callable[..., RedisPool],
+    pools: Pools,
 ) -> None:
     store = pools()
     k = Keys("qc")
@@ -682,7 +767,7 @@ async def test_idempotency_keys_and_finished_requests_expire_in_redis(
     assert FINISHED_TTL_S - 100 < await store.client.ttl(k.req("r1")) <= FINISHED_TTL_S
 
 
-async def test_times_round_trip_to_the_last_bit(pools: Callable[..., RedisPool]) -> None:
+async def test_times_round_trip_to_the_last_bit(pools: Pools) -> None:
     store = pools()
     now = 1_700_000_000.1 + 2**-20
     await store.create(DRAFT, "c1", "r1", now)
@@ -697,7 +782,7 @@ async def test_times_round_trip_to_the_last_bit(pools: Callable[..., RedisPool])
 
 
 async def test_held_frames_are_msgpack_lists_and_go_with_the_session(
-    pools: Callable[..., RedisPool],
+    pools: Pools,
 ) -> None:
     store = pools()
     k = Keys("qc")
@@ -721,9 +806,8 @@ async def test_held_frames_are_msgpack_lists_and_go_with_the_session(
     assert FINISHED_TTL_S - 100 < await store.client.ttl(k.sess("s1")) <= FINISHED_TTL_S
 
 
-async def test_sessions_survive_a_crash_of_redis(
-    pools: Callable[..., RedisPool], redis_server: Any
-) -> None:
+@single_redis
+async def test_sessions_survive_a_crash_of_redis(pools: Pools, redis_server: Any) -> None:
     """Who joined, the live start and the held frames are in the AOF."""
     store = pools()
     await store.create(DRAFT, "c1", "r1", T0)
@@ -742,7 +826,7 @@ async def test_sessions_survive_a_crash_of_redis(
     assert await store.hold_of("t1") is None
 
 
-async def test_fifty_servers_end_one_session_once(pools: Callable[..., RedisPool]) -> None:
+async def test_fifty_servers_end_one_session_once(pools: Pools) -> None:
     stores = [pools() for _ in range(5)]
     await stores[0].heartbeat("s0", T0)
     await stores[0].connect("t1", Role.THERAPIST, "k", "s0", T0)

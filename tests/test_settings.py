@@ -81,6 +81,8 @@ def test_flag_beats_env_beats_default() -> None:
     assert load_settings({"redis_url": "unix:///tmp/r.sock"}, env()).redis_url == (
         "unix:///tmp/r.sock"
     )
+    for cluster in ("redis+cluster://10.0.0.5:7000", "rediss+cluster://u:p@c.example:6379/0"):
+        assert load_settings({"redis_url": cluster}, env()).redis_url == cluster
 
 
 def test_empty_variable_counts_as_unset() -> None:
@@ -140,6 +142,8 @@ def test_dev_generates_a_secret_and_derives_a_data_key() -> None:
         ({"therapist_share_pct": "101"}, "DISPATCH_THERAPIST_SHARE_PCT is a percentage"),
         ({"redis_url": "http://127.0.0.1:6379"}, "DISPATCH_REDIS_URL must start with redis://"),
         ({"redis_url": "127.0.0.1:6379"}, "DISPATCH_REDIS_URL must start with redis://"),
+        ({"redis_url": "redis+cluster://c:7000/2"}, "Redis Cluster has only database 0"),
+        ({"redis_url": "unix+cluster:///tmp/r.sock"}, "or redis\\+cluster://"),
         ({"database_url": "dispatch.db"}, "DISPATCH_DATABASE_URL must be a SQLite or PostgreSQL"),
         ({"ice_servers": "[{"}, "DISPATCH_ICE_SERVERS is not valid JSON"),
         ({"ice_servers": '{"urls": "stun:x"}'}, "DISPATCH_ICE_SERVERS must be a JSON array"),

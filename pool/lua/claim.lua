@@ -6,6 +6,7 @@
 -- KEYS[3]  waiting     zset rid -> created_at
 -- KEYS[4]  deadlines   zset rid -> expires_at
 -- KEYS[5]  claimed     set of claimed rids
+-- KEYS[6]  lastclaim   zset therapist -> when it last claimed (offer ranking)
 -- ARGV[1]  rid
 -- ARGV[2]  therapist id
 -- ARGV[3]  '1' when the therapist is qualified (rules.may_take, checked in
@@ -15,7 +16,7 @@
 --
 -- Checks in the order of rules.claim and returns the first that fails:
 -- {'not_found'} / {'expired'}, {'taken_own'} / {'busy'}, {'not_eligible'}, {'head_start'},
--- {'taken'};
+-- {'not_offered'}, {'taken'};
 -- else claims and returns {'ok', <flat hash before the claim>}.
 
 local rid, tid, now = ARGV[1], ARGV[2], ARGV[4]
@@ -43,6 +44,10 @@ if req.referred_to and req.referred_to ~= tid and req.head_start_until and not r
     and tonumber(now) < tonumber(req.head_start_until) then
   return {'head_start'}
 end
+-- rules.offered_to: offered to a few at a time, the others may not claim it yet.
+if req.offered and not contains(cjson.decode(req.offered), tid) then
+  return {'not_offered'}
+end
 if req.state ~= 'waiting' then
   return {'taken'}
 end
@@ -54,4 +59,5 @@ redis.call('ZREM', KEYS[3], rid)
 redis.call('ZADD', KEYS[4], ARGV[5], rid)
 redis.call('SADD', KEYS[5], rid)
 redis.call('HSET', KEYS[2], tid, 'claim:' .. rid)
+redis.call('ZADD', KEYS[6], now, tid)
 return {'ok', flat}
