@@ -30,6 +30,8 @@ from loadtest._peer import Peer, close_all, notes_is, open_all
 
 #: A step unanswered this long counts as lost (a slow answer is in the histograms).
 STEP_TIMEOUT_S: Final = 30.0
+#: How many failed lifecycles a generator names by id (the rest are counted only).
+FAILED_IDS_MAX: Final = 20
 STEPS: Final = ("post", "new", "claim", "offer", "accept", "end", "post_to_ready", "lifecycle")
 TERMS: Final = "2024-05"
 BODY: Final[dict[str, Any]] = {"region": "GB-ENG", "language": "en", "topics": ["anxiety"]}
@@ -57,6 +59,9 @@ class _Gen:
         self.h = {s: Hist() for s in STEPS}
         self.done = 0
         self.failed: Counter[str] = Counter()
+        #: The first few failed lifecycles' request and session ids, to look up
+        #: in the servers' logs.
+        self.failed_ids: list[dict[str, str | None]] = []
         self.idle: asyncio.Queue[Peer] = asyncio.Queue()
         self.elapsed = 0.0
 
@@ -118,6 +123,8 @@ class _Gen:
             self.done += 1
         except Exception as exc:
             self.failed[f"{step}: {type(exc).__name__}: {exc}"[:120]] += 1
+            if len(self.failed_ids) < FAILED_IDS_MAX:
+                self.failed_ids.append({"step": step, "request_id": rid, "session_id": sid})
             with contextlib.suppress(Exception):  # leave nothing waiting or open behind
                 if sid is not None:
                     await c.call({"type": "session.end", "session_id": sid}, STEP_TIMEOUT_S)
@@ -175,6 +182,7 @@ class _Gen:
                 "done": self.done,
                 "elapsed_s": self.elapsed,
                 "failed": dict(self.failed),
+                "failed_ids": self.failed_ids,
                 "error_frames": dict(errors),
                 "hist": {k: v.encode() for k, v in self.h.items()},
             }

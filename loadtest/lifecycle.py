@@ -136,10 +136,12 @@ def run(a: argparse.Namespace, stack: Stack, run_id: str) -> dict[str, Any]:
     hists: dict[str, Hist] = {s: Hist() for s in STEPS}
     done = 0
     lost: Counter[str] = Counter()
+    failed_ids: list[dict[str, Any]] = []
     errors: Counter[str] = Counter()
     for o in outs:
         done += o["done"]
         lost.update(o["failed"])
+        failed_ids.extend(o.get("failed_ids", []))
         errors.update(o["error_frames"])
         for k, enc in o["hist"].items():
             hists[k].add(Hist.decode(enc))
@@ -160,6 +162,7 @@ def run(a: argparse.Namespace, stack: Stack, run_id: str) -> dict[str, Any]:
         "lifecycles": done,
         "lifecycles_per_s": round(done / elapsed, 2),
         "failed": dict(lost),
+        "failed_ids": failed_ids,
         "error_frames": dict(errors),
         "steps_ms": {k: h.summary() for k, h in hists.items()},
         "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1},

@@ -188,7 +188,11 @@ class Signaling:
             if current is not None and current.state is SessionState.ENDED:
                 await self.finish(current, origin, asker=user_id)
             return
-        await self.finish(ended, origin)
+        # The asker is named here too: between the pool's end and the record's,
+        # another finisher (the repair loop of any server) may record it first
+        # and tell both sides without this frame's ref; the asker must still
+        # get its answer.
+        await self.finish(ended, origin, asker=user_id)
 
     async def finish(
         self, ended: Session, origin: Origin | None = None, asker: str | None = None
