@@ -1,4 +1,4 @@
-"""The service under test for the scenarios (race, lifecycle, idle): its own
+"""The service under test for the scenarios (fanout, race, lifecycle, idle): its own
 ``redis-server`` and ``--servers`` ``dispatch serve`` processes, tokens minted
 as any platform mints them, the operator calls that set a run up, and what is
 read from the processes (CPU seconds, resident memory).
@@ -251,14 +251,18 @@ def write_report(out: Path | None, report: dict[str, Any]) -> None:
 
 
 def run_async(
-    main: Callable[[], Coroutine[Any, Any, None]], deadline_s: float, on_timeout: Callable[[], None]
+    main: Callable[[], Coroutine[Any, Any, None]],
+    deadline_s: float,
+    on_timeout: Callable[[], None],
+    name: str = "loadtest",
 ) -> None:
     """Run ``main`` on uvloop with a watchdog that calls ``on_timeout`` and
-    exits the process a minute past ``deadline_s`` if the loop is stuck."""
+    exits the process (status 2) a minute past ``deadline_s`` if the loop is
+    stuck, saying so on stderr under ``name``."""
     import threading
 
     def watchdog() -> None:
-        print("loadtest: hard deadline passed; killing everything", file=sys.stderr, flush=True)
+        print(f"{name}: hard deadline passed; killing everything", file=sys.stderr, flush=True)
         on_timeout()
         os._exit(2)
 

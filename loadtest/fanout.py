@@ -36,56 +36,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
-import os
 import resource
 import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
-import jwt
-from cryptography.fernet import Fernet
 
 from loadtest import _hist, _report
 from loadtest._config import Config, parse_args
 from loadtest._console import GONE, NEW, Console, Tally, run_console
-from loadtest._procs import (
-    HOST,
-    START_TIMEOUT_S,
-    Proc,
-    dispatch_server,
-    free_port,
-    metric_values,
-    scan_server_log,
-    server_env,
-    start_redis,
-)
+from loadtest._procs import Proc, metric_values
 from loadtest._report import Posted, Results
-from loadtest._stack import proc_rss_kib, start_profiler, stop_profiler
+from loadtest._stack import (
+    LANGUAGE,
+    REGION,
+    Stack,
+    raise_nofile,
+    run_async,
+    start_profiler,
+    stop_profiler,
+    write_report,
+)
 from loadtest.floor import run_floor
 
-HTTP_TIMEOUT_S: Final = 30.0
-HTTP_CONCURRENCY: Final = 32
-#: Calls per operator id, under the per-user HTTP burst of a server (30).
-CALLS_PER_OPERATOR: Final = 20
-
-REGION: Final = "GB-ENG"
-LANGUAGE: Final = "en"
-PROFILE: Final[dict[str, Any]] = {
-    "bio": "load test therapist",
-    "regions": [REGION],
-    "languages": [LANGUAGE],
-    "topics": ["anxiety", "couples"],
-    "works_with_minors": False,
-}
-TOPUP_MINOR: Final = 1_000_000
 METRICS: Final = (
     "dispatch_ws_slow_consumers_total",
     'dispatch_ws_connections{role="therapist"}',
@@ -104,17 +83,15 @@ _Step = Callable[[Posted], Coroutine[Any, Any, None]]
 
 
 class Run:
-    """One run: its processes, its consoles and requests, and what it recorded."""
+    """One run: its :class:`~loadtest._stack.Stack` (Redis and the servers), its
+    consoles and requests, and what it recorded."""
 
     def __init__(self, cfg: Config, workdir: Path) -> None:
         self.cfg = cfg
         self.workdir = workdir
         run_id = secrets.token_hex(3)
-        self.secret = secrets.token_urlsafe(48)
-        self.data_key = Fernet.generate_key().decode()
-        self.redis: Proc | None = None
-        self.servers: list[Proc] = []
-        self.ports: list[int] = []
+        # Tokens outlive the run: it stops at its deadline.
+        self.stack = Stack(cfg.servers, workdir, cfg.server_env, ttl_s=int(cfg.deadline_s) + 600)
         self.tally = Tally()
         self.tasks: list[asyncio.Task[None]] = []
         self.profiler: Proc | None = None
@@ -135,58 +112,23 @@ class Run:
             ],
             wall_offset=time.time() - time.monotonic(),
         )
-        self._token_ttl = int(cfg.deadline_s) + 600
-
-    def token(self, role: str, sub: str) -> str:
-        # PROTOCOL.md §2, as any platform mints them: the load generator imports
-        # nothing of the product (import-linter), only the wire protocol.
-        now = int(time.time())
-        claims = {"sub": sub, "role": role, "iat": now, "exp": now + self._token_ttl}
-        return jwt.encode(claims, self.secret, algorithm="HS256")
-
-    def auth(self, role: str, sub: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(role, sub)}"}
-
-    def base(self, server: int) -> str:
-        return f"http://{HOST}:{self.ports[server]}"
 
     def _error(self, message: str) -> None:
         if len(self.r.http_errors) < 200:
             self.r.http_errors.append(message[:300])
 
     # -- processes -------------------------------------------------------------------
-    def start_processes(self) -> None:
-        self.redis, redis_port = start_redis(self.workdir)
-        env = server_env(f"redis://{HOST}:{redis_port}/0", self.secret, self.data_key, self.workdir)
-        env.update(dict(self.cfg.server_env))
-        for i in range(self.cfg.servers):
-            self.ports.append(free_port())
-            proc = dispatch_server(i, self.ports[i], env, self.workdir)
-            proc.start()
-            self.servers.append(proc)
-
     def stop_processes(self) -> None:
         """Read CPU times and logs, then stop every child (servers first)."""
-        procs = [*self.servers, *([self.redis] if self.redis is not None else [])]
         if self.profiler is not None:
             self.r.memory["profiler_log"] = stop_profiler(self.profiler)
-        for proc in procs:
-            cpu = proc.cpu_s()
-            if cpu is not None:
-                self.r.cpu_s[proc.name] = round(cpu, 2)
+        for name, cpu in self.stack.cpu_s().items():
+            self.r.cpu_s[name] = round(cpu, 2)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.r.cpu_s["client"] = round(usage.ru_utime + usage.ru_stime, 2)
-        for proc in procs:
-            self.r.exit_codes[proc.name] = proc.stop()
-        self.r.server_logs = {p.name: scan_server_log(p.log) for p in self.servers}
-
-    def rss_kib(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for proc in self.servers:
-            rss = proc_rss_kib(proc.popen.pid) if proc.popen is not None else None
-            if rss is not None:
-                out[proc.name] = rss
-        return out
+        stopped = self.stack.stop()
+        self.r.exit_codes.update(stopped["exit_codes"])
+        self.r.server_logs = stopped["server_logs"]
 
     def record_memory(self, before: dict[str, int], after: dict[str, int]) -> None:
         """Each server's RSS growth over the consoles it holds (KiB per console)."""
@@ -203,86 +145,16 @@ class Run:
             "kib_per_console_all": round(total / max(1, sum(held.values())), 2),
         }
 
-    def kill_processes(self) -> None:
-        """Last resort (the watchdog): SIGKILL every child at once."""
-        for proc in [*self.servers, *([self.redis] if self.redis is not None else [])]:
-            proc.kill()
-
-    async def wait_ready(self, client: httpx.AsyncClient) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for i, proc in enumerate(self.servers):
-            while True:
-                if not proc.running:
-                    raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    health = await client.get(f"{self.base(i)}/healthz", timeout=2.0)
-                    ready = await client.get(f"{self.base(i)}/readyz", timeout=2.0)
-                    if health.status_code == 200 and ready.status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{proc.name} not ready in time:\n{proc.log_tail()}")
-                await asyncio.sleep(0.1)
-
-    # -- set-up ----------------------------------------------------------------------
-    async def _as_operators(
-        self, client: httpx.AsyncClient, calls: Sequence[tuple[str, str, dict[str, Any]]]
-    ) -> None:
-        """Run ``(method, path, body)`` calls as operators, a few in flight; each
-        operator id makes few enough calls on one server to stay under its rate limit."""
-        gate = asyncio.Semaphore(HTTP_CONCURRENCY)
-
-        async def call(n: int, method: str, path: str, body: dict[str, Any]) -> None:
-            batch = n // CALLS_PER_OPERATOR
-            url = self.base(batch % self.cfg.servers) + path
-            async with gate:
-                resp = await client.request(
-                    method, url, json=body, headers=self.auth("operator", f"lt-op-{batch}")
-                )
-            if resp.status_code not in (200, 201):
-                raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
-
-        await asyncio.gather(*(call(n, *c) for n, c in enumerate(calls)))
-
-    async def create_profiles(self, client: httpx.AsyncClient) -> None:
-        await self._as_operators(
-            client,
-            [
-                ("PUT", f"/v1/therapists/{c.user_id}", {**PROFILE, "name": f"Therapist {c.index}"})
-                for c in self.r.consoles
-            ],
-        )
-
-    async def fund_clients(self, client: httpx.AsyncClient) -> None:
-        """When the server has wallets (PROTOCOL.md §6), top up every client first."""
-        probe = self.r.posted[0]
-        resp = await client.get(
-            f"{self.base(0)}/v1/wallet", headers=self.auth("client", probe.client_id)
-        )
-        self.r.wallet = resp.status_code == 200
-        if self.r.wallet:
-            body = {"amount_minor": TOPUP_MINOR}
-            await self._as_operators(
-                client,
-                [
-                    (
-                        "POST",
-                        "/v1/wallet/topups",
-                        {**body, "client_id": p.client_id, "reference": f"{p.marker}-topup"},
-                    )
-                    for p in self.r.posted
-                ],
-            )
-
     # -- the measured phases ----------------------------------------------------------
     async def connect_consoles(self) -> None:
-        tokens = [self.token("therapist", c.user_id) for c in self.r.consoles]
+        tokens = [self.stack.token("therapist", c.user_id) for c in self.r.consoles]
         events = [asyncio.Event() for _ in self.r.consoles]
         burst_start = time.monotonic()
         self.tasks = [
             asyncio.create_task(
                 run_console(
                     c,
-                    f"ws://{HOST}:{self.ports[c.server]}/v1/ws",
+                    self.stack.ws_url(c.server),
                     token,
                     codec=self.cfg.codec,
                     compression=self.cfg.compression,
@@ -312,11 +184,11 @@ class Run:
 
     async def post_one(self, client: httpx.AsyncClient, p: Posted) -> None:
         body = {"region": REGION, "language": LANGUAGE, "topics": ["anxiety"], "notes": p.marker}
-        headers = {**self.auth("client", p.client_id), "Idempotency-Key": p.marker}
+        headers = {**self.stack.auth("client", p.client_id), "Idempotency-Key": p.marker}
         p.sent = time.monotonic()
         try:
             resp = await client.post(
-                f"{self.base(p.server)}/v1/requests", json=body, headers=headers
+                f"{self.stack.base(p.server)}/v1/requests", json=body, headers=headers
             )
         except httpx.HTTPError as exc:
             self._error(f"POST {p.marker}: {type(exc).__name__}")
@@ -338,8 +210,8 @@ class Run:
         p.cancel_sent = time.monotonic()
         try:
             resp = await client.delete(
-                f"{self.base(p.server)}/v1/requests/{p.request_id}",
-                headers=self.auth("client", p.client_id),
+                f"{self.stack.base(p.server)}/v1/requests/{p.request_id}",
+                headers=self.stack.auth("client", p.client_id),
             )
         except httpx.HTTPError as exc:
             self._error(f"DELETE {p.marker}: {type(exc).__name__}")
@@ -356,16 +228,17 @@ class Run:
         self.r.phases[f"{kind}_settle_s"] = time.monotonic() - start
 
     async def collect_after(self, client: httpx.AsyncClient) -> None:
+        st = self.stack
         with contextlib.suppress(httpx.HTTPError, ValueError):
             resp = await client.get(
-                f"{self.base(0)}/v1/pool/stats", headers=self.auth("operator", "lt-op-stats")
+                f"{st.base(0)}/v1/pool/stats", headers=st.auth("operator", "lt-op-stats")
             )
             if resp.status_code == 200:
                 self.r.pool_after = resp.json()
         for i in range(self.cfg.servers):
             values: dict[str, float] = {}
             with contextlib.suppress(httpx.HTTPError):
-                values = metric_values((await client.get(f"{self.base(i)}/metrics")).text, METRICS)
+                values = metric_values((await client.get(f"{st.base(i)}/metrics")).text, METRICS)
             self.r.server_metrics.append(values)
 
     async def close_consoles(self) -> None:
@@ -396,31 +269,28 @@ class Run:
 
     async def _phases(self) -> None:
         t0 = time.monotonic()
-        self.start_processes()
-        # Idle connections are dropped before uvicorn's 5 s keep-alive closes them, so
-        # no request is ever sent on a connection the server is closing (a ReadError).
-        limits = httpx.Limits(
-            max_connections=2 * HTTP_CONCURRENCY, max_keepalive_connections=64, keepalive_expiry=2.0
-        )
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, limits=limits) as client:
-            await self.wait_ready(client)
+        stack = self.stack
+        stack.start()
+        async with stack.client() as client:
+            await stack.wait_ready(client)
             self.r.phases["start_s"] = time.monotonic() - t0
-            server0 = self.servers[0].popen
+            server0 = stack.servers[0].popen
             if self.cfg.profile is not None and server0 is not None:
                 log = self.workdir / "py-spy.log"
                 self.profiler = start_profiler(server0.pid, self.cfg.profile, log)
             t = time.monotonic()
-            await self.create_profiles(client)
-            await self.fund_clients(client)
+            await stack.put_profiles(client, [c.user_id for c in self.r.consoles])
+            # When the server has wallets (PROTOCOL.md §6), every client is topped up first.
+            self.r.wallet = await stack.fund(client, [p.client_id for p in self.r.posted])
             self.r.phases["profiles_s"] = time.monotonic() - t
 
-            rss0 = self.rss_kib()
+            rss0 = stack.rss_kib()
             await self.connect_consoles()
             ready = sum(1 for c in self.r.consoles if c.ready_s is not None)
             if ready == 0:
                 raise RuntimeError("no console became available")
             await asyncio.sleep(RSS_SETTLE_S)
-            self.record_memory(rss0, self.rss_kib())
+            self.record_memory(rss0, stack.rss_kib())
 
             await self.paced("post", self.r.posted, lambda p: self.post_one(client, p))
             created = [p for p in self.r.posted if p.request_id is not None]
@@ -432,48 +302,20 @@ class Run:
             await self.collect_after(client)
 
 
-def _raise_nofile(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (uvicorn[standard] brings it): a lighter client."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return None
-    return uvloop.new_event_loop
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     # Each console is a socket here (and one on a server, a child of ours).
-    _raise_nofile(2 * cfg.consoles + 1024)
+    raise_nofile(2 * cfg.consoles + 1024)
     workdir = Path(tempfile.mkdtemp(prefix="qc-fanout-"))
     run = Run(cfg, workdir)
-
-    def watchdog() -> None:  # the event loop is stuck well past the deadline
-        print("fanout: hard deadline passed; killing everything", file=sys.stderr, flush=True)
-        run.kill_processes()
-        os._exit(EXIT_SETUP)
-
-    timer = threading.Timer(cfg.deadline_s + 60.0, watchdog)
-    timer.daemon = True
-    timer.start()
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run.main())
+        run_async(run.main, cfg.deadline_s, run.stack.kill, name="fanout")
     except KeyboardInterrupt:
         run.r.aborted = "interrupted"
     except Exception as exc:
         run.r.setup_error = f"{type(exc).__name__}: {exc}"
     finally:
         run.stop_processes()
-        timer.cancel()
     args = list(sys.argv[1:] if argv is None else argv)
     report = _report.build(run.r, " ".join(["python -m loadtest.fanout", *args]))
     print(_report.human(report), flush=True)
@@ -488,9 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hists,
             )
         )
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report: {cfg.out}")
+        write_report(cfg.out, report)
     if cfg.keep:
         print(f"logs kept in {workdir}")
     else:

@@ -7,18 +7,15 @@ dispatcher's widening. With the setting off (0) nothing changes."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
+from hubkit import DRAFT, T0, hub_with, profile, sent
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import NotEligible
-from core.identity import Role, User
-from core.wire import JSON_CODEC
-from dispatch.hub import Conn, Hub
-from dispatch.metrics import Metrics
+from core.identity import Role
 from notify.texts import Candidate, TextContact, recipients
 from pool import rules
 from pool.effects import Effect
@@ -30,26 +27,12 @@ from pool.model import (
     Reason,
     Request,
     State,
-    TherapistProfile,
     Timeouts,
 )
 from pool.store import PoolStore
 
-T0 = 1_780_000_000.0
 T = Timeouts()
 WIDEN = 10.0
-DRAFT = Draft(region="GB", language="en", topics=("anxiety",))
-
-
-def profile(tid: str, **changes: Any) -> TherapistProfile:
-    fields: dict[str, Any] = {
-        "name": "Dr " + tid,
-        "regions": ("GB",),
-        "languages": ("en",),
-        "topics": ("anxiety",),
-    }
-    fields.update(changes)
-    return TherapistProfile(id=tid, **fields)
 
 
 def cand(tid: str, last: float | None = None, **changes: Any) -> OfferCandidate:
@@ -306,37 +289,9 @@ async def test_both_adapters_widen_once(pool_store: PoolStore) -> None:
 # -- the hub -------------------------------------------------------------------------------
 
 
-async def _no_close(code: int, reason: str) -> None:
-    return None
-
-
-def console(tid: str) -> Conn:
-    return Conn(
-        id="conn-" + tid,
-        user=User(tid, Role.THERAPIST),
-        codec=JSON_CODEC,
-        queue_size=100,
-        closer=_no_close,
-        profile=profile(tid),
-        available=True,
-    )
-
-
-def sent(conn: Conn) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while not conn.queue.empty():
-        item = conn.queue.get_nowait()
-        assert isinstance(item, str)
-        out.append(json.loads(item))
-    return out
-
-
 async def test_the_hub_offers_the_few_then_the_newly_offered_only() -> None:
     store = MemoryPool(T)
-    hub = Hub(store, Metrics(), None, None, lambda: T0)
-    a, b, c = console("t-a"), console("t-b"), console("t-c")
-    for conn in (a, b, c):
-        hub.add(conn)
+    hub, (a, b, c) = hub_with(store, "t-a", "t-b", "t-c")
     req, _ = await store.create(offered_draft({"t-a"}), "c1", "r1", T0)
     await hub.deliver([Effect("new", request=req)])
     assert [f["type"] for f in sent(a)] == ["request.new"]
@@ -358,10 +313,7 @@ async def test_the_hub_offers_the_few_then_the_newly_offered_only() -> None:
 
 async def test_request_gone_goes_to_the_offered_consoles_alone() -> None:
     store = MemoryPool(T)
-    hub = Hub(store, Metrics(), None, None, lambda: T0)
-    a, b = console("t-a"), console("t-b")
-    for conn in (a, b):
-        hub.add(conn)
+    hub, (a, b) = hub_with(store, "t-a", "t-b")
     req, _ = await store.create(offered_draft({"t-a"}), "c1", "r1", T0)
     await hub.deliver([Effect("new", request=req)])
     change = await store.claim("r1", profile("t-a"), T0 + 1)

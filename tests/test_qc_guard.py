@@ -10,13 +10,13 @@ dispatcher, the records and the metering around it, on a real database.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from cryptography.fernet import Fernet
+from hubkit import DRAFT, T0, Clock, hub_with, profile, sent
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,9 +24,7 @@ from core.bus import LocalBus
 from core.db import Database
 from core.errors import Busy, NotEligible
 from core.identity import Role, User
-from core.wire import JSON_CODEC
 from dispatch.guard import Guard
-from dispatch.hub import Conn, Hub
 from dispatch.metrics import Metrics
 from dispatch.service import Dispatcher, booked_session_id
 from notify.contacts import Contacts
@@ -36,7 +34,7 @@ from notify.texts import Candidate, TextContact, recipients
 from pool import rules
 from pool.effects import Effect
 from pool.memory import MemoryPool
-from pool.model import Draft, Session, SessionState, TherapistProfile, Timeouts
+from pool.model import Session, SessionState, Timeouts
 from signaling.crypto import Cipher
 from signaling.ice import make_provider
 from signaling.metering import Metering
@@ -44,15 +42,7 @@ from signaling.records import Records
 from signaling.relay import Signaling
 from wallet.ledger import Ledger
 
-T0 = 1_780_000_000.0
 MIN = 60.0
-DRAFT = Draft(region="GB", language="en", topics=("anxiety",))
-
-
-def profile(tid: str) -> TherapistProfile:
-    return TherapistProfile(
-        id=tid, name="Dr " + tid, regions=("GB",), languages=("en",), topics=("anxiety",)
-    )
 
 
 # -- the rule ------------------------------------------------------------------------------
@@ -131,49 +121,13 @@ async def test_the_guard_asks_for_the_window_and_keeps_the_answer() -> None:
 # -- the hub -------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def _no_close(code: int, reason: str) -> None:
-    return None
-
-
-def console(tid: str) -> Conn:
-    conn = Conn(
-        id="conn-" + tid,
-        user=User(tid, Role.THERAPIST),
-        codec=JSON_CODEC,
-        queue_size=100,
-        closer=_no_close,
-        profile=profile(tid),
-        available=True,
-    )
-    return conn
-
-
-def sent(conn: Conn) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while not conn.queue.empty():
-        item = conn.queue.get_nowait()
-        assert isinstance(item, str)
-        out.append(json.loads(item))
-    return out
-
-
 async def test_a_guarded_therapist_gets_no_offer_and_an_empty_snapshot() -> None:
     store = MemoryPool(Timeouts())
     source = Source({"t1": T0 + 10 * MIN})
     guard = Guard(source, guard_min=30)
     clock = Clock()
-    hub = Hub(store, Metrics(), None, guard.ids, clock)
-    t1, t2 = console("t1"), console("t2")
+    hub, (t1, t2) = hub_with(store, "t1", "t2", clock=clock, guarded=guard.ids)
     for conn in (t1, t2):
-        hub.add(conn)
         await store.put_profile(conn.profile)  # type: ignore[arg-type]
     req, change = await store.create(DRAFT, "c1", "r1", T0)
     assert change is not None

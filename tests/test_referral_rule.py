@@ -7,43 +7,26 @@ only when the referrer is there to see the request."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
+from hubkit import DRAFT, T0, Clock, console, hub_with, profile, sent
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import NotEligible
-from core.identity import Role, User
-from core.wire import JSON_CODEC
-from dispatch.hub import Conn, Hub
-from dispatch.metrics import Metrics
 from notify.texts import Candidate, TextContact, recipients
 from pool import rules
 from pool.effects import Effect
 from pool.memory import MemoryPool
-from pool.model import HEAD_START, Draft, Reason, Request, State, TherapistProfile, Timeouts
+from pool.model import HEAD_START, Draft, Reason, Request, State, Timeouts
 from pool.store import PoolStore
 
-T0 = 1_780_000_000.0
 T = Timeouts()
 HEAD = 20.0
-DRAFT = Draft(region="GB", language="en", topics=("anxiety",))
 REFERRED = Draft(
     region="GB", language="en", topics=("anxiety",), referred_to="t-ref", head_start_s=HEAD
 )
-
-
-def profile(tid: str, **changes: Any) -> TherapistProfile:
-    fields: dict[str, Any] = {
-        "name": "Dr " + tid,
-        "regions": ("GB",),
-        "languages": ("en",),
-        "topics": ("anxiety",),
-    }
-    fields.update(changes)
-    return TherapistProfile(id=tid, **fields)
 
 
 # -- the rule ------------------------------------------------------------------------------
@@ -177,46 +160,10 @@ async def test_both_adapters_keep_the_head_start_on_claims(pool_store: PoolStore
 # -- the hub -------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def _no_close(code: int, reason: str) -> None:
-    return None
-
-
-def console(tid: str) -> Conn:
-    return Conn(
-        id="conn-" + tid,
-        user=User(tid, Role.THERAPIST),
-        codec=JSON_CODEC,
-        queue_size=100,
-        closer=_no_close,
-        profile=profile(tid),
-        available=True,
-    )
-
-
-def sent(conn: Conn) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while not conn.queue.empty():
-        item = conn.queue.get_nowait()
-        assert isinstance(item, str)
-        out.append(json.loads(item))
-    return out
-
-
 async def test_the_hub_offers_the_referrer_alone_then_everyone() -> None:
     store = MemoryPool(T)
     clock = Clock()
-    hub = Hub(store, Metrics(), None, None, clock)
-    ref, other = console("t-ref"), console("t-other")
-    for conn in (ref, other):
-        hub.add(conn)
+    hub, (ref, other) = hub_with(store, "t-ref", "t-other", clock=clock)
     req, _ = await store.create(REFERRED, "c1", "r1", T0)
     await hub.deliver([Effect("new", request=req)])
     assert [f["request"]["id"] for f in sent(ref)] == ["r1"]
@@ -243,10 +190,7 @@ async def test_the_hub_offers_the_referrer_alone_then_everyone() -> None:
 async def test_a_request_claimed_or_gone_meanwhile_is_not_offered_at_the_end() -> None:
     store = MemoryPool(T)
     clock = Clock()
-    hub = Hub(store, Metrics(), None, None, clock)
-    ref, other = console("t-ref"), console("t-other")
-    for conn in (ref, other):
-        hub.add(conn)
+    hub, (_, other) = hub_with(store, "t-ref", "t-other", clock=clock)
     await store.put_profile(profile("t-ref"))
     req, _ = await store.create(REFERRED, "c1", "r1", T0)
     await hub.deliver([Effect("new", request=req)])
@@ -270,10 +214,7 @@ async def test_a_request_claimed_or_gone_meanwhile_is_not_offered_at_the_end() -
 async def test_a_decline_within_the_head_start_offers_it_to_everyone_at_once() -> None:
     store = MemoryPool(T)
     clock = Clock()
-    hub = Hub(store, Metrics(), None, None, clock)
-    ref, other = console("t-ref"), console("t-other")
-    for conn in (ref, other):
-        hub.add(conn)
+    hub, (ref, other) = hub_with(store, "t-ref", "t-other", clock=clock)
     req, _ = await store.create(REFERRED, "c1", "r1", T0)
     await hub.deliver([Effect("new", request=req)])
     change = await store.claim("r1", profile("t-ref"), T0 + 1)

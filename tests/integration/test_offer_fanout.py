@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from .harness import StartCluster, about, token, with_ref
+from .harness import StartCluster, about
+from .offers import assert_held_back, claim_release_cancel, expect_late_offer
 
 pytestmark = pytest.mark.integration
 
@@ -34,30 +35,12 @@ async def test_a_request_goes_to_one_then_widens_on_every_server(
     created = time.monotonic()
     req = await c.create_request(a, "c-fan", topics=["anxiety", "couples"])
     await best.expect("request.new", 10, about(req["id"]))
-    await other.no_frame_of("request.new", 0.5, about(req["id"]))
-    fresh = await c.ws(a, "t-fan-a-snapshot")
-    await fresh.auth(token("therapist", "t-fan-a"))
-    snap = await fresh.expect("pool.snapshot")
-    assert req["id"] not in [r["id"] for r in snap["requests"]]
-    await fresh.close()
-    await other.send({"type": "claim", "request_id": req["id"], "ref": "early"})
-    refused = await other.expect("error", 10, with_ref("early"))
-    assert refused["code"] == "not_eligible"
+    await assert_held_back(c, a, other, "t-fan-a", req["id"], quiet_s=0.5)
 
     # The offer widens: server A offers it to its console, which claims it.
-    new = await other.expect("request.new", 10, about(req["id"]))
-    assert time.monotonic() - created >= WIDEN_S - 0.5
-    assert new["request"]["state"] == "waiting"
-    await other.no_frame_of("request.new", 0.5, about(req["id"]))  # offered once
+    await expect_late_offer(other, req["id"], created, WIDEN_S)
     await best.no_frame_of("request.new", 0.1, about(req["id"]))  # not again either
-    await other.send({"type": "claim", "request_id": req["id"], "ref": "late"})
-    ok = await other.expect("claim.ok", 10, with_ref("late"))
-    assert ok["request_id"] == req["id"]
-    await best.expect("request.gone", 10, about(req["id"]))
-    await other.send({"type": "claim.release", "request_id": req["id"], "ref": "let-go"})
-    await other.expect("claim.released", 10)
-    cancel = await c.call(a, "DELETE", f"/v1/requests/{req['id']}", token("client", "c-fan"))
-    assert cancel.status_code == 200, cancel.text
+    await claim_release_cancel(c, a, other, best, req["id"], "c-fan")
 
 
 async def test_without_the_setting_everyone_is_offered_at_once(

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from .harness import StartCluster, about, token, with_ref
+from .offers import assert_held_back, claim_release_cancel, expect_late_offer
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +38,10 @@ async def test_the_referrer_has_a_head_start_on_every_server(start_cluster: Star
     req = await c.create_request(a, "c-ref")
     await t_ref.expect("request.new", 10, about(req["id"]))
     # The other therapist: nothing offered, nothing in a fresh snapshot, no claim.
-    await t_other.no_frame_of("request.new", 1.0, about(req["id"]))
-    fresh = await c.ws(a, "t-other-snapshot")
-    await fresh.auth(token("therapist", "t-other"))
-    snap = await fresh.expect("pool.snapshot")
-    assert req["id"] not in [r["id"] for r in snap["requests"]]
-    await fresh.close()
-    await t_other.send({"type": "claim", "request_id": req["id"], "ref": "early"})
-    refused = await t_other.expect("error", 10, with_ref("early"))
-    assert refused["code"] == "not_eligible"
+    await assert_held_back(c, a, t_other, "t-other", req["id"], quiet_s=1.0)
     # The head start ends: server A offers it to its console, which claims it.
-    new = await t_other.expect("request.new", 10, about(req["id"]))
-    assert time.monotonic() - created >= HEAD_START_S - 0.5
-    assert new["request"]["state"] == "waiting"
-    await t_other.no_frame_of("request.new", 0.5, about(req["id"]))  # offered once
-    await t_other.send({"type": "claim", "request_id": req["id"], "ref": "late"})
-    ok = await t_other.expect("claim.ok", 10, with_ref("late"))
-    assert ok["request_id"] == req["id"]
-    await t_ref.expect("request.gone", 10, about(req["id"]))
-    await t_other.send({"type": "claim.release", "request_id": req["id"], "ref": "let-go"})
-    await t_other.expect("claim.released", 10)
-    cancel = await c.call(a, "DELETE", f"/v1/requests/{req['id']}", token("client", "c-ref"))
-    assert cancel.status_code == 200, cancel.text
+    await expect_late_offer(t_other, req["id"], created, HEAD_START_S)
+    await claim_release_cancel(c, a, t_other, t_ref, req["id"], "c-ref")
 
 
 async def test_declining_the_referrer_hands_the_request_to_the_others_at_once(
