@@ -129,11 +129,22 @@ class Encoded:
     not once per connection. The frame must not be mutated after wrapping.
     """
 
-    __slots__ = ("_cache", "frame")
+    __slots__ = ("_cache", "_payloads", "frame")
 
     def __init__(self, frame: Mapping[str, Any]) -> None:
         self.frame = frame
         self._cache: dict[Codec, str | bytes] = {}
+        self._payloads: dict[Codec, bytes] = {}
+
+    def payload(self, codec: Codec) -> bytes:
+        """The frame's bytes on the wire for ``codec`` (a text frame's UTF-8),
+        computed once per codec."""
+        try:
+            return self._payloads[codec]
+        except KeyError:
+            data = self.for_codec(codec)
+            raw = self._payloads[codec] = data if isinstance(data, bytes) else data.encode()
+            return raw
 
     def for_codec(self, codec: Codec) -> str | bytes:
         """The frame as ``codec`` sends it (computed on the first call for that codec)."""

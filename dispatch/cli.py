@@ -24,10 +24,6 @@ from core.identity import Role
 from dispatch import demo, devkeys
 from dispatch.settings import ConfigError, Settings, load_settings
 
-#: uvicorn's "websockets" implementation imports ``websockets.legacy``, which
-#: websockets >= 14 deprecates (a DeprecationWarning at import); the sans-I/O
-#: one honours the same ``ws_max_size``/``ws_ping_*`` settings.
-WS_IMPL: Final = "websockets-sansio"
 SUBPROTOCOLS: Final = ("qc.v1.json", "qc.v1.msgpack")
 DEMO_TOKEN_TTL_S: Final = 12 * 3600
 SMS_TEST_BODY: Final = "quick-connect dispatch: this test text shows texting works."
@@ -330,10 +326,36 @@ def run(settings: Settings) -> None:
     import uvicorn
 
     from core import logs
-    from dispatch.app import create_app  # imported late: the app pulls in everything
+    from dispatch.app import create_app, websocket_first  # late: the app pulls in everything
 
     logs.configure(settings.log_level, settings.log_json)
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    _memory_snapshots_on_signal(settings.tracemalloc_frames)
+    uvicorn.Server(uvicorn_config(websocket_first(create_app(settings)), settings)).run()
+
+
+def _memory_snapshots_on_signal(frames: int) -> None:
+    """Where memory goes, for the load tests (``loadtest.idle --tracemalloc``).
+    With ``DISPATCH_TRACEMALLOC_FRAMES`` > 0 (0, the default: off; tracing
+    costs memory and time), the first ``SIGUSR2`` starts ``tracemalloc``
+    (``frames`` deep) and every ``SIGUSR2`` writes a snapshot to
+    ``tracemalloc-<pid>-<n>.snap`` in the working directory: allocation sites
+    and sizes only, no data. A snapshot's difference from the first is what
+    was allocated since and is still held."""
+    import signal
+    import tracemalloc
+
+    if frames <= 0:
+        return
+    taken = 0
+
+    def dump(signum: int, frame: object) -> None:
+        nonlocal taken
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(frames)
+        taken += 1
+        tracemalloc.take_snapshot().dump(f"tracemalloc-{os.getpid()}-{taken}.snap")
+
+    signal.signal(signal.SIGUSR2, dump)
 
 
 def uvicorn_config(app: Any, settings: Settings) -> Any:
@@ -341,10 +363,13 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     ``max_frame_bytes`` close with 1009, pings keep idle sockets honest, a
     request must arrive within ``http_read_timeout_s`` and a process holds at
     most ``max_connections`` (:mod:`dispatch.httpguard`), and
-    ``log_config=None`` leaves logging to :mod:`core.logs`."""
+    ``log_config=None`` leaves logging to :mod:`core.logs`. Websockets run on
+    uvicorn's sans-I/O implementation (its "websockets" one imports
+    ``websockets.legacy``, deprecated), lightened by :mod:`dispatch.wsproto`."""
     import uvicorn
 
     from dispatch.httpguard import guarded_protocol
+    from dispatch.wsproto import LeanWebSocketProtocol
 
     return uvicorn.Config(
         app,
@@ -353,7 +378,7 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
         http=guarded_protocol(settings.http_read_timeout_s, settings.max_connections),
         # uvicorn annotates an int but only hands it to loop.call_later (a float).
         timeout_keep_alive=settings.http_keepalive_s,  # type: ignore[arg-type]
-        ws=WS_IMPL,
+        ws=LeanWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,

@@ -1,9 +1,10 @@
 """The connections this process holds, and local fan-out of bus effects.
 
-Each :class:`Conn` owns a bounded send queue drained by its own writer task,
-so a broadcast never waits on a slow console: when a queue is full the
-connection is closed (1013, try again later) and the console reconnects and
-gets a fresh snapshot. A broadcast frame is encoded once per codec
+A frame goes onto a connection's socket in the sender's own step when the
+socket takes it at once (:class:`Conn`); behind a write that has to wait,
+frames queue per connection, so a broadcast never waits on a slow console:
+when that queue is full the connection is closed (1013, try again later) and
+the console reconnects and gets a fresh snapshot. A broadcast frame is encoded once per codec
 (:class:`core.wire.Encoded`), not once per connection.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from core.identity import Role, User
@@ -31,47 +33,149 @@ log = get_logger(component="hub")
 CLOSE_SLOW_CONSUMER = 1013
 
 Closer = Callable[[int, str], Coroutine[None, None, None]]
+#: Writes one encoded frame on the socket.
+Sender = Callable[[str | bytes], Coroutine[Any, Any, None]]
+#: Writes one frame's bytes (text: a text message) at once if the socket
+#: takes them without waiting; False, writing nothing, if not
+#: (:data:`dispatch.wsproto.SEND_NOW`).
+SendNow = Callable[[bytes, bool], bool]
 #: ``(therapist id, client ids) -> those clients it has had sessions with``.
 KnownClients = Callable[[str, list[str]], Awaitable[set[str]]]
 
 
 @dataclass(eq=False)
 class Conn:
+    """One authenticated connection of this process.
+
+    A frame is written to the socket the moment it is sent, in the sender's
+    own step, when nothing is queued ahead of it and the socket takes it
+    without waiting (the common case: the kernel's buffer has room). Only
+    when a write has to wait (the socket's buffer is full) does the
+    connection start a drain task, which finishes that write and then the
+    frames queued behind it, in order, and ends. So an idle connection holds
+    no writer task and no queue, and a broadcast costs no task switch per
+    connection; a slow console still only ever fills its own queue, and is
+    closed (1013) when ``queue_size`` frames wait.
+
+    ``sender`` writes one encoded frame (the websocket's ``send_text`` or
+    ``send_bytes``); without one (tests), frames stay in :attr:`pending`.
+    ``send_now``, when the server offers it, writes a frame past the ASGI
+    ``send`` chain if the socket takes it at once (:mod:`dispatch.wsproto`);
+    if not, the frame goes through ``sender`` as above.
+    """
+
     id: str
     user: User
     codec: Codec
     queue_size: int
     closer: Closer
+    sender: Sender | None = None
+    send_now: SendNow | None = None
     profile: TherapistProfile | None = None
     available: bool = False
     busy: bool = False
     #: The client's active request and the last position sent for it.
     request_id: str | None = None
     last_position: int | None = None
-    queue: asyncio.Queue[str | bytes | None] = field(init=False)
+    #: Frames waiting behind a write that had to wait (None: none ever did).
+    pending: deque[str | bytes] | None = None
+    #: The task finishing a write that had to wait, then the pending frames.
+    drain: asyncio.Task[None] | None = None
     closing: bool = False
-
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.queue_size)
+    #: A write failed: the peer is gone (the reader notices and cleans up).
+    dead: bool = False
 
     def send(self, frame: Encoded) -> bool:
-        """Queue a frame; never waits. False (and the connection is being
-        closed) when the console is too slow to keep up."""
+        """Write or queue a frame; never waits. False (and the connection is
+        being closed) when the console is too slow to keep up."""
         if self.closing:
             return False
-        try:
-            self.queue.put_nowait(frame.for_codec(self.codec))
-        except asyncio.QueueFull:
+        if self.drain is None and self.sender is not None:
+            if self.dead:
+                return True
+            codec = self.codec
+            if self.send_now is None or not self.send_now(frame.payload(codec), not codec.binary):
+                self._write_now(self.sender, frame.for_codec(codec))
+            return True
+        data = frame.for_codec(self.codec)
+        if self.pending is None:
+            self.pending = deque()
+        if len(self.pending) >= self.queue_size:
             self.closing = True
             log.warning("ws.slow_consumer", conn_id=self.id, user_id=self.user.id)
             asyncio.get_running_loop().create_task(
                 self.closer(CLOSE_SLOW_CONSUMER, "send queue full")
             )
             return False
+        self.pending.append(data)
         return True
 
     def send_frame(self, frame: dict[str, Any]) -> bool:
         return self.send(Encoded(frame))
+
+    def _write_now(self, sender: Sender, data: str | bytes) -> None:
+        """Run the write in the caller's step; hand it to a drain task only
+        if it has to wait."""
+        write = sender(data)
+        try:
+            waits_on = write.send(None)
+        except StopIteration:
+            return
+        except Exception:  # the peer is gone; the reader will notice
+            self.dead = True
+            return
+        self.drain = asyncio.get_running_loop().create_task(
+            self._drain(sender, write, waits_on), name=f"ws-drain-{self.id}"
+        )
+
+    async def _drain(self, sender: Sender, write: Coroutine[Any, Any, None], waits_on: Any) -> None:
+        try:
+            await _finish(write, waits_on)
+            while self.pending:
+                await sender(self.pending.popleft())
+        except Exception:  # the peer is gone; the reader will notice
+            self.dead = True
+        finally:
+            self.drain = None
+
+    async def flush(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` seconds for what is queued to go out, then
+        stop writing (0: at once, e.g. for a slow consumer)."""
+        drain = self.drain
+        if drain is None:
+            return
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(drain), timeout=wait_s)
+        if not drain.done():
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await drain
+
+
+async def _finish(write: Coroutine[Any, Any, None], waits_on: Any) -> None:
+    """Run ``write``, which was started by hand and suspended on ``waits_on``
+    (what its first ``send(None)`` yielded: a future, or None for a bare
+    yield), to its end inside the current task."""
+    while True:
+        try:
+            if waits_on is None:
+                await asyncio.sleep(0)
+            else:
+                # What a Task does with a future its coroutine yields: take
+                # the "blocking" mark (else awaiting it again raises).
+                waits_on._asyncio_future_blocking = False
+                await waits_on
+        except BaseException as exc:  # the future failed, or we were cancelled
+            try:
+                waits_on = write.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waits_on = write.send(None)
+        except StopIteration:
+            return
 
 
 class Hub:

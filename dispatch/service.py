@@ -8,6 +8,8 @@ effects so that only the asking connection sees its ``ref`` echoed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -84,6 +86,9 @@ class Dispatcher:
         #: eligible therapist) and how often such an offer widens.
         self.offer_fanout = 0
         self.offer_widen_s = 10.0
+        #: Request id -> the outcome of the claim of it in flight on this
+        #: process: (settled for everyone, the request as it then was).
+        self._claiming: dict[str, asyncio.Future[tuple[bool, Request | None]]] = {}
 
     # -- publishing --------------------------------------------------------
     async def publish(
@@ -124,8 +129,22 @@ class Dispatcher:
         log.info("therapist.status", user_id=user.id, available=now_available)
         return now_available
 
-    async def claim(self, user: User, request_id: str, origin: Origin | None) -> Change:
-        profile = await self.store.get_profile(user.id)
+    async def claim(
+        self,
+        user: User,
+        request_id: str,
+        origin: Origin | None,
+        *,
+        profile: TherapistProfile | None = None,
+        busy: bool = True,
+    ) -> Change:
+        """``claim`` (PROTOCOL.md §5). ``profile`` and ``busy``: what the
+        asking console already knows of its therapist (the hub keeps both
+        current from the bus), sparing a read; ``busy=False`` lets the claim
+        be answered from another claim of the same request (see
+        :meth:`_store_claim`)."""
+        if profile is None or profile.id != user.id:
+            profile = await self.store.get_profile(user.id)
         if profile is None:
             self.metrics.claims.labels(outcome="not_eligible").inc()
             raise Forbidden("no therapist profile for this user")
@@ -143,13 +162,57 @@ class Dispatcher:
                 self.metrics.claims.labels(outcome="not_eligible").inc()
                 raise NotEligible("not accepting new clients: this client is new to you")
         try:
-            change = await self.store.claim(request_id, profile, self.clock())
+            change = await self._store_claim(request_id, profile, busy)
         except DispatchError as exc:
             self.metrics.claims.labels(outcome=exc.code).inc()
             raise
         self.metrics.claims.labels(outcome="won").inc()
         await self.publish(change, user.id, origin)
         return change
+
+    async def _store_claim(self, request_id: str, profile: TherapistProfile, busy: bool) -> Change:
+        """The store's claim, one per request at a time on this process.
+
+        When a hundred consoles claim the same request at once, the first
+        claim of it here goes to the store; the others wait for its outcome
+        instead of queueing one atomic step each behind it. If that outcome
+        leaves the request no longer waiting (claimed, by the first or by
+        someone on another server, or gone), every waiting claim is answered
+        at once by the pool's own rule (:func:`pool.rules.check_claim`)
+        applied to the request as it then was: the answer the store would
+        have given a moment later. A claim whose therapist may hold
+        something (``busy``) and any claim after an outcome that was the
+        first's alone (busy, not eligible) go to the store themselves."""
+        while not busy and (ahead := self._claiming.get(request_id)) is not None:
+            known, then = await asyncio.shield(ahead)
+            if known:
+                # Raises: the request was gone or no longer waiting.
+                rules.check_claim(then, profile, None, self.clock())
+        first = self._claiming.get(request_id) is None
+        outcome: asyncio.Future[tuple[bool, Request | None]] | None = None
+        if first:
+            outcome = asyncio.get_running_loop().create_future()
+            self._claiming[request_id] = outcome
+        try:
+            change = await self.store.claim(request_id, profile, self.clock())
+            if outcome is not None:
+                outcome.set_result((True, change.after))
+            return change
+        except (Taken, NotFound):
+            if outcome is not None:
+                # Settled for everyone: the request as it now is (one read,
+                # shared by every claim waiting here).
+                request: Request | None = None
+                with contextlib.suppress(DispatchError):
+                    request = await self.store.get(request_id)
+                settled = request is None or request.state is not State.WAITING
+                outcome.set_result((settled, request))
+            raise
+        finally:
+            if outcome is not None:
+                if not outcome.done():  # busy, not eligible, unavailable, cancelled
+                    outcome.set_result((False, None))
+                del self._claiming[request_id]
 
     async def release(self, user: User, request_id: str, origin: Origin | None) -> Change:
         change = await self.store.release(request_id, user.id, self.clock())

@@ -135,6 +135,9 @@ class Settings:
     heartbeat_s: float = 2.0
     server_dead_after_s: float = 10.0
     max_frame_bytes: int = 65536
+    #: Profiling (the load tests): > 0, the first SIGUSR2 starts tracemalloc
+    #: with this many frames per allocation and each one writes a snapshot.
+    tracemalloc_frames: int = 0
     log_level: str = "info"
     log_json: bool = True
     # -- wallet and earnings (PROTOCOL.md §6) --------------------------------
@@ -391,6 +394,7 @@ _ZERO_OK: Final = frozenset(
         "qc_guard_min",
         "referral_head_start_s",
         "offer_fanout",
+        "tracemalloc_frames",
     }
 )
 #: The largest value of the scheduling settings (PROTOCOL.md §8), each a
@@ -536,6 +540,8 @@ _DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 def _check_specific(name: str, var: str, value: Any) -> None:
     if name == "port" and value > 65535:
         raise ConfigError(f"{var} must be a TCP port (1..65535), not {value}")
+    elif name == "tracemalloc_frames" and value > 100:
+        raise ConfigError(f"{var} is a number of stack frames (0..100), not {value}")
     elif name == "therapist_share_pct" and value > 100:
         raise ConfigError(f"{var} is a percentage (1..100), not {value}")
     elif name in _MAXIMA and value > _MAXIMA[name]:

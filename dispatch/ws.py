@@ -1,9 +1,9 @@
 """The websocket endpoint ``/v1/ws`` (PROTOCOL.md §5).
 
-One connection = one reader (this coroutine) and one writer task draining the
-connection's bounded queue (see :mod:`dispatch.hub`). The reader never writes
-to the socket itself, so a frame answered and a broadcast never interleave
-badly and a slow socket only ever fills its own queue.
+One connection = one reader (this coroutine) and a :class:`dispatch.hub.Conn`
+that writes every frame, answers and broadcasts alike, in order: at once when
+the socket takes it, else queued behind the write that waits (a slow socket
+only ever fills its own bounded queue).
 """
 
 from __future__ import annotations
@@ -18,15 +18,19 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from core.clock import rfc3339
 from core.errors import BadInput, DispatchError, Forbidden, RateLimited, Unauthorized
 from core.identity import Role, User, bearer, verify
-from core.logs import get_logger
+from core.logs import Logger, get_logger
 from core.wire import JSON_CODEC, Codec, negotiate
 from dispatch import frames
 from dispatch.context import AppContext
 from dispatch.hub import Conn
 from dispatch.ratelimit import TokenBucket
 from dispatch.service import new_id
+from dispatch.wsproto import SEND_NOW
 
 log = get_logger(component="ws")
+
+#: Where the endpoint is served (dispatch.app).
+PATH = "/v1/ws"
 
 CLOSE_TOO_BIG = 1009
 CLOSE_POLICY = 1008
@@ -111,6 +115,8 @@ class _Session:
             codec=codec,
             queue_size=s.ws_send_queue,
             closer=self._close,
+            sender=self._send,
+            send_now=websocket.scope.get("extensions", {}).get(SEND_NOW),
         )
         self.bucket = TokenBucket(s.ws_rate_per_s, s.ws_rate_burst)
         #: A flood: refused frames with no pause as long as the bucket takes to
@@ -118,16 +124,22 @@ class _Session:
         self.flood_since: float | None = None
         self.last_refused = 0.0
         self.refill_s = s.ws_rate_burst / s.ws_rate_per_s
-        self.writer: asyncio.Task[None] | None = None
-        self.expiry: asyncio.Task[None] | None = None
-        #: Set when a new token arrives on the open socket (§11).
-        self.renewed = asyncio.Event()
-        self.log = log.bind(conn_id=self.conn.id, user_id=user.id, role=str(user.role))
+        #: The timer of the token's next step (§11): ``auth.expiring``, then
+        #: the close at ``exp``. A timer, not a task: an idle connection
+        #: holds no task of its own besides its reader.
+        self.expiry: asyncio.TimerHandle | None = None
+        self.warned_for: float | None = None
+        self.closer: asyncio.Task[None] | None = None
+
+    @property
+    def log(self) -> Logger:
+        """The module's logger with this connection's ids: bound when a line is
+        written (rarely), not held by every open connection."""
+        return log.bind(conn_id=self.conn.id, user_id=self.user.id, role=str(self.user.role))
 
     async def run(self) -> None:
         ctx, conn = self.ctx, self.conn
-        self.writer = asyncio.create_task(self._write(), name=f"ws-writer-{conn.id}")
-        self.expiry = asyncio.create_task(self._watch_expiry(), name=f"ws-expiry-{conn.id}")
+        self._arm_expiry()
         try:
             await self._open()
             self.log.info("ws.connected")
@@ -138,9 +150,11 @@ class _Session:
             # 1013: a passing overload or outage; the console should retry.
             await self._close(1013, "service unavailable; try again")
         finally:
-            self.expiry.cancel()
+            if self.expiry is not None:
+                self.expiry.cancel()
             ctx.hub.remove(conn)
-            await self._stop_writer()
+            # Let queued frames go out, unless the console is too slow.
+            await conn.flush(0 if conn.closing else 1.0)
             with contextlib.suppress(DispatchError):
                 await ctx.store.disconnect(
                     self.user.id, self.user.role, conn.id, ctx.settings.server_id, ctx.clock()
@@ -240,7 +254,9 @@ class _Session:
             case frames.Status(available=available):
                 await d.set_status(self.user, available, origin)
             case frames.Claim(request_id=rid):
-                await d.claim(self.user, rid, origin)
+                await d.claim(
+                    self.user, rid, origin, profile=self.conn.profile, busy=self.conn.busy
+                )
             case frames.ClaimRelease(request_id=rid):
                 await d.release(self.user, rid, origin)
             case frames.OfferAccept(request_id=rid, terms_version=terms):
@@ -272,74 +288,47 @@ class _Session:
             return
         assert user.expires_at is not None  # verify() always sets it
         self.user = self.conn.user = user
-        self.renewed.set()
+        self._arm_expiry()
         self.conn.send_frame(
             {"type": "auth.ok", "expires_at": rfc3339(user.expires_at), "ref": ref}
         )
 
-    async def _watch_expiry(self) -> None:
-        """Warn ``auth_expiring_s`` before the token's ``exp``; close 4401 at it,
-        unless a new token came (then watch that one)."""
-        lead = self.ctx.settings.auth_expiring_s
-        warned: float | None = None
-        while True:
-            exp = self.user.expires_at
-            if exp is None:
-                return
-            now = time.time()
-            if now >= exp:
-                self.log.info("ws.token_expired")
-                await self._close(CLOSE_UNAUTHORIZED, "token expired")
-                return
-            if now >= exp - lead and warned != exp:
-                warned = exp
-                self.conn.send_frame({"type": "auth.expiring", "expires_at": rfc3339(exp)})
-            wake = exp if warned == exp else exp - lead
-            self.renewed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.renewed.wait(), timeout=wake - now)
-
-    async def _write(self) -> None:
-        binary = self.conn.codec.binary
-        queue = self.conn.queue
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            try:
-                if binary:
-                    await self.ws.send_bytes(item if isinstance(item, bytes) else item.encode())
-                else:
-                    await self.ws.send_text(item if isinstance(item, str) else item.decode())
-            except Exception:  # the peer is gone; the reader will notice
-                return
-
-    async def _stop_writer(self) -> None:
-        if self.writer is None:
+    def _arm_expiry(self) -> None:
+        """Warn ``auth_expiring_s`` before the token's ``exp`` (once per
+        token), close 4401 at it; a new token re-arms this for its own."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        exp = self.user.expires_at
+        if exp is None or self.conn.closing:
             return
-        if not self.writer.done():
-            # Let queued frames go out unless the queue is full (slow consumer).
-            try:
-                self.conn.queue.put_nowait(None)
-                await asyncio.wait_for(asyncio.shield(self.writer), timeout=1.0)
-            except (asyncio.QueueFull, TimeoutError):
-                self.writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.writer
+        now = time.time()
+        loop = asyncio.get_running_loop()
+        if now >= exp:
+            self.log.info("ws.token_expired")
+            self.closer = loop.create_task(self._close(CLOSE_UNAUTHORIZED, "token expired"))
+            return
+        warn_at = exp - self.ctx.settings.auth_expiring_s
+        if now >= warn_at and self.warned_for != exp:
+            self.warned_for = exp
+            self.conn.send_frame({"type": "auth.expiring", "expires_at": rfc3339(exp)})
+        # Wall-clock times, a monotonic timer: the step re-reads the clock.
+        wake = exp if self.warned_for == exp else warn_at
+        self.expiry = loop.call_later(max(wake - now, 0.0), self._arm_expiry)
+
+    async def _send(self, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_text(data)
 
     async def _close(self, code: int, reason: str) -> None:
         slow = self.conn.closing  # set by Conn.send when the queue overflowed
         if slow:
             self.ctx.metrics.slow_consumers.inc()
         self.conn.closing = True
-        if self.writer is not None and not slow:
-            # Flush what is queued (e.g. the error that explains the close).
-            with contextlib.suppress(asyncio.QueueFull):
-                self.conn.queue.put_nowait(None)
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(self.writer), timeout=1.0)
-        if self.writer is not None and not self.writer.done():
-            self.writer.cancel()
+        # Flush what is queued (e.g. the error that explains the close).
+        await self.conn.flush(0 if slow else 1.0)
         await _close(self.ws, code, reason)
 
 

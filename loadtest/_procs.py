@@ -44,10 +44,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 class Proc:
     """A child process with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
+        #: Where it runs (None: here); a server writes its profiling files there.
+        self.cwd = cwd
         self.log = log
         self.popen: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +60,7 @@ class Proc:
             self.popen = subprocess.Popen(
                 self.argv,
                 env=self.env,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -168,7 +173,7 @@ def dispatch_server(index: int, port: int, env: dict[str, str], workdir: Path) -
     """``python -m dispatch serve`` on ``port`` (not started yet)."""
     argv = [sys.executable, "-m", "dispatch", "serve", "--host", HOST, "--port", str(port)]
     own = {**env, "DISPATCH_PORT": str(port), "DISPATCH_SERVER_ID": f"loadtest-{index}"}
-    return Proc(f"server{index}", argv, own, workdir / f"server{index}.log")
+    return Proc(f"server{index}", argv, own, workdir / f"server{index}.log", cwd=workdir)
 
 
 def scan_server_log(path: Path) -> dict[str, Any]:

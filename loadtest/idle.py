@@ -10,6 +10,13 @@ growth over the consoles it holds (issue #16: at most 20 KiB). With
 ``--broadcasts N`` it then creates N requests one after another and times
 each until the last console has its ``request.new``, and the servers' CPU per
 delivery: the measure :mod:`loadtest.scaleout` repeats with more servers.
+
+With ``--tracemalloc FRAMES`` server 0 runs with
+``DISPATCH_TRACEMALLOC_FRAMES`` and is sent ``SIGUSR2`` just before the
+consoles connect (tracing starts: the first snapshot) and once they have
+settled (the second): the report's ``tracemalloc`` lists the allocation
+sites still held, in bytes per console, biggest first. Tracing inflates the
+RSS figures of that run; measure memory without it.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -103,18 +112,62 @@ async def _broadcasts(
     }
 
 
+async def _snapshot(stack: Stack, n: int) -> Path:
+    """Have server 0 write its ``n``-th tracemalloc snapshot; its path."""
+    pid = stack.pids()["server0"]
+    path = stack.workdir / f"tracemalloc-{pid}-{n}.snap"
+    os.kill(pid, signal.SIGUSR2)
+    for _ in range(600):
+        if path.exists():
+            size = path.stat().st_size
+            await asyncio.sleep(0.5)
+            if path.stat().st_size == size:
+                return path
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"server0 wrote no tracemalloc snapshot {n}")
+
+
+def _allocation_sites(before: Path, after: Path, consoles: int, top: int = 25) -> dict[str, Any]:
+    """What server 0 allocated between the snapshots and still holds, by
+    source line (the innermost frame), per console it holds."""
+    import tracemalloc
+
+    stats = tracemalloc.Snapshot.load(str(after)).compare_to(
+        tracemalloc.Snapshot.load(str(before)), "lineno"
+    )
+    total = sum(s.size_diff for s in stats)
+
+    def site(s: Any) -> str:
+        frame = s.traceback[0]
+        return f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+
+    return {
+        "bytes_per_console": round(total / consoles),
+        "sites": [
+            {
+                "site": site(s),
+                "bytes_per_console": round(s.size_diff / consoles),
+                "blocks_per_console": round(s.count_diff / consoles, 2),
+            }
+            for s in stats[:top]
+        ],
+    }
+
+
 def measure(
     consoles: int,
     servers: int,
     broadcasts: int = 0,
     hist: Hist | None = None,
     connect: Hist | None = None,
+    tracemalloc_frames: int = 0,
 ) -> dict[str, Any]:
     """One run of ``servers`` servers with ``consoles`` idle consoles; see the
     module doc. ``hist`` gets the broadcasts' deliveries, ``connect`` each
     console's connect-to-``status.ok`` time."""
     workdir = Path(tempfile.mkdtemp(prefix="qc-idle-"))
-    stack = Stack(servers, workdir)
+    env = [("DISPATCH_TRACEMALLOC_FRAMES", str(tracemalloc_frames))] if tracemalloc_frames else []
+    stack = Stack(servers, workdir, env=env)
     out: dict[str, Any] = {"consoles": consoles, "servers": servers}
     hist = hist if hist is not None else Hist()
 
@@ -130,11 +183,16 @@ def measure(
                 await stack.put_profiles(http, tids)
                 await asyncio.sleep(SETTLE_S)
                 before = stack.rss_kib()
+                snaps = [await _snapshot(stack, 1)] if tracemalloc_frames else []
                 failures = await _open_in_batches(peers)
                 if connect is not None:
                     connect.extend_s(p.open_s for p in peers if p.open_s is not None)
                 await asyncio.sleep(SETTLE_S)
                 after = stack.rss_kib()
+                if snaps:
+                    snaps.append(await _snapshot(stack, 2))
+                    on0 = sum(1 for j in range(consoles) if j % servers == 0)
+                    out["tracemalloc"] = _allocation_sites(snaps[0], snaps[1], max(1, on0))
                 per = {
                     f"server{i}": sum(1 for j in range(consoles) if j % servers == i)
                     for i in range(servers)
@@ -187,15 +245,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--consoles", type=int, default=2000)
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--broadcasts", type=int, default=0)
+    p.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     if not (1 <= a.consoles <= 5000 and 1 <= a.servers <= 8 and 0 <= a.broadcasts <= 200):
         p.error("--consoles 1..5000, --servers 1..8, --broadcasts 0..200")
+    if not 0 <= a.tracemalloc <= 100:
+        p.error("--tracemalloc 0..100 frames")
     raise_nofile(2 * a.consoles + 1024)
     hist, connect = Hist(), Hist()
     problems: list[str] = []
     try:
-        m = measure(a.consoles, a.servers, a.broadcasts, hist, connect)
+        m = measure(a.consoles, a.servers, a.broadcasts, hist, connect, a.tracemalloc)
         m["connect_ms"] = connect.summary()
         problems = problems_of(m)
     except (Exception, KeyboardInterrupt) as exc:
@@ -205,7 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = {
         "scenario": "idle",
         "command": " ".join(["python -m loadtest.idle", *args]),
-        "config": {"consoles": a.consoles, "servers": a.servers, "broadcasts": a.broadcasts},
+        "config": {
+            "consoles": a.consoles,
+            "servers": a.servers,
+            "broadcasts": a.broadcasts,
+            "tracemalloc": a.tracemalloc,
+        },
         "ok": not problems,
         "problems": problems,
         **m,
@@ -214,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"idle: {a.consoles} consoles x {a.servers} servers: {m.get('connected')} connected; "
         f"KiB per console {m.get('kib_per_console')} (all: {m.get('kib_per_console_all')})"
     )
+    traced = m.get("tracemalloc")
+    if traced:
+        print(f"  server0, traced: {traced['bytes_per_console']} B per console, biggest sites:")
+        for row in traced["sites"][:15]:
+            print(f"    {row['bytes_per_console']:>6} B  {row['site']}")
     print(
         "result: OK" if rep["ok"] else "result: FAILED\n" + "\n".join(f"  - {x}" for x in problems)
     )

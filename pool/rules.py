@@ -314,7 +314,28 @@ def claim(
     now: float,
     t: Timeouts,
 ) -> Request:
-    """After this returns, the request is claimed by ``therapist``; else it raised.
+    """After this returns, the request is claimed by ``therapist``; else it
+    raised, as :func:`check_claim` does."""
+    request = check_claim(request, therapist, hold, now)
+    return request.replace(
+        state=State.CLAIMED,
+        claimed_by=therapist.id,
+        claimed_at=now,
+        expires_at=now + t.claim_confirm_s,
+        reason=None,
+        updated_at=now,
+    )
+
+
+def check_claim(
+    request: Request | None,
+    therapist: TherapistProfile,
+    hold: Hold | None,
+    now: float,
+) -> Request:
+    """Whether ``therapist`` may claim ``request`` now: returns it if so, else
+    raises the refusal. Applied to a request that is no longer waiting, it
+    always raises: the answer a claim of it gets.
 
     A request past its deadline counts as expired even before its timer has
     fired, so nobody waits longer than the max wait in all.
@@ -342,14 +363,7 @@ def claim(
         raise NotEligible(NOT_OFFERED)
     if request.state is not State.WAITING:
         raise Taken()
-    return request.replace(
-        state=State.CLAIMED,
-        claimed_by=therapist.id,
-        claimed_at=now,
-        expires_at=now + t.claim_confirm_s,
-        reason=None,
-        updated_at=now,
-    )
+    return request
 
 
 def back_to_waiting(request: Request, reason: Reason, now: float, t: Timeouts) -> Request:

@@ -66,8 +66,8 @@ def console(tid: str) -> Conn:
 def sent(conn: Conn) -> list[dict[str, Any]]:
     """The frames sent to ``conn`` since last asked, oldest first."""
     out: list[dict[str, Any]] = []
-    while not conn.queue.empty():
-        item = conn.queue.get_nowait()
+    while conn.pending:  # no socket: what it is sent stays pending
+        item = conn.pending.popleft()
         assert isinstance(item, str)
         out.append(json.loads(item))
     return out

@@ -35,6 +35,7 @@ from core.errors import Unauthorized
 from core.identity import Role, User, verify
 from dispatch import cli, demo
 from dispatch.settings import Settings
+from dispatch.wsproto import SEND_NOW, LeanWebSocketProtocol
 from signaling.crypto import Cipher
 
 # Never starting with "-": argparse would read "--secret -x..." as a missing value
@@ -177,6 +178,7 @@ def test_serve_bad_flag_value_exits_2(
 class _Ran:
     config: Any = None
     settings: Settings | None = None
+    wrapped: Any = None
 
 
 @pytest.fixture
@@ -189,8 +191,13 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> _Ran:
         ran.settings = settings
         return app
 
+    def websocket_first(app: Starlette) -> Starlette:
+        ran.wrapped = app
+        return app
+
     module = types.ModuleType("dispatch.app")
     module.create_app = create_app  # type: ignore[attr-defined]
+    module.websocket_first = websocket_first  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dispatch.app", module)
 
     def run(self: uvicorn.Server, sockets: Any = None) -> None:
@@ -302,7 +309,8 @@ def test_serve_builds_the_uvicorn_config_from_settings(
     assert capsys.readouterr().out == ""  # no banner, no secret, without --dev
     config = fake_run.config
     assert (config.host, config.port) == ("127.0.0.1", 9002)  # the flag wins over the env
-    assert config.ws == cli.WS_IMPL and config.ws_max_size == 4096
+    assert config.ws is LeanWebSocketProtocol and config.ws_max_size == 4096
+    assert fake_run.wrapped is not None  # /v1/ws ahead of Starlette's stack
     assert (config.ws_ping_interval, config.ws_ping_timeout) == (7.0, 3.0)
     assert config.log_config is None and config.lifespan == "on"
     assert fake_run.settings is not None and fake_run.settings.secret == SECRET
@@ -350,6 +358,22 @@ async def test_uvicorn_config_serves_http_and_websockets(restore_logging: None) 
             assert ws.subprotocol == "qc.v1.json"
             await ws.send("x" * 1000)
             assert await ws.recv() == "x" * 1000
+            # Past the handshake the server holds neither its request nor its response.
+            held = [
+                c for c in server.server_state.connections if isinstance(c, LeanWebSocketProtocol)
+            ]
+            assert len(held) == 1
+            assert held[0].request is None and held[0].response is None
+            # The app may write past the ASGI send chain, when the socket takes it at once.
+            proto = held[0]
+            assert proto.scope["extensions"][SEND_NOW] == proto.send_now
+            proto.writable.clear()  # as when the transport's buffer is over its high-water mark
+            assert not proto.send_now(b"not now", True)
+            proto.writable.set()
+            assert proto.send_now("h\u00e9llo".encode(), True)
+            assert proto.send_now(b"\x00\x01", False)
+            assert await ws.recv() == "h\u00e9llo"
+            assert await ws.recv() == b"\x00\x01"
             await ws.send("y" * 2000)  # over max_frame_bytes
             with pytest.raises(ConnectionClosed):
                 await ws.recv()

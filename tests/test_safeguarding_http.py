@@ -76,7 +76,7 @@ async def a_session(world: World, client: str = "c1", therapist: str = "t1") -> 
 
 
 def operator_console(world: World, user_id: str = "op1") -> Conn:
-    """An operator's console as the hub holds it (its queue is what it is sent)."""
+    """An operator's console as the hub holds it (no socket: what it is sent stays pending)."""
 
     async def closer(code: int, reason: str) -> None:
         world.ctx.hub.remove(conn)  # as the websocket's end does
@@ -88,8 +88,8 @@ def operator_console(world: World, user_id: str = "op1") -> Conn:
 
 def frames(conn: Conn) -> list[dict[str, Any]]:
     out = []
-    while not conn.queue.empty():
-        item = conn.queue.get_nowait()
+    while conn.pending:
+        item = conn.pending.popleft()
         assert isinstance(item, str)
         out.append(json.loads(item))
     return out
