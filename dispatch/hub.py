@@ -280,20 +280,25 @@ class Hub:
         targets = [
             c
             for c in self._offered_consoles(request)
-            if rules.Presence(c.available, c.busy).gets_offers
+            if rules.gets_offers(c.available, c.busy)
             and c.profile is not None
             and rules.may_see(c.profile, request)
             and (holder is None or c.user.id == holder)
             and c.user.id not in skip
         ]
-        if targets:
-            guarded = await self.guarded_now()
+        if not targets:
+            return
+        guarded = await self.guarded_now()
+        if guarded:
             targets = [c for c in targets if c.user.id not in guarded]
-        targets = [
-            c
-            for c in targets
-            if c.profile is None or not await self._paused(c.profile, [request.client_id])
-        ]
+        # Only a therapist pausing new clients is asked about this one (a read).
+        pausing = {c for c in targets if c.profile and not c.profile.accepting_new_clients}
+        for conn in list(pausing):
+            assert conn.profile is not None
+            if not await self._paused(conn.profile, [request.client_id]):
+                pausing.discard(conn)
+        if pausing:
+            targets = [c for c in targets if c not in pausing]
         if not targets:
             return
         position = await self._store.position(request.id)

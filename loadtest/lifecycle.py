@@ -43,6 +43,11 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--generators", type=int, default=2)
     p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument(
+        "--database-url",
+        help="the servers' DISPATCH_DATABASE_URL, an empty database of the run's own "
+        "(default: a fresh SQLite file in the run's directory)",
+    )
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     if not (1 <= a.clients <= 1000 and 1 <= a.servers <= 8 and 1 <= a.generators <= 16):
@@ -196,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = _args(argv)
     raise_nofile(4 * (a.therapists + a.clients) + 1024)
     workdir = Path(tempfile.mkdtemp(prefix="qc-lifecycle-"))
-    stack = Stack(a.servers, workdir, env=RATE_ENV)
+    env = [*RATE_ENV, *([("DISPATCH_DATABASE_URL", a.database_url)] if a.database_url else [])]
+    stack = Stack(a.servers, workdir, env=env)
     rep: dict[str, Any] = {}
     error = None
     try:

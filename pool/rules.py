@@ -494,7 +494,13 @@ class Presence:
 
     @property
     def gets_offers(self) -> bool:
-        return self.available and not self.busy
+        return gets_offers(self.available, self.busy)
+
+
+def gets_offers(available: bool, busy: bool) -> bool:
+    """:attr:`Presence.gets_offers` without making a Presence (the fan-out
+    asks it of every console)."""
+    return available and not busy
 
 
 def presence_after(presence: Presence, frame: Mapping[str, Any]) -> tuple[Presence, bool]:
