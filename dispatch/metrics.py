@@ -20,6 +20,7 @@ from pool.model import PoolStats
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 _WAIT_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200)
+_OFFER_BUCKETS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class Metrics:
@@ -79,6 +80,25 @@ class Metrics:
         self.outbox_age = Gauge(
             "dispatch_outbox_oldest_due_seconds",
             "Age of the oldest text or email still to send (0 when none)",
+            registry=r,
+        )
+        self.offers_first = Counter(
+            "dispatch_offers_first",
+            "New requests by whom their first offer went to (DISPATCH_OFFER_FANOUT set): "
+            "a few, or everyone (the eligible fit in the fan-out)",
+            ["to"],
+            registry=r,
+        )
+        self.offer_first_size = Histogram(
+            "dispatch_offer_first_therapists",
+            "Therapists a first offer to a few went to",
+            buckets=_OFFER_BUCKETS,
+            registry=r,
+        )
+        self.offer_widenings = Counter(
+            "dispatch_offer_widenings",
+            "Offers to a few widened by this process: to a few more, or opened to everyone",
+            ["to"],
             registry=r,
         )
         self.slow_consumers = Counter(

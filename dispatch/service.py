@@ -43,6 +43,8 @@ Origin = tuple[str, str | None]  # (conn_id, ref)
 Clock = Callable[[], float]
 #: ``client id -> the therapist whose referral code it used`` (care.referral).
 ReferrerOf = Callable[[str], Awaitable[str | None]]
+#: How much later than ``now - DISPATCH_OFFER_WIDEN_S`` the due-widening read reaches.
+_WIDEN_SLACK_S = 0.001
 
 
 def new_id(prefix: str) -> str:
@@ -289,21 +291,18 @@ class Dispatcher:
         """The therapists a request of ``client_id`` could be offered now:
         available and free (the pool's :meth:`~pool.store.PoolStore.offer_candidates`),
         neither guarded near a booked session nor paused for this client
-        (the same as who gets ``request.new``); qualification is the rule's."""
+        (the same as who gets ``request.new``); qualification is the rule's.
+        A bounded number of round trips whatever the number of therapists: one
+        to the pool, the guard's (cached), and one query when any is paused."""
         candidates = await self.store.offer_candidates()
         if not candidates:
             return []
         guarded = set() if self.guarded is None else await self.guarded(self.clock())
-        out: list[OfferCandidate] = []
-        for c in candidates:
-            if c.profile.id in guarded:
-                continue
-            if not c.profile.accepting_new_clients and rules.paused_for(
-                c.profile, await self.knows_client(c.profile.id, client_id)
-            ):
-                continue
-            out.append(c)
-        return out
+        candidates = [c for c in candidates if c.profile.id not in guarded]
+        # One query for every paused therapist, not one each.
+        paused = [c.profile.id for c in candidates if not c.profile.accepting_new_clients]
+        known = await self.records.therapists_known_to(client_id, paused) if paused else set()
+        return [c for c in candidates if not rules.paused_for(c.profile, c.profile.id in known)]
 
     async def _with_offers(self, client_id: str, draft: Draft) -> Draft:
         """``draft`` offered to the ``offer_fanout`` best-placed therapists
@@ -314,6 +313,9 @@ class Dispatcher:
             return draft
         candidates = await self.offer_candidates(client_id)
         offered = rules.next_offers(draft, frozenset(), candidates, self.offer_fanout)
+        self.metrics.offers_first.labels(to="everyone" if offered is None else "few").inc()
+        if offered is not None:
+            self.metrics.offer_first_size.observe(len(offered))
         log.info(
             "offer.first",
             user_id=client_id,
@@ -322,17 +324,25 @@ class Dispatcher:
         )
         return dataclasses.replace(draft, offered=offered)
 
-    async def widen_offers(self) -> int:
+    async def widen_offers(self, limit: int = 100) -> int:
         """Offer each waiting request offered to a few, whose time has come
         (:func:`pool.rules.widen_due`), to ``offer_fanout`` more: the pool
         stores the wider offer once across servers (the others' attempts come
         back None), and the one that stored it announces it on the bus to the
-        therapists newly offered. Returns how many requests widened here."""
+        therapists newly offered. Returns how many requests widened here.
+
+        The due ones come from the pool's due-widening index
+        (:meth:`~pool.store.PoolStore.due_widenings`), at most ``limit`` a
+        call, oldest first (the next tick takes the rest), never from a scan
+        of every waiting request; the rule still decides."""
         if self.offer_fanout <= 0:
             return 0
         now = self.clock()
         widened = 0
-        for req in await self.store.waiting():
+        # A millisecond of slack: float rounding of ``now - widen_s`` must never
+        # hide a request the rule finds due (the rule filters exactly).
+        upto = now - self.offer_widen_s + _WIDEN_SLACK_S
+        for req in await self.store.due_widenings(upto, limit):
             if not rules.widen_due(req, now, self.offer_widen_s) or req.widened_at is None:
                 continue
             candidates = await self.offer_candidates(req.client_id)
@@ -340,6 +350,9 @@ class Dispatcher:
             change = await self.store.widen(req.id, req.widened_at, wider.offered, now)
             if change is None:
                 continue
+            self.metrics.offer_widenings.labels(
+                to="everyone" if wider.offered is None else "few"
+            ).inc()
             already = sorted(req.offered or ())
             await self.bus.publish(
                 [Effect("widened", request=change.after, frame={"already": already})]

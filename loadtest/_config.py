@@ -18,6 +18,10 @@ MAX_SERVERS: Final = 8
 MAX_REQUESTS: Final = 2000
 MIN_INTERVAL_S: Final = 0.01
 MAX_SECONDS: Final = 3600.0
+#: With ``--offer-fanout``, the widening interval the servers get unless
+#: ``--server-env`` names one: the longest the service takes, so that no offer
+#: widens during a run and each request reaches exactly its first few.
+QUIET_WIDEN_S: Final = "600"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,16 @@ class Config:
     floor: bool = False
     #: Record server 0 with py-spy into this flame graph (SVG).
     profile: Path | None = None
+    #: ``DISPATCH_OFFER_FANOUT`` of the servers (0: every request to every console).
+    offer_fanout: int = 0
+
+    def offered_per_request(self, ready: int) -> int:
+        """How many of ``ready`` available consoles (every one eligible) a
+        request reaches: all of them, or the first ``offer_fanout`` when more
+        are there (the service offers everyone once the eligible fit)."""
+        if self.offer_fanout > 0 and ready > self.offer_fanout:
+            return self.offer_fanout
+        return ready
 
     @property
     def subprotocol(self) -> str:
@@ -101,6 +115,15 @@ def _parser() -> argparse.ArgumentParser:
         help="then run the bare websockets + Redis floor at the same size; report ratios",
     )
     p.add_argument("--profile", type=Path, help="record server 0 with py-spy into this SVG")
+    p.add_argument(
+        "--offer-fanout",
+        type=int,
+        default=0,
+        metavar="K",
+        help="set DISPATCH_OFFER_FANOUT=K on the servers: each request goes to K consoles "
+        f"(no widening during the run: DISPATCH_OFFER_WIDEN_S={QUIET_WIDEN_S} unless "
+        "--server-env sets it); 0, the default: to every console",
+    )
     return p
 
 
@@ -125,6 +148,15 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         if not sep or not key.startswith("DISPATCH_"):
             parser.error(f"--server-env wants DISPATCH_NAME=VALUE, not {item!r}")
         env.append((key, value))
+    if not 0 <= a.offer_fanout <= MAX_CONSOLES:
+        parser.error(f"--offer-fanout must be 0..{MAX_CONSOLES}")
+    if a.offer_fanout > 0:
+        named = {key for key, _ in env}
+        if "DISPATCH_OFFER_FANOUT" in named:
+            parser.error("give the fan-out as --offer-fanout, not --server-env")
+        env.append(("DISPATCH_OFFER_FANOUT", str(a.offer_fanout)))
+        if "DISPATCH_OFFER_WIDEN_S" not in named:
+            env.append(("DISPATCH_OFFER_WIDEN_S", QUIET_WIDEN_S))
     cfg = Config(
         consoles=a.consoles,
         servers=a.servers,
@@ -139,6 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         keep=a.keep,
         floor=a.floor,
         profile=a.profile,
+        offer_fanout=a.offer_fanout,
     )
     deadline = a.deadline if a.deadline is not None else cfg.default_deadline()
     if not _seconds_ok(deadline):

@@ -69,6 +69,21 @@ class Results:
     setup_error: str | None = None
     #: servers' RSS before/after connecting, KiB per console (:mod:`loadtest.fanout`)
     memory: dict[str, Any] = field(default_factory=dict)
+    #: CPU seconds of each process over the measured phases alone (from the
+    #: first POST to the last request.gone settled): the cost of the requests,
+    #: without the connect burst
+    cpu_window_s: dict[str, float] = field(default_factory=dict)
+
+
+def recipients(cfg: Config, ready: Sequence[Console], marker: str) -> list[Console]:
+    """The consoles a request (by its marker) is for: every available console,
+    or with ``--offer-fanout`` those it was offered to, that is those that got
+    its ``request.new`` (the offered set is the server's, never on the wire;
+    the count is checked against :meth:`Config.offered_per_request`). Its
+    ``request.gone`` goes to these alone."""
+    if cfg.offer_fanout <= 0:
+        return list(ready)
+    return [c for c in ready if marker in c.new_at]
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -100,6 +115,7 @@ def _new_deliveries(r: Results, ready: list[Console], created: list[Posted]) -> 
     after_send: list[float] = []
     after_resp: list[float] = []
     last: dict[str, float] = {}
+    reached: Counter[str] = Counter()
     received = unexpected = 0
     for c in ready:
         for marker, at in c.new_at.items():
@@ -108,6 +124,7 @@ def _new_deliveries(r: Results, ready: list[Console], created: list[Posted]) -> 
                 unexpected += 1
                 continue
             received += 1
+            reached[marker] += 1
             after_send.append(at - p.sent)
             after_resp.append(at - p.responded)
             if p.created_at is not None:
@@ -118,13 +135,22 @@ def _new_deliveries(r: Results, ready: list[Console], created: list[Posted]) -> 
         for m, at in last.items()
         if (created_at := by_marker[m].created_at) is not None
     ]
-    expected = len(created) * len(ready)
+    # Each request must reach its share of the consoles (all, or the first
+    # --offer-fanout): short of it is lost, beyond it is an offer too wide.
+    per = r.cfg.offered_per_request(len(ready))
+    counts = [reached[p.marker] for p in created]
     return {
-        "expected": expected,
+        "expected": len(created) * per,
         "received": received,
-        "lost": max(0, expected - received),
+        "lost": sum(max(0, per - n) for n in counts),
+        "beyond_offer": sum(max(0, n - per) for n in counts),
         "duplicates": sum(c.new_duplicates for c in r.consoles),
         "unexpected": unexpected,
+        "consoles_per_request": {
+            "expected": per,
+            "min": min(counts, default=None),
+            "max": max(counts, default=None),
+        },
         "latency_after_created_ms": summary(after_created),
         "latency_after_send_ms": summary(after_send),
         "latency_after_response_ms": summary(after_resp),
@@ -134,6 +160,7 @@ def _new_deliveries(r: Results, ready: list[Console], created: list[Posted]) -> 
 
 def _gone_deliveries(r: Results, ready: list[Console], cancelled: list[Posted]) -> dict[str, Any]:
     by_id = {p.request_id: p for p in cancelled}
+    meant = {(p.request_id, c.index) for p in cancelled for c in recipients(r.cfg, ready, p.marker)}
     latency: list[float] = []
     reasons: Counter[str] = Counter()
     received = unexpected = 0
@@ -141,12 +168,12 @@ def _gone_deliveries(r: Results, ready: list[Console], cancelled: list[Posted]) 
         reasons.update(c.gone_reasons)
         for rid, at in c.gone_at.items():
             p = by_id.get(rid)
-            if p is None or p.cancel_responded is None:
+            if p is None or p.cancel_responded is None or (rid, c.index) not in meant:
                 unexpected += 1
                 continue
             received += 1
             latency.append(at - p.cancel_responded)
-    expected = len(cancelled) * len(ready)
+    expected = len(meant)
     return {
         "expected": expected,
         "received": received,
@@ -170,6 +197,10 @@ def _problems(
         (created < cfg.requests, f"{cfg.requests - created} request(s) not created"),
         (cancelled < created, f"{created - cancelled} request(s) not cancelled"),
         (new["lost"] > 0, f"{new['lost']} request.new lost"),
+        (
+            new["beyond_offer"] > 0,
+            f"{new['beyond_offer']} request.new beyond the offer to {cfg.offer_fanout}",
+        ),
         (gone["lost"] > 0, f"{gone['lost']} request.gone lost"),
         (
             new["duplicates"] + gone["duplicates"] > 0,
@@ -226,6 +257,7 @@ def build(r: Results, command: str) -> dict[str, Any]:
             "settle_s": cfg.settle_s,
             "deadline_s": cfg.deadline_s,
             "server_env": dict(cfg.server_env),
+            "offer_fanout": cfg.offer_fanout,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -271,6 +303,8 @@ def build(r: Results, command: str) -> dict[str, Any]:
         "server_metrics": r.server_metrics,
         "server_logs": r.server_logs,
         "cpu_s": r.cpu_s,
+        "cpu_window_s": r.cpu_window_s,
+        "per_request": _per_request(r, len(created)),
         "memory": r.memory,
         "exit_codes": r.exit_codes,
         "aborted": r.aborted,
@@ -279,6 +313,30 @@ def build(r: Results, command: str) -> dict[str, Any]:
     report["problems"] = _problems(r, report, len(ready), len(created), len(cancelled))
     report["ok"] = not report["problems"]
     return report
+
+
+def _per_request(r: Results, created: int) -> dict[str, float | None]:
+    """What one request cost: the frames the servers queued for it (their
+    ``dispatch_ws_frames_out_total``, summed) and the servers' CPU over the
+    measured phases (idle work of those seconds included), in ms."""
+    if created == 0:
+        return {"request_new_frames": None, "request_gone_frames": None, "server_cpu_ms": None}
+
+    def frames(kind: str) -> float:
+        name = f'dispatch_ws_frames_out_total{{type="{kind}"}}'
+        return sum(m.get(name, 0.0) for m in r.server_metrics)
+
+    cpu = sum(v for name, v in r.cpu_window_s.items() if name != "redis")
+    new, gone = frames("request.new"), frames("request.gone")
+    return {
+        "request_new_frames": round(new / created, 2),
+        "request_gone_frames": round(gone / created, 2),
+        "frames": round((new + gone) / created, 2),
+        "server_cpu_ms": round(1000 * cpu / created, 3) if r.cpu_window_s else None,
+        "redis_cpu_ms": round(1000 * r.cpu_window_s["redis"] / created, 3)
+        if "redis" in r.cpu_window_s
+        else None,
+    }
 
 
 def _ms(s: dict[str, Any], keys: Sequence[str] = ("p50", "p95", "p99", "max")) -> str:
@@ -296,6 +354,7 @@ def human(report: dict[str, Any]) -> str:
         f"fan-out: {cfg['consoles']} consoles x {cfg['servers']} servers, "
         f"{cfg['requests']} requests every {cfg['interval_s']} s, codec {cfg['codec']}"
         + (" + deflate" if cfg["compression"] else "")
+        + (f", offered to {cfg['offer_fanout']} each" if cfg["offer_fanout"] else "")
         + f" ({report['machine']['cpus']} CPUs)",
         f"  setup: processes ready in {phases.get('start_s', 0):.1f} s, "
         f"profiles in {phases.get('profiles_s', 0):.1f} s",
@@ -327,6 +386,13 @@ def human(report: dict[str, Any]) -> str:
         )
     if report["cpu_s"]:
         lines.append(f"  CPU seconds used: {report['cpu_s']}")
+    per = report["per_request"]
+    if per.get("frames") is not None:
+        lines.append(
+            f"  per request: {per['frames']} frames ({per['request_new_frames']} request.new "
+            f"+ {per['request_gone_frames']} request.gone), server CPU {per['server_cpu_ms']} ms, "
+            f"Redis CPU {per['redis_cpu_ms']} ms (over the create and cancel phases)"
+        )
     for name, log in report["server_logs"].items():
         if log["events"]:
             lines.append(f"  {name} log: {log['events']}")

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from loadtest._pg import DEFAULT_ADMIN_URL, reachable
+
 BEGIN: Final = "<!-- bench:begin (written by `make bench`: python -m loadtest.bench) -->"
 END: Final = "<!-- bench:end -->"
 
@@ -73,6 +75,13 @@ SCENARIOS: Final[dict[str, tuple[str, list[str], list[str]]]] = {
         ["--clients", "40", "--therapists", "100", "--generators", "2", "--duration", "90"],
         ["--clients", "4", "--therapists", "10", "--generators", "2", "--duration", "5"],
     ),
+    # The same on PostgreSQL (what several servers run on in production), when
+    # one is reachable at LOADTEST_POSTGRES (see loadtest._pg); else not run.
+    "lifecycle-pg": (
+        "lifecycle",
+        ["--clients", "40", "--therapists", "100", "--generators", "2", "--duration", "90"],
+        ["--clients", "4", "--therapists", "10", "--generators", "2", "--duration", "5"],
+    ),
     "idle": (
         "idle",
         ["--consoles", "2000", "--servers", "2"],
@@ -101,7 +110,15 @@ def run_scenario(name: str, quick: bool, artifacts: Path) -> dict[str, Any]:
     module, standard, tiny = SCENARIOS[name]
     out = artifacts / f"bench-{name}.json"
     out.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", f"loadtest.{module}", *(tiny if quick else standard)]
+    extra: list[str] = []
+    if name == "lifecycle-pg":
+        admin = os.environ.get("LOADTEST_POSTGRES", DEFAULT_ADMIN_URL)
+        why = reachable(admin)
+        if why is not None:
+            print(f"\n== {name}: not run, no PostgreSQL at LOADTEST_POSTGRES: {why}", flush=True)
+            return {"ok": True, "skipped": f"no PostgreSQL reachable ({why})"}
+        extra = ["--postgres", admin]
+    argv = [sys.executable, "-m", f"loadtest.{module}", *(tiny if quick else standard), *extra]
     argv += ["--out", str(out)]
     print(f"\n== {name}: {' '.join(argv[1:])}", flush=True)
     t0 = time.monotonic()
@@ -218,52 +235,13 @@ def targets(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str
                 "-",
             )
         )
-    lc = reports.get("lifecycle")
-    if lc is not None:
-        rate = lc.get("lifecycles_per_s")
-        rows.append(
-            (
-                f"Sustained: lifecycles/s ({lc['config']['servers']} servers, "
-                f"{lc['config']['therapists']} consoles)",
-                _fmt(rate),
-                f">= {RATE_TARGET:.0f}",
-                _holds(rate, RATE_TARGET, at_most=False),
-            )
-        )
-        steps = lc.get("steps_ms", {})
-        worst = max(
-            ((steps[s]["p99"], s) for s in STEPS if steps.get(s, {}).get("p99") is not None),
-            default=(None, "-"),
-        )
-        detail = ", ".join(f"{s} {_fmt(steps.get(s, {}).get('p99'))}" for s in STEPS)
-        rows.append(
-            (
-                "Sustained: p99 of each step (ms)",
-                f"worst {worst[1]} {_fmt(worst[0])} ({detail})",
-                f"<= {STEP_LIMIT_MS:.0f} ms",
-                _holds(worst[0], STEP_LIMIT_MS),
-            )
-        )
-        cpu = lc.get("server_cpu_ms_per_lifecycle")
-        rows.append(
-            (
-                "Sustained: server CPU per lifecycle",
-                f"{_fmt(cpu)} ms",
-                f"<= {CPU_LIMIT_MS:.0f} ms",
-                _holds(cpu, CPU_LIMIT_MS),
-            )
-        )
-        failed = sum((lc.get("failed") or {}).values())
-        rows.append(("Sustained: nothing lost", f"{failed} failed", "0", _holds(failed, 0)))
-        share = lc.get("redis_cpu_share")
-        rows.append(
-            (
-                f"Scale-out: Redis CPU at the sustained rate reached ({_fmt(rate)}/s)",
-                f"{_fmt(None if share is None else 100 * share)} %",
-                f"< {100 * REDIS_LIMIT:.0f} %",
-                _holds(share, REDIS_LIMIT),
-            )
-        )
+    for name, on in (("lifecycle", "SQLite"), ("lifecycle-pg", "PostgreSQL")):
+        lc = reports.get(name)
+        if lc is None or lc.get("skipped"):
+            if lc is not None:
+                rows.append((f"Sustained on {on}", f"not run: {lc['skipped']}", "-", "-"))
+            continue
+        rows += _sustained(lc, on)
     so = reports.get("scaleout")
     if so is not None:
         per = so.get("per_process", [])
@@ -286,6 +264,56 @@ def targets(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str
                     _holds(ratios.get(key), FLAT_LIMIT),
                 )
             )
+    return rows
+
+
+def _sustained(lc: dict[str, Any], on: str) -> list[tuple[str, str, str, str]]:
+    """The rows of one lifecycle run (``on``: its database)."""
+    rows: list[tuple[str, str, str, str]] = []
+    rate = lc.get("lifecycles_per_s")
+    rows.append(
+        (
+            f"Sustained ({on}): lifecycles/s ({lc['config']['servers']} servers, "
+            f"{lc['config']['therapists']} consoles)",
+            _fmt(rate),
+            f">= {RATE_TARGET:.0f}",
+            _holds(rate, RATE_TARGET, at_most=False),
+        )
+    )
+    steps = lc.get("steps_ms", {})
+    worst = max(
+        ((steps[s]["p99"], s) for s in STEPS if steps.get(s, {}).get("p99") is not None),
+        default=(None, "-"),
+    )
+    detail = ", ".join(f"{s} {_fmt(steps.get(s, {}).get('p99'))}" for s in STEPS)
+    rows.append(
+        (
+            f"Sustained ({on}): p99 of each step (ms)",
+            f"worst {worst[1]} {_fmt(worst[0])} ({detail})",
+            f"<= {STEP_LIMIT_MS:.0f} ms",
+            _holds(worst[0], STEP_LIMIT_MS),
+        )
+    )
+    cpu = lc.get("server_cpu_ms_per_lifecycle")
+    rows.append(
+        (
+            f"Sustained ({on}): server CPU per lifecycle",
+            f"{_fmt(cpu)} ms",
+            f"<= {CPU_LIMIT_MS:.0f} ms",
+            _holds(cpu, CPU_LIMIT_MS),
+        )
+    )
+    failed = sum((lc.get("failed") or {}).values())
+    rows.append((f"Sustained ({on}): nothing lost", f"{failed} failed", "0", _holds(failed, 0)))
+    share = lc.get("redis_cpu_share")
+    rows.append(
+        (
+            f"Scale-out: Redis CPU at the sustained rate reached on {on} ({_fmt(rate)}/s)",
+            f"{_fmt(None if share is None else 100 * share)} %",
+            f"< {100 * REDIS_LIMIT:.0f} %",
+            _holds(share, REDIS_LIMIT),
+        )
+    )
     return rows
 
 

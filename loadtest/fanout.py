@@ -2,6 +2,7 @@
 
     python -m loadtest.fanout [--consoles 1000] [--servers 2] [--interval 0.3]
                               [--requests 100] [--codec json|msgpack] [--out FILE.json]
+                              [--offer-fanout K]
 
 It starts its own ``redis-server`` (append-only file on) on a free 127.0.0.1
 port in a temporary directory and ``--servers`` ``dispatch serve`` processes
@@ -17,7 +18,14 @@ It reports how long consoles took to connect and become available, the
 fan-out latency of every delivery (see :mod:`loadtest._report`), deliveries
 expected against received (every available console must get every request
 exactly once), consoles the server closed (1013 is a slow consumer), and
-errors. A summary goes to stdout, the full report to ``--out`` as JSON.
+errors. With ``--offer-fanout K`` (``DISPATCH_OFFER_FANOUT=K`` on the servers)
+each request reaches only the K consoles it is offered to (every console is
+equally placed, so which K is the server's choice): a request is then
+counted against K deliveries (fewer is lost, more is an offer too wide), and
+its ``request.gone`` against the consoles that got its ``request.new``. Each
+run also reports what one request cost: frames queued by the servers, and
+the servers' (and Redis's) CPU over the create and cancel phases. A summary
+goes to stdout, the full report to ``--out`` as JSON.
 Exit status: 0 when nothing was lost, duplicated or refused; 1 when something
 was; 2 when the run could not be set up or passed its deadline.
 
@@ -292,13 +300,22 @@ class Run:
             await asyncio.sleep(RSS_SETTLE_S)
             self.record_memory(rss0, stack.rss_kib())
 
+            cpu0 = stack.cpu_s()
             await self.paced("post", self.r.posted, lambda p: self.post_one(client, p))
             created = [p for p in self.r.posted if p.request_id is not None]
-            await self.settle(NEW, len(created) * ready)
+            await self.settle(NEW, len(created) * self.cfg.offered_per_request(ready))
 
             await self.paced("cancel", created, lambda p: self.cancel_one(client, p))
-            cancelled = sum(1 for p in created if p.cancel_status == 200)
-            await self.settle(GONE, cancelled * ready)
+            consoles = [c for c in self.r.consoles if c.ready_s is not None]
+            # Each request.gone goes to the consoles its request.new went to.
+            gone_for = sum(
+                len(_report.recipients(self.cfg, consoles, p.marker))
+                for p in created
+                if p.cancel_status == 200
+            )
+            await self.settle(GONE, gone_for)
+            cpu1 = stack.cpu_s()
+            self.r.cpu_window_s = {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1 if k in cpu0}
             await self.collect_after(client)
 
 

@@ -2,6 +2,7 @@
 
     python -m loadtest.lifecycle [--clients 40] [--therapists 100] [--servers 2]
                                  [--generators 2] [--duration 60] [--out FILE.json]
+                                 [--postgres ADMIN_URL | --database-url URL]
 
 Starts its own Redis and ``--servers`` servers, creates the therapist profiles
 and tops up the clients, then ``--generators`` load-generator processes
@@ -12,6 +13,10 @@ accept -> session.ready -> session.end). Reported: lifecycles per second,
 p50/p99 of every step (HDR histograms merged across the generators), the
 servers' CPU seconds per lifecycle and Redis's CPU share over the measured
 window (from /proc/<pid>/stat), and what failed. Exit 0 when nothing was lost.
+
+The servers' database is a fresh SQLite file of the run's own, or with
+``--postgres ADMIN_URL`` a fresh PostgreSQL database made for the run and
+dropped after it (:mod:`loadtest._pg`), or ``--database-url`` one you made.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from loadtest import _pg
 from loadtest._gen import STEPS, Job, worker
 from loadtest._hist import Hist, plot, progress
+from loadtest._pg import DEFAULT_ADMIN_URL
 from loadtest._stack import Stack, raise_nofile, run_async, write_report
 
 
@@ -43,7 +50,14 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--generators", type=int, default=2)
     p.add_argument("--duration", type=float, default=60.0)
-    p.add_argument(
+    db = p.add_mutually_exclusive_group()
+    db.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="run on a fresh PostgreSQL database made (and dropped) through ADMIN_URL, "
+        f"e.g. {DEFAULT_ADMIN_URL}",
+    )
+    db.add_argument(
         "--database-url",
         help="the servers' DISPATCH_DATABASE_URL, an empty database of the run's own "
         "(default: a fresh SQLite file in the run's directory)",
@@ -182,7 +196,8 @@ def human(rep: dict[str, Any]) -> str:
     cfg = rep["config"]
     lines = [
         f"lifecycle: {cfg['clients']} clients, {cfg['therapists']} consoles, "
-        f"{cfg['servers']} servers, {cfg['generators']} generators, {cfg['duration_s']} s",
+        f"{cfg['servers']} servers, {cfg['generators']} generators, {cfg['duration_s']} s, "
+        f"on {cfg.get('database', 'sqlite')}",
         f"  {rep.get('lifecycles')} lifecycles, {rep.get('lifecycles_per_s')}/s; server CPU "
         f"{rep.get('server_cpu_ms_per_lifecycle')} ms per lifecycle; Redis CPU share "
         f"{rep.get('redis_cpu_share')}",
@@ -201,7 +216,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = _args(argv)
     raise_nofile(4 * (a.therapists + a.clients) + 1024)
     workdir = Path(tempfile.mkdtemp(prefix="qc-lifecycle-"))
-    env = [*RATE_ENV, *([("DISPATCH_DATABASE_URL", a.database_url)] if a.database_url else [])]
+    made: str | None = None
+    database_url = a.database_url
+    if a.postgres:
+        try:
+            made, database_url = _pg.create(a.postgres)
+        except Exception as exc:
+            print(f"lifecycle: no PostgreSQL database: {type(exc).__name__}: {exc}")
+            return 2
+    backend = "sqlite" if database_url is None else "postgresql"
+    env = [*RATE_ENV, *([("DISPATCH_DATABASE_URL", database_url)] if database_url else [])]
     stack = Stack(a.servers, workdir, env=env)
     rep: dict[str, Any] = {}
     error = None
@@ -212,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         stopped = stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        if made is not None:
+            _pg.drop(a.postgres, made)
     hists: dict[str, Hist] = rep.pop("_hists", {})
     problems = rep.pop("problems", [])
     if error:
@@ -226,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "servers": a.servers,
             "generators": a.generators,
             "duration_s": a.duration,
+            "database": backend,
             "server_env": dict(RATE_ENV),
         },
         "ok": not problems,

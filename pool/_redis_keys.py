@@ -55,6 +55,12 @@ class Keys:
         #: zset therapist id -> when it last claimed a request (the offer
         #: ranking's "longest idle", pool.rules.offer_rank).
         self.last_claim = b + "lastclaim"
+        #: zset request id -> widened_at: the requests offered to a few
+        #: (DISPATCH_OFFER_FANOUT), the due-widening index. Kept by the steps
+        #: that create, widen and end a request; a claimed one stays (it keeps
+        #: its widened_at and widens again once back to waiting) and is skipped
+        #: by the read (due_widenings.lua), which also drops what it finds gone.
+        self.widening = b + "widening"
         #: zset bucket -> bucket start: the buckets of the stats history (pool.live).
         self.history = b + "hist"
         #: hash bucket -> that bucket's stats sample, JSON.

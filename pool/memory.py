@@ -76,6 +76,12 @@ class MemoryPool:
         self._waits: list[tuple[float, float]] = []  # (matched_at, wait_s)
         self._samples: dict[int, dict[str, Any]] = {}  # stats history: bucket -> sample
         self._last_claim: dict[str, float] = {}  # therapist -> when it last claimed
+        #: The due-widening index: sorted (widened_at, id) of the requests
+        #: offered to a few, waiting or claimed (a claimed one is skipped by
+        #: due_widenings and keeps its widened_at for when it waits again),
+        #: and id -> its widened_at there.
+        self._widening: list[tuple[float, str]] = []
+        self._widening_at: dict[str, float] = {}
 
     # -- profiles ----------------------------------------------------------
     async def put_profile(self, profile: TherapistProfile) -> None:
@@ -154,6 +160,16 @@ class MemoryPool:
         after = before.replace(offered=offered, widened_at=None if offered is None else now)
         self._write(before, after)
         return Change(before, after)
+
+    async def due_widenings(self, upto: float, limit: int = 100) -> list[Request]:
+        out: list[Request] = []
+        for at, rid in self._widening:
+            if at > upto or len(out) >= limit:
+                break
+            req = self._requests[rid]
+            if req.state is State.WAITING:
+                out.append(req)
+        return out
 
     async def release(self, request_id: str, therapist_id: str, now: float) -> Change:
         before = self._requests.get(request_id)
@@ -438,6 +454,7 @@ class MemoryPool:
             self._waiting.insert(i, key)
         elif after.state is not State.WAITING and present:
             del self._waiting[i]
+        self._index_widening(after)
         if after.state in ACTIVE_STATES:
             self._active_by_client[after.client_id] = after.id
         elif self._active_by_client.get(after.client_id) == after.id:
@@ -450,3 +467,14 @@ class MemoryPool:
             self._holds[therapist] = hold
         elif self._holds.get(therapist) == Hold("claim", after.id):
             del self._holds[therapist]
+
+    def _index_widening(self, after: Request) -> None:
+        """Keep ``after`` in the due-widening index at its ``widened_at``
+        while it is offered to a few and waiting or claimed; else out of it."""
+        old = self._widening_at.pop(after.id, None)
+        if old is not None:
+            i = bisect.bisect_left(self._widening, (old, after.id))
+            del self._widening[i]
+        if after.widened_at is not None and after.state in ACTIVE_STATES:
+            self._widening_at[after.id] = after.widened_at
+            bisect.insort(self._widening, (after.widened_at, after.id))

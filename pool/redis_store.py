@@ -170,6 +170,7 @@ class RedisPool:
             k.deadlines,
             *k.stats,
             k.open_session(client_id),
+            k.widening,
         ]
         if idempotency_key is not None:
             keys.append(k.idem(client_id, idempotency_key))
@@ -182,6 +183,7 @@ class RedisPool:
             num(now + _IDEMPOTENCY_TTL_S),
             _IDEMPOTENCY_TTL_S,
             num(now - _STATS_WINDOW_S - _STATS_SLACK_S),
+            "" if req.widened_at is None else num(req.widened_at),
             *fields,
         ]
         reply = await self._run("create", keys, args)
@@ -250,25 +252,17 @@ class RedisPool:
 
     @unavailable_when_down
     async def offer_candidates(self) -> list[OfferCandidate]:
+        """One script, one round trip (``offer_candidates.lua``), however many
+        therapists are available."""
         k = self._keys
-        ids = sorted(text(t) for t in await self._client.smembers(k.available))
-        if not ids:
-            return []
-        # One GET per profile, not MGET: a cluster client's pipeline refuses
-        # multi-key commands (every key is in the one slot all the same).
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hmget(k.holds, ids)
-            pipe.zmscore(k.last_claim, ids)
-            for t in ids:
-                pipe.get(k.profile(t))
-            holds, last, *profiles = await pipe.execute()
+        rows = await self._run("offer_candidates", [k.available, k.holds, k.last_claim], [k.base])
+        found = sorted((text(tid), raw_profile, text(at)) for tid, raw_profile, at in rows)
         return [
             OfferCandidate(
-                TherapistProfile.from_record(json.loads(raw)),
-                None if at is None else float(at),
+                TherapistProfile.from_record(json.loads(raw_profile)),
+                float(at) if at else None,
             )
-            for hold, raw, at in zip(holds, profiles, last, strict=True)
-            if hold is None and raw is not None
+            for _, raw_profile, at in found
         ]
 
     @unavailable_when_down
@@ -280,8 +274,9 @@ class RedisPool:
         now: float,
     ) -> Change | None:
         wider = "" if offered is None else json.dumps(sorted(offered))
+        k = self._keys
         reply = await self._run(
-            "widen", [self._keys.req(request_id)], [num(widened_at), num(now), wider]
+            "widen", [k.req(request_id), k.widening], [num(widened_at), num(now), wider, request_id]
         )
         if text(reply[0]) != "ok":
             return None
@@ -289,6 +284,13 @@ class RedisPool:
         assert before is not None
         after = before.replace(offered=offered, widened_at=None if offered is None else now)
         return Change(before, after)
+
+    @unavailable_when_down
+    async def due_widenings(self, upto: float, limit: int = 100) -> list[Request]:
+        """One script over the due-widening index (``due_widenings.lua``)."""
+        k = self._keys
+        flats = await self._run("due_widenings", [k.widening], [k.base, num(upto), limit])
+        return [r for r in map(decode_request, flats) if r is not None]
 
     def _back_keys(self, request_id: str) -> list[str]:
         k = self._keys
@@ -320,6 +322,7 @@ class RedisPool:
                 k.sess(session_id),
                 k.open_session(client_id),
                 k.stat("matched"),
+                k.widening,
             ],
             [k.base, request_id, client_id, session_id, num(now), FINISHED_TTL_S],
         )
@@ -348,6 +351,7 @@ class RedisPool:
                 k.claimed,
                 k.holds,
                 k.stat("cancelled"),
+                k.widening,
             ],
             [request_id, client_id, num(now), FINISHED_TTL_S],
         )
@@ -359,7 +363,16 @@ class RedisPool:
         t = self.timeouts
         fired = await self._run(
             "fire_due",
-            [k.deadlines, k.waiting, k.claimed, k.holds, k.graces, k.grace_seq, k.stat("expired")],
+            [
+                k.deadlines,
+                k.waiting,
+                k.claimed,
+                k.holds,
+                k.graces,
+                k.grace_seq,
+                k.stat("expired"),
+                k.widening,
+            ],
             [k.base, num(now), limit, num(t.request_max_wait_s), FINISHED_TTL_S],
         )
         changes: list[Change | Session] = []

@@ -100,6 +100,17 @@ class PoolStore(Protocol):
         the caller announces the wider offer)."""
         ...
 
+    async def due_widenings(self, upto: float, limit: int = 100) -> list[Request]:
+        """The waiting requests offered to a few whose ``widened_at`` is at
+        most ``upto`` (the caller passes ``now - DISPATCH_OFFER_WIDEN_S``),
+        oldest ``widened_at`` first, ties by id, at most ``limit``. A read of
+        the pool's due-widening index, which the steps that create, widen and
+        end a request keep: its cost grows with the requests offered to a few,
+        not with every waiting one. A claimed request is left out until it is
+        waiting again, with the ``widened_at`` it had. A read, not a step:
+        :meth:`widen` stores each widening once."""
+        ...
+
     async def decline(self, request_id: str, client_id: str, now: float) -> Change: ...
 
     async def accept(self, request_id: str, client_id: str, session_id: str, now: float) -> Change:

@@ -310,6 +310,21 @@ class Records:
         async with self.db.session() as s:
             return set((await s.execute(stmt)).scalars().all())
 
+    async def therapists_known_to(self, client_id: str, therapist_ids: Collection[str]) -> set[str]:
+        """Those of ``therapist_ids`` that have had a session with ``client_id``:
+        :meth:`clients_known` asked of many therapists in one query (the
+        first offer of a request weighs every paused therapist at once)."""
+        if not therapist_ids:
+            return set()
+        stmt = (
+            select(sessions.c.therapist_id)
+            .where(sessions.c.client_id == client_id)
+            .where(sessions.c.therapist_id.in_(sorted(set(therapist_ids))))
+            .distinct()
+        )
+        async with self.db.session() as s:
+            return set((await s.execute(stmt)).scalars().all())
+
     # -- chat ----------------------------------------------------------------
     async def add_chat(
         self, session_id: str, sender_id: str, client_msg_id: str, text: str, now: float

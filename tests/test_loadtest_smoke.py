@@ -82,6 +82,48 @@ def test_fanout_smoke_loses_nothing(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_fanout_smoke_with_an_offer_to_a_few(tmp_path: Path) -> None:
+    """``--offer-fanout 3``: each request reaches 3 of the consoles, counted
+    against those 3 (the other consoles are not losses), and the report says
+    what a request cost."""
+    fanout = 3
+    out = tmp_path / "fanout-few.json"
+    args = ["--consoles", str(CONSOLES), "--servers", "2", "--requests", str(REQUESTS)]
+    args += ["--interval", "0.1", "--settle", "10", "--connect-timeout", "15"]
+    args += ["--deadline", "45", "--offer-fanout", str(fanout), "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.fanout", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    detail = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    assert out.exists(), detail
+    report = json.loads(out.read_text())
+    assert report["problems"] == [], detail
+    assert proc.returncode == 0, detail
+    assert report["config"]["offer_fanout"] == fanout
+    assert report["config"]["server_env"]["DISPATCH_OFFER_FANOUT"] == str(fanout)
+    new, gone = report["request_new"], report["request_gone"]
+    assert new["expected"] == new["received"] == fanout * REQUESTS
+    assert new["consoles_per_request"] == {"expected": fanout, "min": fanout, "max": fanout}
+    assert new["lost"] == new["beyond_offer"] == new["unexpected"] == 0
+    assert gone["expected"] == gone["received"] == fanout * REQUESTS
+    assert gone["lost"] == gone["unexpected"] == 0
+    sent = sum(
+        m['dispatch_ws_frames_out_total{type="request.new"}'] for m in report["server_metrics"]
+    )
+    assert sent == fanout * REQUESTS
+    per = report["per_request"]
+    assert per["request_new_frames"] == per["request_gone_frames"] == fanout
+    assert per["frames"] == 2 * fanout
+    assert per["server_cpu_ms"] is not None and per["server_cpu_ms"] >= 0
+
+
 # -- the other scenarios, each at a tiny size (issue #16) -----------------------------------
 def _run(module: str, args: list[str], out: Path, timeout_s: float = 80) -> dict[str, Any]:
     proc = subprocess.run(
@@ -184,6 +226,44 @@ def test_lifecycle_smoke_completes_every_lifecycle(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
+def test_lifecycle_smoke_on_a_postgres_database_of_its_own(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    # The run's PostgreSQL, through its maintenance database: the scenario
+    # makes a database of its own there and drops it afterwards.
+    admin = postgres_server_url.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0]
+    admin += "/postgres"
+    tiny = ["--clients", "2", "--therapists", "4", "--generators", "2", "--duration", "3"]
+    report = _run(
+        "lifecycle",
+        [*tiny, "--postgres", admin],
+        tmp_path / "lifecycle-pg.json",
+    )
+    assert report["config"]["database"] == "postgresql"
+    assert report["lifecycles"] > 0 and report["failed"] == {}
+    names = subprocess.run(
+        [sys.executable, "-c", _LIST_LT_DATABASES, admin],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    assert names == []  # dropped
+
+
+_LIST_LT_DATABASES = """
+import asyncio, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'qc_lt_%'")
+    await conn.close()
+    print(" ".join(r["datname"] for r in rows))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
 def test_idle_smoke_measures_memory(tmp_path: Path) -> None:
     report = _run(
         "idle", ["--consoles", "10", "--servers", "2", "--broadcasts", "2"], tmp_path / "idle.json"
@@ -230,8 +310,21 @@ def test_bench_table_says_whether_each_target_holds(tmp_path: Path) -> None:
             "ratio_claim_p99_to_ping_p99": 3.0,
         },
         "idle": {"consoles": 100, "kib_per_console_all": 12.5},
+        "lifecycle": {
+            "config": {"servers": 2, "therapists": 100},
+            "lifecycles_per_s": 210.0,
+            "steps_ms": {s: {"p99": 50.0} for s in bench.STEPS},
+            "server_cpu_ms_per_lifecycle": 6.0,
+            "failed": {},
+            "redis_cpu_share": 0.1,
+        },
+        "lifecycle-pg": {"ok": True, "skipped": "no PostgreSQL reachable (refused)"},
     }
     rows = {r[0]: r for r in bench.targets(reports)}
+    assert rows["Sustained (SQLite): lifecycles/s (2 servers, 100 consoles)"][3] == "yes"
+    assert rows["Sustained (SQLite): server CPU per lifecycle"][3] == "no"
+    assert rows["Sustained (SQLite): p99 of each step (ms)"][3] == "yes"
+    assert rows["Sustained on PostgreSQL"][1].startswith("not run: no PostgreSQL")
     claims = rows["Claims: p99 of 100 racing claims / p99 of pings"]
     assert claims[1].startswith("3.00x") and claims[3] == "no"
     assert rows["Claims: exactly one winner per round"][3] == "yes"

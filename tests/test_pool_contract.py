@@ -1293,3 +1293,79 @@ async def test_a_booked_call_opens_once_across_servers(
     assert len({s.created_at for s in got}) == 1
     assert all(s == dataclasses.replace(booked(), created_at=got[0].created_at) for s in got)
     assert await pool_store.hold_of("t1") == Hold("session", "s-b1")
+
+
+# -- the due-widening index (DISPATCH_OFFER_FANOUT) ----------------------------
+
+
+def offered(tids: set[str]) -> Draft:
+    """:data:`DRAFT` offered to ``tids`` alone (the dispatcher's first offer)."""
+    return dataclasses.replace(DRAFT, offered=frozenset(tids))
+
+
+async def due_ids(store: PoolStore, upto: float, limit: int = 100) -> list[str]:
+    return [r.id for r in await store.due_widenings(upto, limit)]
+
+
+async def test_due_widenings_are_the_offers_to_a_few_by_widened_at(
+    pool_store: PoolStore,
+) -> None:
+    s = pool_store
+    assert await due_ids(s, T0 + DAY) == []
+    await s.create(offered({"t1"}), "c2", "r2", T0 + 2)
+    await s.create(offered({"t1"}), "c1", "r1", T0 + 1)
+    await s.create(offered({"t1"}), "c3", "r3", T0 + 2)  # a tie: by id
+    await make(s, "r4", "c4", T0)  # to everyone: never in the index
+    assert await due_ids(s, T0) == []
+    assert await due_ids(s, T0 + 1) == ["r1"]  # at most upto, inclusive
+    assert await due_ids(s, T0 + 2) == ["r1", "r2", "r3"]
+    assert await due_ids(s, T0 + 2, limit=2) == ["r1", "r2"]
+    got = await s.due_widenings(T0 + 2)
+    assert got[0] == await s.get("r1") and got[0].offered == {"t1"}
+
+
+async def test_a_widening_rescores_and_opening_leaves_the_index(pool_store: PoolStore) -> None:
+    s = pool_store
+    await s.create(offered({"t1"}), "c1", "r1", T0)
+    await s.create(offered({"t1"}), "c2", "r2", T0 + 1)
+    assert await s.widen("r1", T0, frozenset({"t1", "t2"}), T0 + 10) is not None
+    assert await due_ids(s, T0 + 5) == ["r2"]  # r1 is due again only from T0 + 10
+    assert await due_ids(s, T0 + 10) == ["r2", "r1"]
+    # A server that read the old widened_at loses and moves nothing.
+    assert await s.widen("r1", T0, frozenset({"t1", "t3"}), T0 + 11) is None
+    assert await due_ids(s, T0 + 10) == ["r2", "r1"]
+    assert await s.widen("r1", T0 + 10, None, T0 + 20) is not None  # open to everyone
+    assert await due_ids(s, T0 + DAY) == ["r2"]
+
+
+async def test_an_ended_request_leaves_the_index(pool_store: PoolStore) -> None:
+    s = pool_store
+    for n in (1, 2, 3):
+        await s.create(offered({"t1", "t2", "t3"}), f"c{n}", f"r{n}", T0)
+    await s.cancel("r1", "c1", T0 + 1)
+    await s.claim("r2", T2, T0 + 1)
+    await s.accept("r2", "c2", "sess-2", T0 + 2)
+    assert await due_ids(s, T0 + DAY) == ["r3"]
+    assert [c.after.id for c in await fire(s, T0 + MAX_WAIT)] == ["r3"]  # expired
+    assert await due_ids(s, T0 + DAY) == []
+
+
+async def test_a_claimed_request_is_skipped_and_due_again_once_back_to_waiting(
+    pool_store: PoolStore,
+) -> None:
+    s = pool_store
+    await s.create(offered({"t1", "t2"}), "c1", "r1", T0)
+    await s.create(offered({"t1", "t2"}), "c2", "r2", T0 + 1)
+    await s.claim("r1", T1, T0 + 2)
+    assert await due_ids(s, T0 + 10) == ["r2"]
+    assert await due_ids(s, T0 + 10, limit=1) == ["r2"]  # the skipped one takes no room
+    await s.decline("r1", "c1", T0 + 3)  # back to waiting, t1 declined
+    back = await s.due_widenings(T0 + 10)
+    assert [r.id for r in back] == ["r1", "r2"]
+    assert back[0].widened_at == T0 and back[0].declined == {"t1"}
+    # It widens as any other: re-scored from the widening on.
+    assert await s.widen("r1", T0, frozenset({"t1", "t2", "t3"}), T0 + 10) is not None
+    assert await due_ids(s, T0 + 10) == ["r2", "r1"]
+    await s.claim("r1", T3, T0 + 11)
+    await s.release("r1", "t3", T0 + 12)
+    assert await due_ids(s, T0 + 9) == ["r2"] and await due_ids(s, T0 + 10) == ["r2", "r1"]

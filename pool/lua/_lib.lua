@@ -3,7 +3,8 @@
 -- "uses _lib.lua", so each script runs as one unit with these locals above it.
 --
 -- K is a table of the pool's index keys the script received in KEYS:
---   K.waiting, K.deadlines, K.claimed, K.holds (and, for presence,
+--   K.waiting, K.deadlines, K.claimed, K.holds (and, to end a request,
+--   K.widening; for presence,
 --   K.available, K.online, K.graces, K.grace_seq, K.seq; for ending a
 --   session, K.holds, K.graces, K.grace_seq).
 -- Per-id keys follow pool/_redis_keys.py; times are strings that round-trip a
@@ -78,6 +79,7 @@ local function finish(K, key, rid, req, state, reason, now, ttl, active_key, sta
   redis.call('ZREM', K.waiting, rid)
   redis.call('ZREM', K.deadlines, rid)
   redis.call('SREM', K.claimed, rid)
+  redis.call('ZREM', K.widening, rid)
   if redis.call('GET', active_key) == rid then
     redis.call('DEL', active_key)
   end

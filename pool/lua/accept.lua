@@ -11,6 +11,7 @@
 -- KEYS[6]  sess:<sid>         hash, the new session
 -- KEYS[7]  opensess:<client>  string, the client's open session
 -- KEYS[8]  st:matched         zset "<rid>|<wait s>" -> time (stats)
+-- KEYS[9]  widening           zset rid -> widened_at (the due-widening index)
 -- ARGV[1]  key base "<prefix>:{pool}:" (for opensess:<therapist>)
 -- ARGV[2]  rid
 -- ARGV[3]  client id
@@ -38,6 +39,7 @@ redis.call('HDEL', KEYS[1], 'expires_at', 'notes')
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], rid)
 redis.call('SREM', KEYS[4], rid)
+redis.call('ZREM', KEYS[9], rid)
 if redis.call('GET', KEYS[2]) == rid then
   redis.call('DEL', KEYS[2])
 end

@@ -8,6 +8,7 @@
 -- KEYS[5]  claimed          set of claimed rids
 -- KEYS[6]  holds            hash therapist -> hold
 -- KEYS[7]  st:cancelled     zset rid -> time (stats)
+-- KEYS[8]  widening         zset rid -> widened_at (the due-widening index)
 -- ARGV[1]  rid
 -- ARGV[2]  client id
 -- ARGV[3]  now
@@ -15,7 +16,8 @@
 --
 -- Returns {'not_found'}, {'not_cancellable'}, or {'ok', <flat hash before>}.
 
-local K = {waiting = KEYS[3], deadlines = KEYS[4], claimed = KEYS[5], holds = KEYS[6]}
+local K = {waiting = KEYS[3], deadlines = KEYS[4], claimed = KEYS[5], holds = KEYS[6],
+  widening = KEYS[8]}
 local rid = ARGV[1]
 local req, flat = load(KEYS[1])
 if not req or req.client_id ~= ARGV[2] then

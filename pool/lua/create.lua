@@ -10,7 +10,8 @@
 -- KEYS[7]  st:expired            zset, trimmed here
 -- KEYS[8]  st:cancelled          zset, trimmed here
 -- KEYS[9]  opensess:<client>      string, the client's open session (ready or live)
--- KEYS[10] idem:<client>:<key>   string "<lapses at>|<rid>" (only with an idempotency key)
+-- KEYS[10] widening             zset rid -> widened_at (the due-widening index)
+-- KEYS[11] idem:<client>:<key>   string "<lapses at>|<rid>" (only with an idempotency key)
 -- ARGV[1]  key base "<prefix>:{pool}:" (to read the request an idempotency key names)
 -- ARGV[2]  rid
 -- ARGV[3]  now (= created_at)
@@ -18,14 +19,15 @@
 -- ARGV[5]  when the idempotency key lapses (now + 24 h; unused without a key)
 -- ARGV[6]  idempotency key TTL, whole seconds
 -- ARGV[7]  stats entries scored below this are dropped
--- ARGV[8..] the request's hash: field, value, field, value, ...
+-- ARGV[8]  widened_at when offered to a few (DISPATCH_OFFER_FANOUT), else ''
+-- ARGV[9..] the request's hash: field, value, field, value, ...
 --
 -- Returns {'ok'}; {'in_session'} while the client is in an open session
 -- (pool.rules.check_may_ask); {'dup', <flat hash of the first request>} for a
 -- live idempotency key of this client; {'request_exists'}; {'id_used'}.
 
 local base, rid, now = ARGV[1], ARGV[2], ARGV[3]
-local idem = KEYS[10]
+local idem = KEYS[11]
 
 -- In an open session a client may not ask for another therapist: checked in
 -- the same atomic step that writes the request (no check-then-act).
@@ -52,11 +54,14 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'id_used'}
 end
 
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('ZADD', KEYS[3], now, rid)
 redis.call('ZADD', KEYS[4], ARGV[4], rid)
 redis.call('SET', KEYS[2], rid)
 redis.call('ZADD', KEYS[5], now, rid)
+if ARGV[8] ~= '' then
+  redis.call('ZADD', KEYS[10], ARGV[8], rid)
+end
 for i = 5, 8 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[7])
 end

@@ -10,6 +10,7 @@
 -- KEYS[5]  graces       zset user -> when the grace ends
 -- KEYS[6]  graceseq     hash user -> arming order
 -- KEYS[7]  st:expired   zset rid -> time (stats)
+-- KEYS[8]  widening     zset rid -> widened_at (the due-widening index)
 -- ARGV[1]  key base "<prefix>:{pool}:" (req:<rid>, active:<client>, conns:<user>,
 --          opensess:<user>, sess:<sid>, held:<sid>:<role>)
 -- ARGV[2]  now
@@ -24,7 +25,7 @@
 -- past the grace: ended as end_session.lua ends it, reason peer_lost).
 
 local K = {deadlines = KEYS[1], waiting = KEYS[2], claimed = KEYS[3], holds = KEYS[4],
-  graces = KEYS[5], grace_seq = KEYS[6]}
+  graces = KEYS[5], grace_seq = KEYS[6], widening = KEYS[8]}
 local base, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 
