@@ -26,42 +26,42 @@ CONSOLES = 20
 REQUESTS = 5
 
 
-@pytest.mark.integration
-def test_fanout_smoke_loses_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "fanout.json"
+def _run(module: str, args: list[str], out: Path, timeout_s: float = 80) -> dict[str, Any]:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.fanout",
-            "--consoles",
-            str(CONSOLES),
-            "--servers",
-            "2",
-            "--requests",
-            str(REQUESTS),
-            "--interval",
-            "0.1",
-            "--settle",
-            "10",
-            "--connect-timeout",
-            "15",
-            "--deadline",
-            "45",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", f"loadtest.{module}", *args, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=timeout_s,
         check=False,
     )
     detail = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
     assert out.exists(), detail
-    report = json.loads(out.read_text())
-    assert report["problems"] == [], detail
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report.get("problems", []) == [], detail
+    assert report["ok"] is True, detail
     assert proc.returncode == 0, detail
+    assert out.with_suffix(".png").exists(), detail
+    return report
+
+
+#: The fan-out at a tiny size (what each fan-out smoke test adds to).
+FANOUT_TINY = ["--consoles", str(CONSOLES), "--servers", "2", "--requests", str(REQUESTS)]
+FANOUT_TINY += [
+    "--interval",
+    "0.1",
+    "--settle",
+    "10",
+    "--connect-timeout",
+    "15",
+    "--deadline",
+    "45",
+]
+
+
+@pytest.mark.integration
+def test_fanout_smoke_loses_nothing(tmp_path: Path) -> None:
+    report = _run("fanout", FANOUT_TINY, tmp_path / "fanout.json", timeout_s=55)
 
     assert report["connect"]["ready"] == CONSOLES
     assert report["requests"]["created"] == REQUESTS
@@ -89,23 +89,8 @@ def test_fanout_smoke_with_an_offer_to_a_few(tmp_path: Path) -> None:
     against those 3 (the other consoles are not losses), and the report says
     what a request cost."""
     fanout = 3
-    out = tmp_path / "fanout-few.json"
-    args = ["--consoles", str(CONSOLES), "--servers", "2", "--requests", str(REQUESTS)]
-    args += ["--interval", "0.1", "--settle", "10", "--connect-timeout", "15"]
-    args += ["--deadline", "45", "--offer-fanout", str(fanout), "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.fanout", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=55,
-        check=False,
-    )
-    detail = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
-    assert out.exists(), detail
-    report = json.loads(out.read_text())
-    assert report["problems"] == [], detail
-    assert proc.returncode == 0, detail
+    args = [*FANOUT_TINY, "--offer-fanout", str(fanout)]
+    report = _run("fanout", args, tmp_path / "fanout-few.json", timeout_s=55)
     assert report["config"]["offer_fanout"] == fanout
     assert report["config"]["server_env"]["DISPATCH_OFFER_FANOUT"] == str(fanout)
     new, gone = report["request_new"], report["request_gone"]
@@ -122,26 +107,6 @@ def test_fanout_smoke_with_an_offer_to_a_few(tmp_path: Path) -> None:
     assert per["request_new_frames"] == per["request_gone_frames"] == fanout
     assert per["frames"] == 2 * fanout
     assert per["server_cpu_ms"] is not None and per["server_cpu_ms"] >= 0
-
-
-# -- the other scenarios, each at a tiny size (issue #16) -----------------------------------
-def _run(module: str, args: list[str], out: Path, timeout_s: float = 80) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", f"loadtest.{module}", *args, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    detail = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
-    assert out.exists(), detail
-    report: dict[str, Any] = json.loads(out.read_text())
-    assert report.get("problems", []) == [], detail
-    assert report["ok"] is True, detail
-    assert proc.returncode == 0, detail
-    assert out.with_suffix(".png").exists(), detail
-    return report
 
 
 @pytest.mark.integration
