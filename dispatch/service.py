@@ -32,7 +32,7 @@ from pool import effects as fx
 from pool import rules
 from pool.effects import Change, Effect
 from pool.model import Draft, OfferCandidate, Request, Session, State, TherapistProfile
-from pool.store import PoolStore
+from pool.store import Claimed, PoolStore
 from signaling.ice import IceProvider
 from signaling.records import Records
 from wallet.ledger import Ledger
@@ -200,13 +200,14 @@ class Dispatcher:
             if outcome is not None:
                 outcome.set_result((True, change.after))
             return change
-        except (Taken, NotFound):
+        except (Taken, NotFound) as exc:
             if outcome is not None:
-                # Settled for everyone: the request as it now is (one read,
-                # shared by every claim waiting here).
-                request: Request | None = None
-                with contextlib.suppress(DispatchError):
-                    request = await self.store.get(request_id)
+                # Settled for everyone: the request as it now is (as the pool
+                # found it, or one read shared by every claim waiting here).
+                request: Request | None = exc.request if isinstance(exc, Claimed) else None
+                if request is None:
+                    with contextlib.suppress(DispatchError):
+                        request = await self.store.get(request_id)
                 settled = request is None or request.state is not State.WAITING
                 outcome.set_result((settled, request))
             raise

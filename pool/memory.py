@@ -11,7 +11,7 @@ import bisect
 import copy
 from typing import Any
 
-from core.errors import Conflict, NotFound, RequestExists
+from core.errors import Conflict, NotFound, RequestExists, Taken
 from core.identity import Role
 from pool import rules
 from pool.effects import Change
@@ -43,6 +43,7 @@ from pool.model import (
     pack_frame,
     unpack_frame,
 )
+from pool.store import Claimed
 
 _IDEMPOTENCY_TTL_S = 24 * 3600.0
 _STATS_WINDOW_S = 15 * 60.0
@@ -135,7 +136,14 @@ class MemoryPool:
 
     async def claim(self, request_id: str, therapist: TherapistProfile, now: float) -> Change:
         before = self._requests.get(request_id)
-        after = rules.claim(before, therapist, self._holds.get(therapist.id), now, self.timeouts)
+        hold = self._holds.get(therapist.id)
+        try:
+            after = rules.claim(before, therapist, hold, now, self.timeouts)
+        except Taken:
+            own = hold is not None and hold.kind == "claim" and hold.id == request_id
+            if before is None or own:
+                raise
+            raise Claimed(before) from None  # as the Redis adapter says it
         self._write(before, after)
         self._last_claim[therapist.id] = now
         return Change(before, after, therapist=therapist)

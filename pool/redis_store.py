@@ -66,9 +66,7 @@ from pool.model import (
     pack_frame,
     unpack_frame,
 )
-
-if TYPE_CHECKING:
-    from pool.store import PoolStore
+from pool.store import Claimed, PoolStore
 
 _IDEMPOTENCY_TTL_S = 24 * 3600
 _STATS_WINDOW_S = 15 * 60.0
@@ -236,7 +234,7 @@ class RedisPool:
         qualified = region is not None and rules.may_take(
             therapist, request_draft(region, language, topics, age)
         )
-        before = await self._step(
+        reply = await self._run(
             "claim",
             [k.req(request_id), k.holds, k.waiting, k.deadlines, k.claimed, k.last_claim],
             [
@@ -247,6 +245,15 @@ class RedisPool:
                 num(now + self.timeouts.claim_confirm_s),
             ],
         )
+        code = text(reply[0])
+        if code == "taken":
+            taken = decode_request(reply[1])
+            assert taken is not None  # 'taken' always found the request
+            raise Claimed(taken)
+        if code != "ok":
+            raise _redis_scripts.error(code)
+        before = decode_request(reply[1])
+        assert before is not None  # an "ok" step always found the request
         after = rules.claim(before, therapist, None, now, self.timeouts)
         return Change(before, after, therapist=therapist)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from core.errors import Taken
 from core.identity import Role
 from pool.effects import Change
 from pool.live import PoolLive
@@ -26,6 +27,18 @@ from pool.model import (
     TherapistProfile,
     Timeouts,
 )
+
+
+class Claimed(Taken):
+    """``taken``, with the request as the pool found it (no longer waiting), so
+    that a caller answering other claims of it can apply
+    :func:`pool.rules.check_claim` without reading it again. Both adapters
+    raise it; a caller still copes with plain :class:`~core.errors.Taken`
+    (claiming one's own claim again is that)."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self.request = request
 
 
 class PoolStore(Protocol):

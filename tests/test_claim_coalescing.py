@@ -23,7 +23,7 @@ from pool import rules
 from pool.effects import Effect
 from pool.memory import MemoryPool
 from pool.model import Draft, State, TherapistProfile, Timeouts
-from pool.store import PoolStore
+from pool.store import Claimed, PoolStore
 from signaling.crypto import Cipher
 from signaling.ice import make_provider
 from signaling.records import Records
@@ -36,6 +36,7 @@ class Counting:
     def __init__(self, store: PoolStore) -> None:
         self.store = store
         self.claims = 0
+        self.gets = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -43,6 +44,10 @@ class Counting:
     async def claim(self, *args: Any) -> Any:
         self.claims += 1
         return await self.store.claim(*args)
+
+    async def get(self, *args: Any) -> Any:
+        self.gets += 1
+        return await self.store.get(*args)
 
 
 def suspends(store: Counting) -> bool:
@@ -105,6 +110,8 @@ async def test_a_burst_of_claims_on_two_processes_has_one_winner_and_few_pool_st
     assert every[profiles.index(next(p for p in profiles if p.id == after.claimed_by))] == "won"
     if suspends(a_store):
         assert (a_store.claims, b_store.claims) == (1, 1)  # one pool step per process
+        # The loser's 'taken' brought the request along: nothing read again.
+        assert a_store.gets + b_store.gets == 1  # the one above, after the race
 
 
 async def test_waiting_claims_get_the_rule_s_own_answer(
@@ -189,3 +196,23 @@ def test_the_rule_refuses_every_claim_of_a_request_no_longer_waiting() -> None:
         rules.check_claim(req.replace(state=State.CANCELLED), profile("t2"), None, 2.0)
     with pytest.raises(NotFound):
         rules.check_claim(None, profile("t2"), None, 2.0)
+
+
+async def test_a_claim_of_a_claimed_request_says_how_the_pool_found_it(
+    pool_store: PoolStore,
+) -> None:
+    await pool_store.put_profile(profile("t1"))
+    await pool_store.put_profile(profile("t2"))
+    req, _ = await pool_store.create(
+        Draft(region="GB", language="en", topics=("anxiety",)), "c1", "r1", 1.0
+    )
+    await pool_store.claim(req.id, profile("t1"), 2.0)
+    with pytest.raises(Claimed) as caught:
+        await pool_store.claim(req.id, profile("t2"), 3.0)
+    assert caught.value.code == "taken"  # on the wire: taken, as before
+    assert caught.value.request.claimed_by == "t1"
+    assert caught.value.request.state is State.CLAIMED
+    # Claiming one's own claim again is plain taken ("you already hold this claim").
+    with pytest.raises(Taken) as own:
+        await pool_store.claim(req.id, profile("t1"), 4.0)
+    assert not isinstance(own.value, Claimed)

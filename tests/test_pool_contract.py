@@ -31,7 +31,7 @@ from core.errors import (
 from core.identity import Role
 from pool.effects import Change
 from pool.model import Draft, Hold, Request, Session, SessionState, State, TherapistProfile
-from pool.store import PoolStore
+from pool.store import Claimed, PoolStore
 
 PoolFactory = Callable[[], Awaitable[PoolStore]]
 
@@ -380,14 +380,16 @@ async def test_claim_eligibility(
 async def test_claim_taken(pool_store: PoolStore) -> None:
     await make(pool_store, "r1", "c1", T0)
     after = await claim_of(pool_store, "r1", T1, T0 + 1)
-    await fails(Taken, pool_store.claim("r1", T2, T0 + 2))
+    # "taken", with the request as the pool found it (pool.store.Claimed).
+    lost = await fails(Claimed, pool_store.claim("r1", T2, T0 + 2))
+    assert lost.code == "taken" and isinstance(lost, Claimed) and lost.request == after
     # Claiming one's own claim again is "taken", not "busy".
     await fails(Taken, pool_store.claim("r1", T1, T0 + 3))
     assert await pool_store.get("r1") == after
     assert await pool_store.hold_of("t2") is None
     # A matched request is taken too.
     await pool_store.accept("r1", "c1", "s1", T0 + 4)
-    await fails(Taken, pool_store.claim("r1", T2, T0 + 5))
+    await fails(Claimed, pool_store.claim("r1", T2, T0 + 5))
     assert await pool_store.hold_of("t2") is None
 
 
@@ -404,7 +406,7 @@ async def test_claim_checks_in_order(pool_store: PoolStore) -> None:
     await pool_store.decline("r1", "c1", T0 + 4)
     await pool_store.claim("r1", T2, T0 + 5)
     await fails(NotEligible, pool_store.claim("r1", T1, T0 + 6))
-    await fails(Taken, pool_store.claim("r1", T3, T0 + 6))
+    await fails(Claimed, pool_store.claim("r1", T3, T0 + 6))
 
 
 # -- release ---------------------------------------------------------------------

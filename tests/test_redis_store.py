@@ -613,7 +613,7 @@ async def test_fifty_therapists_claim_at_once_and_one_wins(
     winners = [r for r in results if isinstance(r, Change)]
     assert len(winners) == 1
     losers = [r for r in results if not isinstance(r, Change)]
-    assert len(losers) == 49 and all(type(r) is Taken for r in losers)
+    assert len(losers) == 49 and all(isinstance(r, Taken) for r in losers)
     winner = winners[0].after.claimed_by
     assert (await stores[3].get("r1")).claimed_by == winner  # type: ignore[union-attr]
     holds = [await stores[1].hold_of(p.id) for p in therapists]

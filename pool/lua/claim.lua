@@ -17,7 +17,8 @@
 -- Checks in the order of rules.claim and returns the first that fails:
 -- {'not_found'} / {'expired'}, {'taken_own'} / {'busy'}, {'not_eligible'}, {'head_start'},
 -- {'not_offered'}, {'taken'};
--- else claims and returns {'ok', <flat hash before the claim>}.
+-- else claims and returns {'ok', <flat hash before the claim>}. 'taken' (the
+-- request is no longer waiting) comes with the request's flat hash too.
 
 local rid, tid, now = ARGV[1], ARGV[2], ARGV[4]
 local req, flat = load(KEYS[1])
@@ -49,7 +50,7 @@ if req.offered and not contains(cjson.decode(req.offered), tid) then
   return {'not_offered'}
 end
 if req.state ~= 'waiting' then
-  return {'taken'}
+  return {'taken', flat}
 end
 
 redis.call('HSET', KEYS[1], 'state', 'claimed', 'claimed_by', tid, 'claimed_at', now,
