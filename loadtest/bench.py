@@ -323,13 +323,16 @@ def table(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> str:
+def _commit(docs: Path | None = None) -> str:
+    """The commit measured, and whether the tree differed from it (the table's
+    own file, ``docs``, does not count: a rerun rewrites it)."""
+    skip = [f":(exclude){docs}"] if docs is not None else []
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *skip],
             capture_output=True,
             text=True,
             check=False,
@@ -373,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     load = os.getloadavg()
     header = (
-        f"Run {started:%Y-%m-%d %H:%M} UTC, commit {_commit()}, {os.cpu_count()} CPUs, "
+        f"Run {started:%Y-%m-%d %H:%M} UTC, commit {_commit(a.docs)}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, load average after the run "
         f"{load[0]:.1f}; {'QUICK sizes (meaningless numbers)' if a.quick else 'standard sizes'}; "
         f"took {time.monotonic() - t0:.0f} s. Artifacts: `{a.artifacts}/bench-*.json` and `.png`."
