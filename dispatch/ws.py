@@ -139,9 +139,11 @@ class _Session:
 
     async def run(self) -> None:
         ctx, conn = self.ctx, self.conn
-        self._arm_expiry()
         try:
             await self._open()
+            # After the welcome (the answer to auth comes first, §5), even for
+            # a token already inside its warning lead.
+            self._arm_expiry()
             self.log.info("ws.connected")
             await self._read()
         except DispatchError as exc:  # the store was unavailable while opening

@@ -96,6 +96,16 @@ def test_expiring_then_a_new_token_keeps_the_socket(client: TestClient) -> None:
         assert _expect(ws, "pong")["ref"] == "p"  # still open, on the new token
 
 
+def test_welcome_comes_first_for_a_token_already_in_its_warning_lead(
+    client: TestClient,
+) -> None:
+    token = mint(SECRET, "client", "c-soon", ttl_s=1)  # inside the 2 s lead at once
+    with client.websocket_connect("/v1/ws", subprotocols=["qc.v1.json"]) as ws:
+        ws.send_json({"type": "auth", "token": token})
+        assert ws.receive_json()["type"] == "welcome"  # the answer to auth, first
+        assert _at(_expect(ws, "auth.expiring")["expires_at"]) == pytest.approx(_exp(token))
+
+
 def test_no_new_token_closes_4401_at_exp(client: TestClient) -> None:
     short = mint(SECRET, "client", "c2", ttl_s=3)
     with _socket(client, short) as ws:
