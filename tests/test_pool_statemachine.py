@@ -57,6 +57,7 @@ from pool.model import (
     TherapistProfile,
     Timeouts,
 )
+from pool.store import Claimed
 
 _T = TypeVar("_T")
 
@@ -442,7 +443,7 @@ class PoolMachine(RuleBasedStateMachine):
         ):
             expected = NotEligible
         elif m.state is not State.WAITING:
-            expected = Taken
+            expected = Claimed  # "taken", with the request as the pool found it
         change = self._outcome(expected, rid, self.pool.claim(rid, PROFILES[tid], self.now))
         if change is None:
             return
