@@ -111,7 +111,14 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
         guard_min=settings.qc_guard_min,
         late_min=settings.session_minutes,
     )
-    hub = Hub(store, metrics, records.clients_known, guarded=guard.ids, clock=clock)
+    hub = Hub(
+        store,
+        metrics,
+        records.clients_known,
+        guarded=guard.ids,
+        clock=clock,
+        known_to=records.therapists_known_to,
+    )
     metering = Metering(
         ledger,
         store,

@@ -41,6 +41,9 @@ Sender = Callable[[str | bytes], Coroutine[Any, Any, None]]
 SendNow = Callable[[bytes, bool], bool]
 #: ``(therapist id, client ids) -> those clients it has had sessions with``.
 KnownClients = Callable[[str, list[str]], Awaitable[set[str]]]
+#: Which of some therapists have had sessions with a client (the other way
+#: round: one query for every pausing console a new request reaches).
+KnownTherapists = Callable[[str, list[str]], Awaitable[set[str]]]
 
 
 @dataclass(eq=False)
@@ -186,12 +189,16 @@ class Hub:
         known: KnownClients | None = None,
         guarded: GuardedIds | None = None,
         clock: Callable[[], float] = time.time,
+        known_to: KnownTherapists | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
-        #: Which of some clients a therapist has had sessions with: asked only
-        #: for therapists paused for new clients (None: every client is known).
+        #: Which of some clients a therapist has had sessions with (a
+        #: snapshot), and which of some therapists a client has had sessions
+        #: with (a new request): asked only for therapists paused for new
+        #: clients (None: every client is known).
         self._known = known
+        self._known_to = known_to
         #: The therapists near a booked session (:mod:`dispatch.guard`): they
         #: get no request.new and an empty snapshot (None: nobody is guarded).
         self._guarded = guarded
@@ -291,16 +298,24 @@ class Hub:
         guarded = await self.guarded_now()
         if guarded:
             targets = [c for c in targets if c.user.id not in guarded]
-        # Only a therapist pausing new clients is asked about this one (a read).
-        pausing = {c for c in targets if c.profile and not c.profile.accepting_new_clients}
-        for conn in list(pausing):
-            assert conn.profile is not None
-            if not await self._paused(conn.profile, [request.client_id]):
-                pausing.discard(conn)
+        # Only therapists pausing new clients are asked about this one: one
+        # read for all of them, however many consoles they have.
+        pausing = sorted(
+            {c.user.id for c in targets if c.profile and not c.profile.accepting_new_clients}
+        )
         if pausing:
-            targets = [c for c in targets if c not in pausing]
-        if not targets:
-            return
+            known = (
+                set(pausing)
+                if self._known_to is None
+                else await self._known_to(request.client_id, pausing)
+            )
+            targets = [
+                c
+                for c in targets
+                if c.profile is None or not rules.paused_for(c.profile, c.user.id in known)
+            ]
+            if not targets:
+                return
         position = await self._store.position(request.id)
         if position is None:  # claimed or gone meanwhile: nothing to announce
             return

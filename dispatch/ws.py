@@ -129,7 +129,9 @@ class _Session:
         #: holds no task of its own besides its reader.
         self.expiry: asyncio.TimerHandle | None = None
         self.warned_for: float | None = None
-        self.closer: asyncio.Task[None] | None = None
+        #: the task closing the socket whose token expired (kept referenced
+        #: until it is done: the loop holds tasks only weakly).
+        self.expired_close: asyncio.Task[None] | None = None
 
     @property
     def log(self) -> Logger:
@@ -308,7 +310,7 @@ class _Session:
         loop = asyncio.get_running_loop()
         if now >= exp:
             self.log.info("ws.token_expired")
-            self.closer = loop.create_task(self._close(CLOSE_UNAUTHORIZED, "token expired"))
+            self.expired_close = loop.create_task(self._close(CLOSE_UNAUTHORIZED, "token expired"))
             return
         warn_at = exp - self.ctx.settings.auth_expiring_s
         if now >= warn_at and self.warned_for != exp:

@@ -33,55 +33,37 @@ from loadtest._pg import DEFAULT_ADMIN_URL, reachable
 BEGIN: Final = "<!-- bench:begin (written by `make bench`: python -m loadtest.bench) -->"
 END: Final = "<!-- bench:end -->"
 
+
+def _fanout(consoles: int) -> tuple[str, list[str], list[str]]:
+    """The fan-out scenario to ``consoles`` (quick: a fiftieth of them)."""
+    common = ["--servers", "2", "--floor"]
+    return (
+        "fanout",
+        ["--consoles", str(consoles), "--requests", "50", "--interval", "0.3", *common],
+        ["--consoles", str(consoles // 50), "--requests", "5", "--interval", "0.1", *common],
+    )
+
+
+#: The lifecycle scenario: on SQLite, and the same on PostgreSQL.
+_LIFECYCLE: Final = (
+    "lifecycle",
+    ["--clients", "40", "--therapists", "100", "--generators", "2", "--duration", "90"],
+    ["--clients", "4", "--therapists", "10", "--generators", "2", "--duration", "5"],
+)
+
 #: name -> (module, standard arguments, quick arguments)
 SCENARIOS: Final[dict[str, tuple[str, list[str], list[str]]]] = {
-    "fanout-1000": (
-        "fanout",
-        [
-            "--consoles",
-            "1000",
-            "--servers",
-            "2",
-            "--requests",
-            "50",
-            "--interval",
-            "0.3",
-            "--floor",
-        ],
-        ["--consoles", "20", "--servers", "2", "--requests", "5", "--interval", "0.1", "--floor"],
-    ),
-    "fanout-2000": (
-        "fanout",
-        [
-            "--consoles",
-            "2000",
-            "--servers",
-            "2",
-            "--requests",
-            "50",
-            "--interval",
-            "0.3",
-            "--floor",
-        ],
-        ["--consoles", "40", "--servers", "2", "--requests", "5", "--interval", "0.1", "--floor"],
-    ),
+    "fanout-1000": _fanout(1000),
+    "fanout-2000": _fanout(2000),
     "race": (
         "race",
         ["--therapists", "100", "--servers", "2", "--rounds", "30"],
         ["--therapists", "10", "--servers", "2", "--rounds", "3"],
     ),
-    "lifecycle": (
-        "lifecycle",
-        ["--clients", "40", "--therapists", "100", "--generators", "2", "--duration", "90"],
-        ["--clients", "4", "--therapists", "10", "--generators", "2", "--duration", "5"],
-    ),
+    "lifecycle": _LIFECYCLE,
     # The same on PostgreSQL (what several servers run on in production), when
     # one is reachable at LOADTEST_POSTGRES (see loadtest._pg); else not run.
-    "lifecycle-pg": (
-        "lifecycle",
-        ["--clients", "40", "--therapists", "100", "--generators", "2", "--duration", "90"],
-        ["--clients", "4", "--therapists", "10", "--generators", "2", "--duration", "5"],
-    ),
+    "lifecycle-pg": _LIFECYCLE,
     "idle": (
         "idle",
         ["--consoles", "2000", "--servers", "2"],

@@ -17,7 +17,7 @@ from typing import Any
 from core.identity import Role, User
 from core.wire import JSON_CODEC
 from dispatch.guard import GuardedIds
-from dispatch.hub import Conn, Hub
+from dispatch.hub import Conn, Hub, KnownTherapists
 from dispatch.metrics import Metrics
 from pool.model import Draft, TherapistProfile
 from pool.store import PoolStore
@@ -78,9 +78,10 @@ def hub_with(
     *tids: str,
     clock: Callable[[], float] = lambda: T0,
     guarded: GuardedIds | None = None,
+    known_to: KnownTherapists | None = None,
 ) -> tuple[Hub, list[Conn]]:
     """A hub on ``store`` holding a :func:`console` of each of ``tids`` (in order)."""
-    hub = Hub(store, Metrics(), None, guarded, clock)
+    hub = Hub(store, Metrics(), None, guarded, clock, known_to=known_to)
     consoles = [console(tid) for tid in tids]
     for conn in consoles:
         hub.add(conn)
