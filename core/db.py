@@ -233,11 +233,22 @@ class Database:
         )
 
     @classmethod
-    def from_url(cls, url: str, *, connect_timeout_s: float = 5.0) -> Database:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+    ) -> Database:
         """A database for ``url`` (no connection is made yet).
 
         ``connect_timeout_s`` bounds a PostgreSQL connection attempt and
-        :meth:`ping`. Raises ``ValueError`` for a URL of another backend.
+        :meth:`ping`; ``pool_size`` PostgreSQL connections stay open, and up
+        to ``max_overflow`` more are opened for a burst (each closed again when
+        it comes back to a full pool: a pool too small for the load opens and
+        closes a connection per statement). Raises ``ValueError`` for a URL of
+        another backend.
         """
         target = normalize_url(url)
         engine: AsyncEngine
@@ -253,6 +264,8 @@ class Database:
                 target,
                 hide_parameters=True,
                 connect_args={"timeout": connect_timeout_s},
+                pool_size=pool_size,
+                max_overflow=max_overflow,
             )
             _ping_if_idle(engine)
         return cls(engine, connect_timeout_s=connect_timeout_s)

@@ -87,7 +87,11 @@ def build_context(settings: Settings, clock: Callable[[], float] = time.time) ->
     else:
         store, bus = MemoryPool(settings.timeouts()), LocalBus[Effect]()
     metrics = Metrics()
-    db = Database.from_url(settings.database_url)
+    db = Database.from_url(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     cipher = Cipher.from_setting(settings.data_key)
     records = Records(db, cipher)
     ice = make_provider(

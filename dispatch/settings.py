@@ -97,6 +97,10 @@ class Settings:
     secret: str = field(default="", repr=False)
     redis_url: str | None = None
     database_url: str = "sqlite+aiosqlite:///./dispatch.db"
+    #: PostgreSQL connections each process keeps open, and how many more it
+    #: may open for a burst (closed again once returned while the pool is full).
+    database_pool_size: int = 10
+    database_max_overflow: int = 10
     claim_confirm_timeout_s: float = 60.0
     request_max_wait_s: float = 600.0
     reconnect_grace_s: float = 15.0
@@ -395,6 +399,7 @@ _ZERO_OK: Final = frozenset(
         "referral_head_start_s",
         "offer_fanout",
         "tracemalloc_frames",
+        "database_max_overflow",
     }
 )
 #: The largest value of the scheduling settings (PROTOCOL.md §8), each a
@@ -413,6 +418,8 @@ _MAXIMA: Final = {
     "referral_head_start_s": 300,
     "offer_fanout": 100_000,
     "offer_widen_s": 600,
+    "database_pool_size": 1000,
+    "database_max_overflow": 1000,
 }
 
 

@@ -40,6 +40,7 @@ from pool.effects import Effect
 from pool.model import Session, SessionState
 from pool.store import PoolStore
 from signaling.tables import sessions
+from wallet.accounts import client_account
 from wallet.billing import final_charge, funds_plan
 from wallet.ledger import Ledger
 
@@ -188,13 +189,22 @@ class Metering:
         if session.booking_id is not None:
             await self.settle_booked(session)
             return
-        balance = await self.ledger.available(session.client_id)
-        charge = final_charge(session.started_at, session.ended_at, balance, self.price)
+        started, ended = session.started_at, session.ended_at
+        # Decided under the lock of the client's row, from what it may spend
+        # then (money held for bookings is not the session's): no read ahead
+        # of the charge, and no balance that moves between the two.
+        charge: int | Callable[[int], int] = (
+            0
+            if started is None
+            else lambda spendable: final_charge(started, ended, spendable, self.price)
+        )
         tx = await self.ledger.charge_session(
             session.id, session.client_id, session.therapist_id, charge, self.clock()
         )
         if tx is not None:
-            log.info("billing.settled", session_id=session.id, charge_minor=charge)
+            paid = tx.entry_for(client_account(session.client_id))
+            charged = 0 if paid is None else -paid.amount_minor
+            log.info("billing.settled", session_id=session.id, charge_minor=charged)
 
     async def settle_booked(self, session: Session) -> bool:
         """Call ``on_booked_end(booking_id, both_joined)`` for an ended booked

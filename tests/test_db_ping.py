@@ -71,3 +71,26 @@ async def test_a_connection_back_moments_ago_is_not_pinged(
     with pytest.raises(Unavailable):
         await _backend_pid(pg)
     assert await _backend_pid(pg) != first
+
+
+async def test_the_pool_keeps_its_size_and_closes_the_burst_beyond_it(
+    postgres_server_url: str,
+) -> None:
+    """DISPATCH_DATABASE_POOL_SIZE / _MAX_OVERFLOW reach the engine: a burst
+    of five on a pool of 3 + 2 runs at once, and only the three stay open."""
+    sized = Database.from_url(postgres_server_url, pool_size=3, max_overflow=2)
+    try:
+
+        async def slow_pid() -> int:
+            async with sized.reading() as conn:
+                await conn.execute(text("SELECT pg_sleep(0.2)"))
+                return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+        pids = await asyncio.gather(*(slow_pid() for _ in range(5)))
+        assert len(set(pids)) == 5  # all five at once: none waited for another
+        pool = sized.engine.pool
+        assert pool.size() == 3 and pool.checkedin() == 3  # type: ignore[attr-defined]
+        again = await asyncio.gather(*(slow_pid() for _ in range(3)))
+        assert set(again) <= set(pids)  # the kept three serve the next burst
+    finally:
+        await sized.aclose()

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 from core.db import Database
 from core.errors import Conflict, InsufficientFunds, InvalidField, NotFound
 from core.identity import Role
+from wallet import billing
 from wallet.ledger import PLATFORM_REVENUE, Hold, HoldState, Ledger, TxnKind
 from wallet.tables import wallet_holds
 
@@ -335,3 +336,38 @@ async def test_the_database_refuses_impossible_holds(db: Database) -> None:
             )
         ).scalar()
     assert count == 0 and kinds == 0
+
+
+async def test_a_charge_decided_under_the_lock_sees_only_what_is_not_held(ledger: Ledger) -> None:
+    """Metering.settle's form: the charge is a function of what the client
+    may spend, called inside the charge's own transaction."""
+    await ledger.topup("c1", 10_000, "pay_1", T0)
+    await hold(ledger, "bkg_1", "c1", 6000)
+    seen: list[int] = []
+
+    def charge(spendable: int) -> int:
+        seen.append(spendable)
+        return billing.final_charge(T0, T0 + 3600, spendable, 150)
+
+    txn = await ledger.charge_session("ses_1", "c1", "t1", charge, T0 + 3600)
+    assert seen == [4000]
+    assert txn is not None and txn.shortfall_minor == 0
+    entry = txn.entry_for("client:c1")
+    # 26 whole minutes at 150 fit in 4000; the hold is untouched.
+    assert entry is not None and entry.amount_minor == -3900
+    assert await ledger.balance("c1") == 6100 and await ledger.held("c1") == 6000
+    # Once per session, and the function is not asked again.
+    assert await ledger.charge_session("ses_1", "c1", "t1", charge, T0 + 3601) is None
+    assert seen == [4000]
+    await sound(ledger)
+
+
+async def test_a_charge_function_answering_nonsense_writes_nothing(ledger: Ledger) -> None:
+    await ledger.topup("c1", 1000, "pay_1", T0)
+    with pytest.raises(InvalidField):
+        await ledger.charge_session("ses_1", "c1", "t1", lambda spendable: -1, T0 + 60)
+    # Rolled back whole: the session can still be charged.
+    txn = await ledger.charge_session("ses_1", "c1", "t1", lambda spendable: 300, T0 + 60)
+    assert txn is not None and (entry := txn.entry_for("client:c1")) is not None
+    assert entry.amount_minor == -300
+    await sound(ledger)

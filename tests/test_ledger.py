@@ -288,6 +288,10 @@ async def test_a_zero_charge_still_marks_the_session_billed(ledger: Ledger) -> N
     assert txn is not None and txn.entries == ()
     assert await ledger.charge_session("ses_0", "c1", "t1", 0, T0) is None
     assert await ledger.transactions("c1", Role.CLIENT) == []
+    # Nothing moved, so no account was made or locked (the platform's row
+    # is the one every charge would queue on).
+    async with ledger.db.reading() as conn:
+        assert (await conn.execute(select(ledger_accounts.c.id))).all() == []
     report = await ledger.check()
     assert report["balanced"] is True and report["transactions"] == 1
 

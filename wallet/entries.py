@@ -59,7 +59,7 @@ import dataclasses
 import datetime as dt
 import re
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import Select, func, select, update
@@ -252,11 +252,16 @@ class LedgerBase:
         session_id: str,
         client_id: str,
         therapist_id: str,
-        charge_minor: int,
+        charge_minor: int | Callable[[int], int],
         now: float,
     ) -> Transaction | None:
         """Write a session's charge: the client pays ``charge_minor``, the
         therapist is credited its share, the platform the rest.
+
+        ``charge_minor`` may instead be a function of what the client may
+        spend (its balance less its active holds, read under the lock of its
+        row) to the charge: the charge is then decided in the same transaction
+        that writes it, with no read before it (:meth:`signaling.metering.Metering.settle`).
 
         Once per session: ``None`` if the charge was already written (by this
         or another server). The client's balance never goes below zero: if it
@@ -270,19 +275,27 @@ class LedgerBase:
         session_id = check_user_id(session_id, "session_id")
         client = client_account(check_user_id(client_id, "client_id"))
         therapist = therapist_account(check_user_id(therapist_id, "therapist_id"))
-        if type(charge_minor) is not int or not 0 <= charge_minor <= MAX_AMOUNT_MINOR:
-            raise InvalidField(
-                f"charge_minor must be a whole number from 0 to {MAX_AMOUNT_MINOR}",
-                field="charge_minor",
-            )
+        fixed = None if callable(charge_minor) else _check_charge(charge_minor)
         at = _to_dt(now)
         async with self.db.writing() as conn:
             txn_id = await self._claim(conn, TxnKind.SESSION_CHARGE, session_id, session_id, at)
             if txn_id is None:
                 return None
+            if fixed == 0:
+                # Nothing moves: the transaction row alone marks the session
+                # billed, with no account to lock (the platform's revenue row
+                # is every charge's, so its lock is the one charges queue on).
+                return Transaction(
+                    txn_id, TxnKind.SESSION_CHARGE, session_id, session_id, at.timestamp(), ()
+                )
             balances = await self._lock(conn, [client, therapist, PLATFORM_REVENUE], at)
-            charged = min(charge_minor, balances[client])
-            shortfall = charge_minor - charged
+            if fixed is not None:
+                due = fixed
+            else:
+                assert callable(charge_minor)
+                due = _check_charge(charge_minor(max(balances[client], 0)))
+            charged = min(due, balances[client])
+            shortfall = due - charged
             to_therapist, to_platform = billing.split(charged, self.therapist_share_pct)
             if shortfall:
                 await conn.execute(
@@ -296,7 +309,7 @@ class LedgerBase:
             log.warning(
                 "ledger.charge_short",
                 session_id=session_id,
-                charge_minor=charge_minor,
+                charge_minor=due,
                 shortfall_minor=shortfall,
             )
         return Transaction(
@@ -491,3 +504,12 @@ class LedgerBase:
             ),
             shortfall_minor=int(row["shortfall_minor"]),
         )
+
+
+def _check_charge(charge_minor: int) -> int:
+    if type(charge_minor) is not int or not 0 <= charge_minor <= MAX_AMOUNT_MINOR:
+        raise InvalidField(
+            f"charge_minor must be a whole number from 0 to {MAX_AMOUNT_MINOR}",
+            field="charge_minor",
+        )
+    return charge_minor
