@@ -297,6 +297,22 @@ class Database:
                 yield conn
 
     @contextlib.asynccontextmanager
+    async def write_one(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one write that is atomic on its own (a single
+        ``INSERT`` / ``UPDATE`` / ``DELETE``, any ``RETURNING`` included): on
+        PostgreSQL in autocommit, the statement its own transaction, with no
+        ``BEGIN`` and ``COMMIT`` round trips around it; on SQLite as
+        :meth:`writing`. Run one writing statement in it, or reads after it
+        that need not share its snapshot."""
+        if self.dialect == "sqlite":
+            async with self.writing() as conn:
+                yield conn
+            return
+        with translate_errors():
+            async with self._reader.connect() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
         """One database transaction that commits when the block ends and rolls
         back when it raises. On SQLite it holds the write lock from the start

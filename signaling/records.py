@@ -35,7 +35,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.clock import rfc3339
 from core.db import Database
@@ -201,8 +201,8 @@ class Records:
             "ended_at": _opt_dt(session.ended_at),
             "end_reason": session.end_reason,
         }
-        async with self.db.session() as s, s.begin():
-            await s.execute(self._insert_or_nothing(sessions, values, ("id",)))
+        async with self.db.write_one() as conn:
+            await conn.execute(self._insert_or_nothing(sessions, values, ("id",)))
 
     async def session_booked(
         self,
@@ -447,14 +447,17 @@ class Records:
         )
 
     async def _update_one(self, session_id: str, stmt: Any) -> bool:
-        """Run a conditional update of one session; True when it changed it."""
-        async with self.db.session() as s, s.begin():
-            if (await s.execute(stmt)).first() is None:
-                await self._require_session(session_id, s)
+        """Run a conditional update of one session; True when it changed it
+        (one statement: atomic by itself, so no transaction around it)."""
+        async with self.db.write_one() as conn:
+            if (await conn.execute(stmt)).first() is None:
+                await self._require_session(session_id, conn)
                 return False
             return True
 
-    async def _require_session(self, session_id: str, s: AsyncSession | None = None) -> None:
+    async def _require_session(
+        self, session_id: str, s: AsyncSession | AsyncConnection | None = None
+    ) -> None:
         """Raise ``NotFound`` unless the session was recorded."""
         exists: ColumnElement[bool] = (
             select(sessions.c.id).where(sessions.c.id == session_id).exists()

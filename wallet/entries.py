@@ -277,17 +277,22 @@ class LedgerBase:
         therapist = therapist_account(check_user_id(therapist_id, "therapist_id"))
         fixed = None if callable(charge_minor) else _check_charge(charge_minor)
         at = _to_dt(now)
+        if fixed == 0:
+            # Nothing moves: the transaction row alone marks the session billed
+            # (one statement, no transaction around it), with no account to
+            # lock (the platform's revenue row is every charge's, so its lock
+            # is the one charges queue on).
+            async with self.db.write_one() as conn:
+                txn_id = await self._claim(conn, TxnKind.SESSION_CHARGE, session_id, session_id, at)
+            if txn_id is None:
+                return None
+            return Transaction(
+                txn_id, TxnKind.SESSION_CHARGE, session_id, session_id, at.timestamp(), ()
+            )
         async with self.db.writing() as conn:
             txn_id = await self._claim(conn, TxnKind.SESSION_CHARGE, session_id, session_id, at)
             if txn_id is None:
                 return None
-            if fixed == 0:
-                # Nothing moves: the transaction row alone marks the session
-                # billed, with no account to lock (the platform's revenue row
-                # is every charge's, so its lock is the one charges queue on).
-                return Transaction(
-                    txn_id, TxnKind.SESSION_CHARGE, session_id, session_id, at.timestamp(), ()
-                )
             balances = await self._lock(conn, [client, therapist, PLATFORM_REVENUE], at)
             if fixed is not None:
                 due = fixed
