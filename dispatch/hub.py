@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine
@@ -31,6 +32,9 @@ from pool.store import PoolStore
 log = get_logger(component="hub")
 
 CLOSE_SLOW_CONSUMER = 1013
+#: How long a process remembers that a request left the queue (seconds): far
+#: longer than two publishes can cross on the bus.
+LEFT_MEMORY_S = 60.0
 
 Closer = Callable[[int, str], Coroutine[None, None, None]]
 #: Writes one encoded frame on the socket.
@@ -211,6 +215,10 @@ class Hub:
         #: whose offer this process held back from its consoles
         #: (:meth:`head_starts_ended` offers them then).
         self._head_starts: dict[str, float] = {}
+        #: Request id -> when (monotonic) this process saw it leave the queue,
+        #: for LEFT_MEMORY_S, oldest first: a creation announced after it (the
+        #: two steps' publishes crossed on the bus) is not offered.
+        self._left: dict[str, float] = {}
 
     # -- registry ----------------------------------------------------------
     def add(self, conn: Conn) -> None:
@@ -245,7 +253,7 @@ class Hub:
         """Send each effect to the local connections it concerns."""
         for effect in effects:
             if effect.kind == "new" and effect.request is not None:
-                await self._broadcast_new(effect.request)
+                await self._broadcast_new(effect.request, position=effect.position)
             elif effect.kind == "widened" and effect.request is not None:
                 already = [str(t) for t in effect.frame.get("already") or ()]
                 await self._broadcast_new(effect.request, skip=already)
@@ -275,10 +283,20 @@ class Hub:
             if c.user.role is Role.THERAPIST
         ]
 
-    async def _broadcast_new(self, request: Request, skip: Collection[str] = ()) -> None:
+    async def _broadcast_new(
+        self, request: Request, skip: Collection[str] = (), position: int | None = None
+    ) -> None:
         """``request.new`` to each local console that may be offered it now;
         ``skip``: therapists that had it already (the head start's holder,
-        those offered before a widening)."""
+        those offered before a widening). ``position``: its place in the
+        queue, known for a request just created (the creating step read it);
+        otherwise it is read here, which also finds a request that left the
+        queue meanwhile."""
+        if position is not None and request.id in self._left:
+            # Created, then claimed or cancelled, and the second step's
+            # publish overtook the first's: announcing it now would show a
+            # request nobody can take.
+            return
         holder = rules.head_start_holder(request, self._clock())
         if holder is not None and request.head_start_until is not None:
             self._head_starts[request.id] = request.head_start_until
@@ -316,9 +334,10 @@ class Hub:
             ]
             if not targets:
                 return
-        position = await self._store.position(request.id)
-        if position is None:  # claimed or gone meanwhile: nothing to announce
-            return
+        if position is None:
+            position = await self._store.position(request.id)
+            if position is None:  # claimed or gone meanwhile: nothing to announce
+                return
         frame = Encoded({"type": "request.new", "request": request.public(position)})
         for conn in targets:
             conn.send(frame)
@@ -326,6 +345,7 @@ class Hub:
 
     def _broadcast_gone(self, request: Request, reason: str) -> None:
         self._head_starts.pop(request.id, None)
+        self._note_left(request.id)
         frame = Encoded({"type": "request.gone", "request_id": request.id, "reason": reason})
         n = 0
         for conn in self._offered_consoles(request):
@@ -333,6 +353,18 @@ class Hub:
                 conn.send(frame)
                 n += 1
         self._metrics.frames_out.labels(type="request.gone").inc(n)
+
+    def _note_left(self, request_id: str) -> None:
+        """Remember for LEFT_MEMORY_S that ``request_id`` left the queue
+        (amortised O(1): the oldest entries are dropped as new ones come)."""
+        now = time.monotonic()
+        left = self._left
+        left.pop(request_id, None)
+        left[request_id] = now
+        for rid, at in list(itertools.islice(left.items(), 8)):
+            if now - at < LEFT_MEMORY_S:
+                break
+            del left[rid]
 
     async def _client_state(self, effect: Effect) -> None:
         assert effect.request is not None

@@ -54,8 +54,13 @@ async def create_request(request: HttpRequest) -> Response:
     req, created = await ctx.dispatcher.create_request(user, draft, key)
     # A guardian's consent recorded, the welcome email queued (each once, §10).
     await intake.after_request(ctx, req)
-    position = await ctx.store.position(req.id)
-    headers = {} if created else {"Idempotent-Replayed": "true"}
+    # Its place when it was created (the creating step read it); a replay's now.
+    position = (
+        created.position
+        if created is not None and created.position is not None
+        else await ctx.store.position(req.id)
+    )
+    headers = {} if created is not None else {"Idempotent-Replayed": "true"}
     return JSONResponse(_request_body(ctx, req, position), status_code=201, headers=headers)
 
 

@@ -229,8 +229,10 @@ class Dispatcher:
     # -- clients -------------------------------------------------------------
     async def create_request(
         self, user: User, draft: Draft, idempotency_key: str | None
-    ) -> tuple[Request, bool]:
-        """Returns the request and whether it was created now (False: a replay).
+    ) -> tuple[Request, Change | None]:
+        """Returns the request and its creation, or ``None`` for a replay of
+        the same idempotency key (the change carries the request's place in
+        the queue).
 
         A client in an open session may not ask for another therapist: the
         pool refuses it in the same atomic step that creates the request.
@@ -250,7 +252,7 @@ class Dispatcher:
         if change is not None:
             self.metrics.requests_created.inc()
             await self.publish(change)
-        return request, change is not None
+        return request, change
 
     async def _with_head_start(self, client_id: str, draft: Draft) -> Draft:
         """``draft`` with its referring therapist's head start (PROTOCOL.md §10)

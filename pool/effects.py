@@ -25,6 +25,10 @@ class Change:
     therapist: TherapistProfile | None = None  # the claimer, for the offer
     session: Session | None = None  # set when the request was matched
     lost_therapist: str | None = None  # set when a claim was dropped past the grace
+    #: The request's place in the waiting queue right after the change, when
+    #: the step knew it (a creation: the script's own ZRANK), so that no server
+    #: has to read it again to announce the request.
+    position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +39,8 @@ class Effect:
 
     - ``new``: ``request`` entered ``waiting``; every available, idle therapist
       who may see it (and, offered to a few at a time, is among
-      ``request.offered``) gets ``request.new``.
+      ``request.offered``) gets ``request.new``. ``position`` is set for a
+      request just created (its place then); otherwise each server reads it.
     - ``widened``: a waiting ``request`` offered to a few was offered to more
       (:func:`pool.rules.widened`); those newly offered get ``request.new``,
       not those in ``frame["already"]`` (they had it).
@@ -60,6 +65,7 @@ class Effect:
     #: that connection alone gets the ``ref`` echoed (set by the dispatch layer).
     conn: str | None = None
     ref: str | None = None
+    position: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-safe map for the bus."""
@@ -71,6 +77,7 @@ class Effect:
             "frame": self.frame,
             "conn": self.conn,
             "ref": self.ref,
+            "position": self.position,
         }
 
     @classmethod
@@ -84,6 +91,7 @@ class Effect:
             frame=dict(m.get("frame") or {}),
             conn=m.get("conn"),
             ref=m.get("ref"),
+            position=m.get("position"),
         )
 
 
@@ -144,7 +152,7 @@ def effects(change: Change, ice_servers: list[dict[str, Any]] | None = None) -> 
         out.append(_to(change.session.client_id, ready))
 
     if now_state is State.WAITING:
-        out.append(Effect("new", request=after))
+        out.append(Effect("new", request=after, position=change.position if was is None else None))
         if was is not None:
             out.append(Effect("positions"))
     return out

@@ -113,7 +113,7 @@ class MemoryPool:
         self._events["created"].append(now)
         if idempotency_key is not None:
             self._idem[(client_id, idempotency_key)] = (req.id, now + _IDEMPOTENCY_TTL_S)
-        return req, Change(None, req)
+        return req, Change(None, req, position=self._place(req))
 
     async def get(self, request_id: str) -> Request | None:
         return self._requests.get(request_id)
@@ -122,6 +122,10 @@ class MemoryPool:
         req = self._requests.get(request_id)
         if req is None or req.state is not State.WAITING:
             return None
+        return self._place(req)
+
+    def _place(self, req: Request) -> int:
+        """A waiting request's place in the queue, from 1."""
         return bisect.bisect_left(self._waiting, (req.created_at, req.id)) + 1
 
     async def positions(self, request_ids: list[str]) -> dict[str, int | None]:

@@ -192,7 +192,7 @@ class RedisPool:
             return first, None
         if code != "ok":
             raise _redis_scripts.error(code)
-        return req, Change(None, req)
+        return req, Change(None, req, position=int(reply[1]) + 1)
 
     @unavailable_when_down
     async def get(self, request_id: str) -> Request | None:

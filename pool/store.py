@@ -57,7 +57,8 @@ class PoolStore(Protocol):
         now: float,
         idempotency_key: str | None = None,
     ) -> tuple[Request, Change | None]:
-        """Create a waiting request. Returns ``(request, change)``.
+        """Create a waiting request. Returns ``(request, change)``; the
+        change's ``position`` is the request's place in the queue then.
 
         With an ``idempotency_key`` already used by this client, returns the
         request first created under it and ``None`` (no new change); the key

@@ -86,6 +86,18 @@ def test_create_announces_the_request() -> None:
     same(got, [("client_state", "c1", req), ("new", req)])
 
 
+def test_a_creation_hands_its_place_to_the_announcement_only() -> None:
+    req = waiting()
+    got = effects(Change(before=None, after=req, position=3))
+    assert [(e.kind, e.position) for e in got] == [("client_state", None), ("new", 3)]
+    new = got[1]
+    assert Effect.from_wire(new.to_wire()) == new  # across the bus
+    # Back to waiting after a decline: the place is the servers' to read.
+    back = rules.back_to_waiting(claimed(), Reason.DECLINED, T0 + 9, T)
+    again = effects(Change(before=claimed(), after=back, position=1))
+    assert [e.position for e in again if e.kind == "new"] == [None]
+
+
 def test_claim_tells_the_pool_the_therapist_and_the_client() -> None:
     before, after = waiting(), claimed()
     got = effects(Change(before=before, after=after, therapist=TH))

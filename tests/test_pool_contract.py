@@ -168,7 +168,7 @@ async def test_create_returns_a_waiting_request(pool_store: PoolStore) -> None:
     req, change = await pool_store.create(DRAFT, "c1", "r1", T0)
     expected = waiting_request("r1", "c1", T0)
     assert req == expected
-    assert change == Change(before=None, after=expected)
+    assert change == Change(before=None, after=expected, position=1)
     assert await pool_store.get("r1") == expected
     assert await pool_store.position("r1") == 1
     assert await pool_store.active_request_of("c1") == expected
@@ -285,6 +285,21 @@ async def test_waiting_is_oldest_first_with_ties_by_id(pool_store: PoolStore) ->
         "rb": 2,
         "r1": 3,
     }
+
+
+async def test_a_creation_carries_the_place_it_took(pool_store: PoolStore) -> None:
+    """The creating step reads the new request's place (the hub announces it
+    without reading it again); out of order by time, it is its real place."""
+    _, first = await pool_store.create(DRAFT, "c1", "r1", T0 + 2)
+    _, second = await pool_store.create(DRAFT, "c2", "r2", T0)
+    _, third = await pool_store.create(DRAFT, "c3", "r3", T0 + 1)
+    assert first is not None and second is not None and third is not None
+    assert (first.position, second.position, third.position) == (1, 1, 2)
+    assert await pool_store.positions(["r1", "r2", "r3"]) == {"r1": 3, "r2": 1, "r3": 2}
+    # A replay of an idempotency key is no creation: no change, no place.
+    await pool_store.create(DRAFT, "c4", "r4", T0 + 3, "key-1")
+    again, change = await pool_store.create(DRAFT, "c4", "r5", T0 + 4, "key-1")
+    assert again.id == "r4" and change is None
 
 
 # -- claim -----------------------------------------------------------------------

@@ -639,4 +639,4 @@ async def test_quick_connect_counts_only_money_not_held(store: Bookings, db: Dat
     assert caught.value.fields == {"balance_minor": 1000, "required_minor": 1500}
     await store.cancel(b.id, "c1", "client", T0, SHARE)
     request, created = await dispatcher.create_request(client, draft, None)
-    assert created and request.client_id == "c1"
+    assert created is not None and request.client_id == "c1"

@@ -22,7 +22,7 @@
 -- ARGV[8]  widened_at when offered to a few (DISPATCH_OFFER_FANOUT), else ''
 -- ARGV[9..] the request's hash: field, value, field, value, ...
 --
--- Returns {'ok'}; {'in_session'} while the client is in an open session
+-- Returns {'ok', <0-based rank in waiting>}; {'in_session'} while the client is in an open session
 -- (pool.rules.check_may_ask); {'dup', <flat hash of the first request>} for a
 -- live idempotency key of this client; {'request_exists'}; {'id_used'}.
 
@@ -68,4 +68,4 @@ end
 if idem then
   redis.call('SET', idem, ARGV[5] .. '|' .. rid, 'EX', ARGV[6])
 end
-return {'ok'}
+return {'ok', redis.call('ZRANK', KEYS[3], rid)}

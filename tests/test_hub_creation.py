@@ -1,0 +1,64 @@
+"""The hub announces a request just created at the place its creating step
+read (no read of its own), and never announces a creation whose request it
+already saw leave the queue: two servers' publishes may cross on the bus
+(created on one, claimed or cancelled on another), and a late ``new`` would
+show consoles a request nobody can take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubkit import DRAFT, T0, hub_with, profile, sent
+
+from pool.effects import Effect, effects
+from pool.memory import MemoryPool
+from pool.model import Timeouts
+from pool.store import PoolStore
+
+
+class NoReads(MemoryPool):
+    """A pool that fails the test when asked for a position."""
+
+    async def position(self, request_id: str) -> int | None:
+        raise AssertionError("the hub read a position it was handed")
+
+
+def news(conn: Any) -> list[dict[str, Any]]:
+    return [f for f in sent(conn) if f["type"] == "request.new"]
+
+
+async def test_a_creation_is_announced_at_the_place_it_took() -> None:
+    store = NoReads(Timeouts())
+    hub, (a, b) = hub_with(store, "t-a", "t-b")
+    _, change = await store.create(DRAFT, "c1", "r1", T0)
+    assert change is not None
+    await hub.deliver([e for e in effects(change) if e.kind == "new"])
+    for conn in (a, b):
+        [frame] = news(conn)
+        assert frame["request"]["id"] == "r1" and frame["request"]["position"] == 1
+
+
+async def test_a_creation_arriving_after_its_request_left_is_not_announced() -> None:
+    store: PoolStore = MemoryPool(Timeouts())
+    hub, (a,) = hub_with(store, "t-a")
+    _, created = await store.create(DRAFT, "c1", "r1", T0)
+    assert created is not None
+    claimed = await store.claim("r1", profile("t-b"), T0 + 1)
+    # The claim's effects reach this server first, then the creation's.
+    await hub.deliver(effects(claimed))
+    await hub.deliver(effects(created))
+    assert news(a) == []
+    # A request back in the queue is announced again (read, not handed).
+    declined = await store.decline("r1", "c1", T0 + 2)
+    await hub.deliver(effects(declined))
+    [frame] = news(a)
+    assert frame["request"]["id"] == "r1" and frame["request"]["position"] == 1
+
+
+async def test_without_a_place_handed_the_hub_reads_it_and_skips_a_request_gone() -> None:
+    store: PoolStore = MemoryPool(Timeouts())
+    hub, (a,) = hub_with(store, "t-a")
+    req, _ = await store.create(DRAFT, "c1", "r1", T0)
+    await store.cancel("r1", "c1", T0 + 1)
+    await hub.deliver([Effect("new", request=req)])  # no position: read, and gone
+    assert news(a) == []
