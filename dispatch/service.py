@@ -393,7 +393,8 @@ class Dispatcher:
             change = await self._unrecorded_match(user, request_id)
         after = change.after
         if change.session is not None:
-            profile = await self.store.get_profile(change.session.therapist_id)
+            # The pool's accept hands the therapist's profile back with the match.
+            profile = change.therapist or await self.store.get_profile(change.session.therapist_id)
             await self.records.session_matched(
                 change.session,
                 after,

@@ -22,7 +22,8 @@ class Change:
 
     before: Request | None
     after: Request
-    therapist: TherapistProfile | None = None  # the claimer, for the offer
+    #: The claimer: for the offer of a claim, for the call log of a match.
+    therapist: TherapistProfile | None = None
     session: Session | None = None  # set when the request was matched
     lost_therapist: str | None = None  # set when a claim was dropped past the grace
     #: The request's place in the waiting queue right after the change, when

@@ -213,7 +213,8 @@ class MemoryPool:
         self._write(before, after)
         self._events["matched"].append(now)
         self._waits.append((now, (before.claimed_at or now) - before.created_at))
-        return Change(before, after, session=session)
+        therapist = self._profiles.get(session.therapist_id)
+        return Change(before, after, therapist=therapist, session=session)
 
     async def cancel(self, request_id: str, client_id: str, now: float) -> Change:
         before = self._requests.get(request_id)

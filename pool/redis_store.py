@@ -318,7 +318,7 @@ class RedisPool:
     @unavailable_when_down
     async def accept(self, request_id: str, client_id: str, session_id: str, now: float) -> Change:
         k = self._keys
-        before = await self._step(
+        reply = await self._run(
             "accept",
             [
                 k.req(request_id),
@@ -333,6 +333,12 @@ class RedisPool:
             ],
             [k.base, request_id, client_id, session_id, num(now), FINISHED_TTL_S],
         )
+        if text(reply[0]) != "ok":
+            raise _redis_scripts.error(text(reply[0]))
+        before = decode_request(reply[1])
+        assert before is not None  # an "ok" step always found the request
+        raw = reply[2] if len(reply) > 2 else None
+        therapist = TherapistProfile.from_record(json.loads(raw)) if raw else None
         after = rules.accept(before, client_id, session_id, now)
         assert before.claimed_by is not None  # the script found it claimed
         session = Session(
@@ -343,7 +349,7 @@ class RedisPool:
             state=SessionState.READY,
             created_at=now,
         )
-        return Change(before, after, session=session)
+        return Change(before, after, therapist=therapist, session=session)
 
     @unavailable_when_down
     async def cancel(self, request_id: str, client_id: str, now: float) -> Change:

@@ -525,6 +525,18 @@ async def test_accept_opens_a_session(pool_store: PoolStore) -> None:
     assert (await pool_store.get("r1")) == after
 
 
+async def test_accept_hands_back_the_therapists_profile(pool_store: PoolStore) -> None:
+    """Read in the matching step (the call log names the therapist): no read
+    of its own; ``None`` for a therapist with no stored profile."""
+    await pool_store.put_profile(T1)
+    await make(pool_store, "r1", "c1", T0)
+    await claim_of(pool_store, "r1", T1, T0 + 5)
+    assert (await pool_store.accept("r1", "c1", "s1", T0 + 20)).therapist == T1
+    await make(pool_store, "r2", "c2", T0)
+    await claim_of(pool_store, "r2", T2, T0 + 5)
+    assert (await pool_store.accept("r2", "c2", "s2", T0 + 20)).therapist is None
+
+
 async def test_accept_errors(pool_store: PoolStore) -> None:
     r1 = await make(pool_store, "r1", "c1", T0)
     await fails(Taken, pool_store.accept("r1", "c1", "s1", T0 + 1))  # still waiting

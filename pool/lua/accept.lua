@@ -19,7 +19,9 @@
 -- ARGV[5]  now
 -- ARGV[6]  seconds a finished request is kept
 --
--- Returns {'not_found'}, {'no_offer'}, or {'ok', <flat hash before>}.
+-- Returns {'not_found'}, {'no_offer'}, or {'ok', <flat hash before>, <the
+-- therapist's profile JSON, or false>} (the profile for the call log: read in
+-- the same step, not in a round trip of its own).
 
 local base, rid, client, sid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local req, flat = load(KEYS[1])
@@ -50,4 +52,4 @@ redis.call('SET', KEYS[7], sid)
 redis.call('SET', base .. 'opensess:' .. tid, sid)
 local wait = num(tonumber(req.claimed_at or now) - tonumber(req.created_at))
 redis.call('ZADD', KEYS[8], now, rid .. '|' .. wait)
-return {'ok', flat}
+return {'ok', flat, redis.call('GET', base .. 'profile:' .. tid)}
