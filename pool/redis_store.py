@@ -203,15 +203,12 @@ class RedisPool:
 
     @unavailable_when_down
     async def positions(self, request_ids: list[str]) -> dict[str, int | None]:
-        """Every position in one round trip (a pipeline of ``ZRANK``)."""
+        """Every position in one round trip (``positions.lua``)."""
         if not request_ids:
             return {}
-        async with self._client.pipeline(transaction=False) as pipe:
-            for rid in request_ids:
-                pipe.zrank(self._keys.waiting, rid)
-            ranks = await pipe.execute()
+        ranks = await self._run("positions", [self._keys.waiting], request_ids)
         pairs = zip(request_ids, ranks, strict=True)
-        return {rid: None if r is None else int(r) + 1 for rid, r in pairs}
+        return {rid: None if int(r) < 0 else int(r) + 1 for rid, r in pairs}
 
     @unavailable_when_down
     async def waiting(self) -> list[Request]:
