@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pool.model import Draft, Hold, Request, Session
+from pool.model import Hold, Request, Session
 
 Flat = Sequence[Any]
 
@@ -67,16 +67,6 @@ def decode_request(fields: Mapping[Any, Any] | Flat) -> Request | None:
     rec["guardian_consent"] = m.get("guardian_consent") == "1"
     rec["age"] = int(m["age"]) if m.get("age") else None
     return Request.from_record(rec)
-
-
-def request_draft(region: Any, language: Any, topics: Any, age: Any) -> Draft:
-    """The immutable fields ``rules.may_take`` looks at, from an ``HMGET``."""
-    return Draft(
-        region=text(region),
-        language=text(language),
-        topics=tuple(json.loads(text(topics) if topics is not None else "[]")),
-        age=int(text(age)) if age is not None and text(age) else None,
-    )
 
 
 def decode_session(fields: Mapping[Any, Any] | Flat) -> Session | None:

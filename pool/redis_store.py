@@ -45,7 +45,6 @@ from pool._redis_codec import (
     decode_session,
     num,
     raw,
-    request_draft,
     request_fields,
     text,
 )
@@ -223,13 +222,15 @@ class RedisPool:
     @unavailable_when_down
     async def claim(self, request_id: str, therapist: TherapistProfile, now: float) -> Change:
         k = self._keys
-        # A request's fields never change, so qualification is read first and
-        # handed in; everything that does change is checked inside the script.
-        region, language, topics, age = await self._client.hmget(
-            k.req(request_id), ["region", "language", "topics", "age"]
-        )
-        qualified = region is not None and rules.may_take(
-            therapist, request_draft(region, language, topics, age)
+        # What rules.may_take weighs of the therapist goes in, and the script
+        # weighs it against the request in the same step (no read before it).
+        qualification = json.dumps(
+            [
+                list(therapist.regions),
+                list(therapist.languages),
+                list(therapist.topics),
+                therapist.works_with_minors,
+            ]
         )
         reply = await self._run(
             "claim",
@@ -237,7 +238,7 @@ class RedisPool:
             [
                 request_id,
                 therapist.id,
-                "1" if qualified else "0",
+                qualification,
                 num(now),
                 num(now + self.timeouts.claim_confirm_s),
             ],

@@ -29,6 +29,7 @@ from core.errors import (
     Unavailable,
 )
 from core.identity import Role
+from pool import rules
 from pool.effects import Change
 from pool.model import Draft, Hold, Request, Session, SessionState, State, TherapistProfile
 from pool.store import Claimed, PoolStore
@@ -390,6 +391,40 @@ async def test_claim_eligibility(
         await fails(NotEligible, pool_store.claim("r1", profile, T0 + 1))
         assert await pool_store.get("r1") == req
         assert await pool_store.hold_of(profile.id) is None
+
+
+async def test_claim_weighs_qualification_as_the_rule_does(pool_store: PoolStore) -> None:
+    """Every combination of a small world: the adapter's claim refuses
+    exactly where :func:`pool.rules.may_take` says no (the Redis script
+    weighs it in Lua, in the claim's own step)."""
+    drafts = [
+        Draft(region, language, topics, "", age=age, guardian_consent=age is not None and age < 18)
+        for region in ("GB-ENG", "FR")
+        for language in ("en", "de")
+        for topics in ((), ("grief",), ("grief", "couples"), ("sleep",))
+        for age in (None, 17, 18)
+    ]
+    profiles = [
+        therapist("tq", regions=("GB-ENG",), languages=("en",), topics=("couples",)),
+        therapist("tq", regions=("FR", "GB-ENG"), languages=("de", "en"), topics=()),
+        therapist("tq", topics=("grief", "sleep"), works_with_minors=True),
+    ]
+    n = 0
+    for draft in drafts:
+        for profile in profiles:
+            n += 1
+            rid, cid = f"r{n}", f"c{n}"
+            await pool_store.create(draft, cid, rid, T0)
+            if rules.may_take(profile, draft):
+                await pool_store.claim(rid, profile, T0 + 1)
+                await pool_store.release(rid, profile.id, T0 + 2)
+            else:
+                await fails(NotEligible, pool_store.claim(rid, profile, T0 + 1))
+                # Refused by the step itself: nothing was written.
+                assert await pool_store.hold_of(profile.id) is None
+                assert await pool_store.position(rid) == 1
+            await pool_store.cancel(rid, cid, T0 + 3)
+    assert n == 144
 
 
 async def test_claim_taken(pool_store: PoolStore) -> None:

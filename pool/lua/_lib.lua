@@ -41,6 +41,32 @@ local function contains(list, value)
   return false
 end
 
+-- rules.may_take: the request's region and language are among the
+-- therapist's, its topics are none or share one with the therapist's, and a
+-- minor (age under 18) needs a therapist who works with minors. ``q`` is
+-- {regions, languages, topics, works_with_minors} (claim.lua's ARGV[3]).
+local function may_take(req, q)
+  local regions, languages, topics, minors = q[1], q[2], q[3], q[4]
+  if not contains(regions, req.region) or not contains(languages, req.language) then
+    return false
+  end
+  local asked = cjson.decode(req.topics or '[]')
+  if #asked > 0 then
+    local shared = false
+    for _, topic in ipairs(asked) do
+      if contains(topics, topic) then
+        shared = true
+        break
+      end
+    end
+    if not shared then
+      return false
+    end
+  end
+  local age = tonumber(req.age or '')
+  return not (age and age < 18 and minors ~= true)
+end
+
 -- The claiming therapist lets go of its hold when it is this very claim.
 local function drop_claim_hold(K, req, rid)
   local tid = req.claimed_by

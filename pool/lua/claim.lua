@@ -9,8 +9,9 @@
 -- KEYS[6]  lastclaim   zset therapist -> when it last claimed (offer ranking)
 -- ARGV[1]  rid
 -- ARGV[2]  therapist id
--- ARGV[3]  '1' when the therapist is qualified (rules.may_take, checked in
---          Python: a request's fields and a profile do not change under us)
+-- ARGV[3]  what rules.may_take weighs of the therapist, JSON:
+--          [regions, languages, topics, works_with_minors] (checked here, in
+--          the same step: no read of the request's fields before it)
 -- ARGV[4]  now
 -- ARGV[5]  expires_at (now + claim confirm timeout)
 --
@@ -36,7 +37,7 @@ if hold then
   end
   return {'busy'}
 end
-if ARGV[3] ~= '1' or contains(cjson.decode(req.declined or '[]'), tid) then
+if not may_take(req, cjson.decode(ARGV[3])) or contains(cjson.decode(req.declined or '[]'), tid) then
   return {'not_eligible'}
 end
 -- rules.head_start_holder: a referred client's request is its therapist's alone
