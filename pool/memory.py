@@ -11,7 +11,7 @@ import bisect
 import copy
 from typing import Any
 
-from core.errors import Conflict, NotFound, RequestExists, Taken
+from core.errors import Conflict, Forbidden, NotFound, RequestExists, Taken
 from core.identity import Role
 from pool import rules
 from pool.effects import Change
@@ -27,6 +27,7 @@ from pool.live import (
 from pool.model import (
     ACTIVE_STATES,
     IN_SESSION,
+    NOT_A_PARTICIPANT,
     TOO_MANY_HELD,
     Draft,
     EndReason,
@@ -313,6 +314,15 @@ class MemoryPool:
             raise Conflict(TOO_MANY_HELD)
         held.append(packed)
         return False
+
+    async def end_session_by(self, session_id: str, user_id: str, now: float) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise Forbidden(NOT_A_PARTICIPANT)
+        reason = rules.ended_by(session, user_id)
+        if not session.is_open:
+            return None
+        return self._end(session, reason, now)
 
     async def end_session(self, session_id: str, reason: str, now: float) -> Session | None:
         session = self._sessions.get(session_id)

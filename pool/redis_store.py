@@ -35,7 +35,7 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
 
-from core.errors import Unavailable
+from core.errors import Forbidden, Unavailable
 from core.identity import Role
 from pool import _redis_client, _redis_live, _redis_scripts, rules
 from pool._redis_client import DOWN_ERRORS, Client, unavailable_when_down
@@ -52,6 +52,7 @@ from pool._redis_keys import Keys
 from pool.effects import Change
 from pool.live import PoolLive
 from pool.model import (
+    NOT_A_PARTICIPANT,
     Draft,
     EndReason,
     Hold,
@@ -495,18 +496,31 @@ class RedisPool:
         raise _redis_scripts.error(code)
 
     @unavailable_when_down
+    async def end_session_by(self, session_id: str, user_id: str, now: float) -> Session | None:
+        if not user_id:  # '' tells the script "no participant to check"
+            raise Forbidden(NOT_A_PARTICIPANT)
+        return await self._end_session(session_id, "", now, user_id)
+
+    @unavailable_when_down
     async def end_session(self, session_id: str, reason: str, now: float) -> Session | None:
+        return await self._end_session(session_id, str(reason), now, "")
+
+    async def _end_session(
+        self, session_id: str, reason: str, now: float, by: str
+    ) -> Session | None:
         k = self._keys
         reply = await self._run(
             "end_session",
             [*self._session_keys(session_id), k.holds, k.graces, k.grace_seq],
-            [k.base, session_id, str(reason), num(now), FINISHED_TTL_S],
+            [k.base, session_id, reason, num(now), FINISHED_TTL_S, by],
         )
         if not reply:
             return None
+        if text(reply[0]) != "ok":
+            raise _redis_scripts.error(text(reply[0]))
         before = decode_session(reply[1])
         assert before is not None  # an "ok" end found the session open
-        return before.ended(reason, now)
+        return before.ended(rules.ended_by(before, by) if by else reason, now)
 
     # -- presence ----------------------------------------------------------
     @unavailable_when_down

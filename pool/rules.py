@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import Busy, Conflict, Forbidden, NotEligible, NotFound, RequestExists, Taken
+from core.identity import Role
 from pool.model import (
     CLIENT_BUSY,
     CLIENT_WAITING,
@@ -35,6 +36,7 @@ from pool.model import (
     SESSION_ID_USED,
     THERAPIST_BUSY,
     Draft,
+    EndReason,
     Hold,
     OfferCandidate,
     Reason,
@@ -410,6 +412,14 @@ def decline(request: Request | None, client_id: str, now: float, t: Timeouts) ->
     """The client declines the therapist; that therapist never sees it again."""
     req = _own_claimed(request, client_id, now)
     return back_to_waiting(req, Reason.DECLINED, now, t)
+
+
+def ended_by(session: Session, user_id: str) -> EndReason:
+    """Why a session ends when ``user_id`` ends it: ``ended_by_client`` or
+    ``ended_by_therapist`` by its role; Forbidden for anyone else."""
+    if session.role_of(user_id) is Role.CLIENT:
+        return EndReason.ENDED_BY_CLIENT
+    return EndReason.ENDED_BY_THERAPIST
 
 
 def accept(request: Request | None, client_id: str, session_id: str, now: float) -> Request:

@@ -205,6 +205,14 @@ class PoolStore(Protocol):
         """
         ...
 
+    async def end_session_by(self, session_id: str, user_id: str, now: float) -> Session | None:
+        """A participant ends its session: :meth:`end_session` with the
+        reason :func:`pool.rules.ended_by` gives, the participation checked
+        in the same step (``Forbidden``, ``NOT_A_PARTICIPANT``, for anyone
+        else and for a session that never existed). None when it was already
+        ended."""
+        ...
+
     async def end_session(self, session_id: str, reason: str, now: float) -> Session | None:
         """End an open (``ready`` or ``live``) session exactly once.
 

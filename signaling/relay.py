@@ -178,9 +178,8 @@ class Signaling:
 
     # -- ending ----------------------------------------------------------------------
     async def end(self, user_id: str, session_id: str, origin: Origin) -> None:
-        session = await self.participant(user_id, session_id)
-        reason = "ended_by_client" if user_id == session.client_id else "ended_by_therapist"
-        ended = await self.store.end_session(session_id, reason, self.clock())
+        # Who may end it, and why it ended, are checked in the ending step.
+        ended = await self.store.end_session_by(session_id, user_id, self.clock())
         if ended is None:
             # Already over in the pool: finish it if its record missed the end
             # (the database failed the first time), else tell the asker alone.

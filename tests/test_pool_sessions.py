@@ -344,6 +344,24 @@ async def test_end_a_live_session(pool_store: PoolStore) -> None:
     assert await pool_store.get_session("nope") is None
 
 
+async def test_a_participant_ends_its_session_and_nobody_else_may(pool_store: PoolStore) -> None:
+    live = await live_session(pool_store)
+    for stranger in ("c2", "t2", ""):
+        await fails(Forbidden, pool_store.end_session_by("s1", stranger, T0 + 50))
+    await fails(Forbidden, pool_store.end_session_by("nope", "c1", T0 + 50))
+    assert await pool_store.get_session("s1") == live  # refused: nothing changed
+    got = await pool_store.end_session_by("s1", "t1", T0 + 100)
+    assert got == ended(live, "ended_by_therapist", T0 + 100)
+    assert await pool_store.get_session("s1") == got
+    assert await pool_store.hold_of("t1") is None
+    # Once: the other side's end is nothing, a stranger's still refused.
+    assert await pool_store.end_session_by("s1", "c1", T0 + 101) is None
+    await fails(Forbidden, pool_store.end_session_by("s1", "c2", T0 + 102))
+    await live_session(pool_store, "s2", T0 + 200)
+    by_client = await pool_store.end_session_by("s2", "c1", T0 + 300)
+    assert by_client is not None and by_client.end_reason == "ended_by_client"
+
+
 async def test_end_a_session_that_never_went_live(pool_store: PoolStore) -> None:
     opened = await open_session(pool_store)
     await pool_store.join_session("s1", "c1", T0 + 1)
