@@ -479,16 +479,21 @@ class Hub:
         conns = [c for c in self._by_id.values() if c.request_id is not None]
         if not conns:
             return
-        ids = sorted({c.request_id for c in conns if c.request_id is not None})
-        positions = await self._store.positions(ids)
+        # The place each request was last told at (None when its consoles
+        # disagree: then it is sent whatever it is).
+        last: dict[str, int | None] = {}
         for conn in conns:
             assert conn.request_id is not None
-            pos = positions.get(conn.request_id)
-            if pos is None or pos == conn.last_position:
+            told = last.setdefault(conn.request_id, conn.last_position)
+            if told != conn.last_position:
+                last[conn.request_id] = None
+        moved = await self._store.moved(last)
+        for conn in conns:
+            assert conn.request_id is not None
+            hit = moved.get(conn.request_id)
+            if hit is None or hit[0] == conn.last_position:
                 continue
-            req = await self._store.get(conn.request_id)
-            if req is None or req.state is not State.WAITING:
-                continue
+            pos, req = hit
             conn.last_position = pos
             conn.send_frame({"type": "request.state", "request": req.public(pos)})
 

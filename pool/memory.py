@@ -132,6 +132,16 @@ class MemoryPool:
     async def positions(self, request_ids: list[str]) -> dict[str, int | None]:
         return {rid: await self.position(rid) for rid in request_ids}
 
+    async def moved(self, last: dict[str, int | None]) -> dict[str, tuple[int, Request]]:
+        out: dict[str, tuple[int, Request]] = {}
+        for rid, told in last.items():
+            req = self._requests.get(rid)
+            if req is not None and req.state is State.WAITING:
+                place = self._place(req)
+                if place != told:
+                    out[rid] = (place, req)
+        return out
+
     async def waiting(self) -> list[Request]:
         return [self._requests[rid] for _, rid in self._waiting]
 

@@ -211,6 +211,21 @@ class RedisPool:
         return {rid: None if int(r) < 0 else int(r) + 1 for rid, r in pairs}
 
     @unavailable_when_down
+    async def moved(self, last: dict[str, int | None]) -> dict[str, tuple[int, Request]]:
+        """One script (``moved.lua``): the places, and the requests of those
+        that moved."""
+        if not last:
+            return {}
+        pairs = [x for rid, told in last.items() for x in (rid, "" if told is None else told)]
+        flat = await self._run("moved", [self._keys.waiting], [self._keys.base, *pairs])
+        out: dict[str, tuple[int, Request]] = {}
+        for i in range(0, len(flat), 3):
+            req = decode_request(flat[i + 2])
+            if req is not None:
+                out[text(flat[i])] = (int(flat[i + 1]), req)
+        return out
+
+    @unavailable_when_down
     async def waiting(self) -> list[Request]:
         flats = await self._run("waiting", [self._keys.waiting], [self._keys.base])
         return [r for r in map(decode_request, flats) if r is not None]

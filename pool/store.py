@@ -75,6 +75,13 @@ class PoolStore(Protocol):
 
     async def positions(self, request_ids: list[str]) -> dict[str, int | None]: ...
 
+    async def moved(self, last: dict[str, int | None]) -> dict[str, tuple[int, Request]]:
+        """Of the requests ``last`` names (id -> the place last told, or None),
+        those waiting at another place now: id -> (place, request). One step,
+        however many: what a server needs to tell its waiting clients after
+        the queue moved."""
+        ...
+
     async def waiting(self) -> list[Request]:
         """Every waiting request, oldest first."""
         ...

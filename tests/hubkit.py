@@ -63,6 +63,17 @@ def console(tid: str) -> Conn:
     )
 
 
+def client_conn(cid: str, conn_id: str | None = None) -> Conn:
+    """A client's connection (no request yet)."""
+    return Conn(
+        id=conn_id or "conn-" + cid,
+        user=User(cid, Role.CLIENT),
+        codec=JSON_CODEC,
+        queue_size=100,
+        closer=_no_close,
+    )
+
+
 def sent(conn: Conn) -> list[dict[str, Any]]:
     """The frames sent to ``conn`` since last asked, oldest first."""
     out: list[dict[str, Any]] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubkit import DRAFT, T0, hub_with, profile, sent
+from hubkit import DRAFT, T0, client_conn, hub_with, profile, sent
 
 from pool.effects import Effect, effects
 from pool.memory import MemoryPool
@@ -21,6 +21,15 @@ class NoReads(MemoryPool):
 
     async def position(self, request_id: str) -> int | None:
         raise AssertionError("the hub read a position it was handed")
+
+
+def states(conn: Any) -> list[tuple[str, int | None]]:
+    """The request.state frames sent: (state, position)."""
+    return [
+        (f["request"]["state"], f["request"].get("position"))
+        for f in sent(conn)
+        if f["type"] == "request.state"
+    ]
 
 
 def news(conn: Any) -> list[dict[str, Any]]:
@@ -62,3 +71,44 @@ async def test_without_a_place_handed_the_hub_reads_it_and_skips_a_request_gone(
     await store.cancel("r1", "c1", T0 + 1)
     await hub.deliver([Effect("new", request=req)])  # no position: read, and gone
     assert news(a) == []
+
+
+async def test_waiting_clients_are_told_their_new_place_in_one_read() -> None:
+    """When the queue moves, each local waiting client whose place changed
+    gets request.state at its new place (PoolStore.moved: one step for all,
+    the request's fields with it); one whose place did not change gets
+    nothing."""
+    store = MemoryPool(Timeouts())
+    hub, _ = hub_with(store)
+    clients = {cid: client_conn(cid) for cid in ("c1", "c2", "c3")}
+    second = client_conn("c3", "conn-c3-b")  # c3 on two devices
+    for conn in [*clients.values(), second]:
+        hub.add(conn)
+    changes = []
+    for i, cid in enumerate(clients, start=1):
+        _, change = await store.create(DRAFT, cid, f"r{i}", T0 + i)
+        assert change is not None
+        changes.append(change)
+    for change in changes:
+        await hub.deliver(effects(change))
+    for conn in [*clients.values(), second]:
+        [state] = sent(conn)
+        assert state["type"] == "request.state"
+    assert [c.last_position for c in clients.values()] == [1, 2, 3]
+    reads: list[dict[str, int | None]] = []
+    real = store.moved
+
+    async def counted(last: dict[str, int | None]) -> dict[str, Any]:
+        reads.append(dict(last))
+        return await real(last)
+
+    store.moved = counted  # type: ignore[method-assign]
+    await hub.deliver(effects(await store.claim("r1", profile("t1"), T0 + 10)))
+    assert reads == [{"r1": 1, "r2": 2, "r3": 3}]  # one step for every waiting client
+    got = {cid: states(c) for cid, c in clients.items()}
+    assert got == {
+        "c1": [("claimed", None)],
+        "c2": [("waiting", 1)],
+        "c3": [("waiting", 2)],
+    }
+    assert states(second) == [("waiting", 2)]

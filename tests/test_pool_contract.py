@@ -288,6 +288,22 @@ async def test_waiting_is_oldest_first_with_ties_by_id(pool_store: PoolStore) ->
     }
 
 
+async def test_moved_names_the_requests_at_a_new_place_with_their_fields(
+    pool_store: PoolStore,
+) -> None:
+    await make(pool_store, "r1", "c1", T0)
+    r2 = await make(pool_store, "r2", "c2", T0 + 1)
+    r3 = await make(pool_store, "r3", "c3", T0 + 2)
+    told: dict[str, int | None] = {"r1": 1, "r2": 2, "r3": 3, "nope": 4}
+    assert await pool_store.moved(told) == {}  # nobody moved
+    await pool_store.claim("r1", T1, T0 + 3)
+    # r1 left (not waiting: not named), r2 and r3 moved up; a place never
+    # told (None) is always named.
+    assert await pool_store.moved(told) == {"r2": (1, r2), "r3": (2, r3)}
+    assert await pool_store.moved({"r2": 1, "r3": None}) == {"r3": (2, r3)}
+    assert await pool_store.moved({}) == {}
+
+
 async def test_a_creation_carries_the_place_it_took(pool_store: PoolStore) -> None:
     """The creating step reads the new request's place (the hub announces it
     without reading it again); out of order by time, it is its real place."""
