@@ -363,7 +363,8 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     ``max_frame_bytes`` close with 1009, pings keep idle sockets honest, a
     request must arrive within ``http_read_timeout_s`` and a process holds at
     most ``max_connections`` (:mod:`dispatch.httpguard`), and
-    ``log_config=None`` leaves logging to :mod:`core.logs`. Websockets run on
+    ``log_config=None`` leaves logging to :mod:`core.logs`; permessage-deflate
+    only with ``ws_compression``. Websockets run on
     uvicorn's sans-I/O implementation (its "websockets" one imports
     ``websockets.legacy``, deprecated), lightened by :mod:`dispatch.wsproto`."""
     import uvicorn
@@ -380,6 +381,7 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
         timeout_keep_alive=settings.http_keepalive_s,  # type: ignore[arg-type]
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
         log_config=None,

@@ -110,6 +110,10 @@ class Settings:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     server_id: str = field(default_factory=_default_server_id)
     redis_max_connections: int = 64
+    #: Offer permessage-deflate on websockets (browsers always ask for it).
+    #: Off: every console would hold a compressor (~40 KiB) for frames of a
+    #: few hundred bytes, and every broadcast be compressed once per console.
+    ws_compression: bool = False
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
     #: A connection refused frames for this long without a pause closes (1008).
@@ -357,6 +361,7 @@ _FIELD_TYPES: Final = {
     "server_id": str,
     "log_level": str,
     "log_json": bool,
+    "ws_compression": bool,
     "currency": str,
     "timezone": str,
     "twilio_account_sid": str,

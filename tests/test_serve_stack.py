@@ -28,11 +28,12 @@ from dispatch.wsproto import _Flag, _Inbox
 
 
 @pytest_asyncio.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
     overrides = {
         "dev": True,
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'dispatch.db'}",
         "port": free_port(),
+        **getattr(request, "param", {}),
     }
     settings = load_settings(overrides, {})
     server = uvicorn.Server(cli.uvicorn_config(websocket_first(create_app(settings)), settings))
@@ -73,6 +74,26 @@ async def test_the_served_stack_answers_http_and_the_websocket(
     with pytest.raises(InvalidStatus):
         async with connect(f"ws://{base}/v1/other"):
             pass
+
+
+@pytest.mark.parametrize(
+    ("served", "negotiated"),
+    [({}, False), ({"ws_compression": True}, True)],
+    ids=["default-off", "DISPATCH_WS_COMPRESSION"],
+    indirect=["served"],
+)
+async def test_compression_only_when_asked_for(served: tuple[str, str], negotiated: bool) -> None:
+    """A client offering permessage-deflate (as every browser does) gets it
+    only with DISPATCH_WS_COMPRESSION; the frames read alike either way."""
+    base, secret = served
+    token = identity.mint(secret, Role.THERAPIST, "t-served", ttl_s=600)
+    url = f"ws://{base}/v1/ws"
+    async with connect(url, subprotocols=["qc.v1.json"], compression="deflate") as ws:  # type: ignore[list-item]
+        assert ws.response is not None
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+        assert ("permessage-deflate" in extensions) is negotiated
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
 
 
 # -- the lighter protocol's stand-ins (dispatch.wsproto) ------------------------------
