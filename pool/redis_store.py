@@ -75,6 +75,8 @@ _STATS_WINDOW_S = 15 * 60.0
 _STATS_SLACK_S = 3600.0
 #: How long a finished request stays readable (longer than an idempotency key lives).
 FINISHED_TTL_S = 7 * 24 * 3600
+#: Parsed profiles kept per process (RedisPool._parsed_profile), by their JSON.
+PROFILE_CACHE_MAX = 20_000
 #: Any error of a ping means "not ready"; a Cluster's are not all RedisErrors.
 _PING_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.RedisError, *DOWN_ERRORS)
 
@@ -87,6 +89,7 @@ class RedisPool:
         self._client = client
         self._keys = Keys(prefix)
         self._scripts = _redis_scripts.register(client)
+        self._profiles_by_json: dict[str, TherapistProfile] = {}
 
     @classmethod
     def from_url(
@@ -277,14 +280,24 @@ class RedisPool:
         therapists are available."""
         k = self._keys
         rows = await self._run("offer_candidates", [k.available, k.holds, k.last_claim], [k.base])
-        found = sorted((text(tid), raw_profile, text(at)) for tid, raw_profile, at in rows)
+        found = sorted((text(tid), text(raw_profile), text(at)) for tid, raw_profile, at in rows)
         return [
-            OfferCandidate(
-                TherapistProfile.from_record(json.loads(raw_profile)),
-                float(at) if at else None,
-            )
+            OfferCandidate(self._parsed_profile(raw_profile), float(at) if at else None)
             for _, raw_profile, at in found
         ]
+
+    def _parsed_profile(self, raw: str) -> TherapistProfile:
+        """The profile a stored JSON holds, parsed once per process and JSON
+        (a profile is immutable; a changed one is another JSON): choosing who
+        to offer a request to reads every available therapist's profile, and
+        parsing them each time was most of its cost."""
+        cache = self._profiles_by_json
+        profile = cache.get(raw)
+        if profile is None:
+            if len(cache) >= PROFILE_CACHE_MAX:
+                cache.clear()  # a profile changed that often is parsed again
+            profile = cache[raw] = TherapistProfile.from_record(json.loads(raw))
+        return profile
 
     @unavailable_when_down
     async def widen(

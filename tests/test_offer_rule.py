@@ -241,6 +241,12 @@ async def test_both_adapters_list_the_free_available_therapists(pool_store: Pool
     assert got == {"t-a": T0 + 1, "t-b": None, "t-c": None}
     await pool_store.set_available("t-b", False)
     assert [c.profile.id for c in await pool_store.offer_candidates()] == ["t-a", "t-c"]
+    # A changed profile is what the next choice weighs (the Redis adapter
+    # keeps parsed profiles by their JSON: a change is another JSON).
+    await pool_store.put_profile(profile("t-c", topics=("grief",), name="Dr C"))
+    after = {c.profile.id: c.profile for c in await pool_store.offer_candidates()}
+    assert after["t-c"] == profile("t-c", topics=("grief",), name="Dr C")
+    assert after["t-a"] == profile("t-a")
 
 
 async def test_both_adapters_keep_the_offer_on_claims(pool_store: PoolStore) -> None:
