@@ -52,6 +52,10 @@ class Keys:
         self.online = b + "online"
         #: set of therapists who said they are available.
         self.available = b + "available"
+        #: hash therapist id -> a digest of its profile's JSON (put_profile.lua):
+        #: choosing whom to offer a request reads these, and a profile's JSON
+        #: only when the process has not parsed that version yet.
+        self.profile_versions = b + "profver"
         #: zset therapist id -> when it last claimed a request (the offer
         #: ranking's "longest idle", pool.rules.offer_rank).
         self.last_claim = b + "lastclaim"

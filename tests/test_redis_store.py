@@ -15,6 +15,7 @@ redis-server itself (its restarts and crashes) run on it alone
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from collections import Counter
@@ -711,6 +712,38 @@ async def test_every_key_of_the_pool_is_in_one_cluster_slot(
     assert len(keys) >= 20
     assert all(k.startswith(b"qc:{pool}:") for k in keys), keys
     assert {key_slot(k) for k in keys} == {key_slot(b"pool")}
+
+
+async def test_offer_candidates_parse_each_profile_version_once(pools: Pools) -> None:
+    """Choosing whom to offer a request reads digests, not every profile: a
+    process parses a profile once per version, fetches only those it has not
+    seen (one MGET), and still reads a profile stored before digests were."""
+    a, b = pools(), pools()
+    for tid in ("t1", "t2"):
+        await a.put_profile(profile(tid))
+    # Stored by an older server: the profile alone, no digest.
+    legacy = profile("t3", name="Dr Legacy")
+    await a.client.set(a._keys.profile("t3"), json.dumps(legacy.to_record()))
+    for tid in ("t1", "t2", "t3"):
+        await a.connect(tid, Role.THERAPIST, "k-" + tid, "s0", T0)
+        assert await a.set_available(tid, True)
+    parsed: list[str] = []
+    real = a._remember
+
+    def counting(digest: str, raw: str) -> TherapistProfile:
+        parsed.append(json.loads(raw)["id"])
+        return real(digest, raw)
+
+    a._remember = counting  # type: ignore[method-assign]
+    first = await a.offer_candidates()
+    assert [c.profile for c in first] == [profile("t1"), profile("t2"), legacy]
+    assert sorted(parsed) == ["t1", "t2", "t3"]
+    assert await a.offer_candidates() == first and len(parsed) == 3  # nothing parsed again
+    assert await b.offer_candidates() == first  # another process, cold: fetched
+    # A change made on b is what a weighs next: one profile parsed again.
+    await b.put_profile(profile("t1", name="Dr New"))
+    assert [c.profile.name for c in await a.offer_candidates()] == ["Dr New", "t2", "Dr Legacy"]
+    assert parsed[3:] == ["t1"]
 
 
 async def test_prefixes_keep_pools_apart(pools: Pools) -> None:
