@@ -316,6 +316,8 @@ class Hub:
         guarded = await self.guarded_now()
         if guarded:
             targets = [c for c in targets if c.user.id not in guarded]
+            if not targets:
+                return
         # Only therapists pausing new clients are asked about this one: one
         # read for all of them, however many consoles they have.
         pausing = sorted(
