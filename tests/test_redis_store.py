@@ -746,6 +746,31 @@ async def test_offer_candidates_parse_each_profile_version_once(pools: Pools) ->
     assert parsed[3:] == ["t1"]
 
 
+async def test_offer_candidates_past_one_chunk_of_the_script(pools: Pools) -> None:
+    """offer_candidates.lua looks therapists up 500 at a time: 1201 available,
+    some holding a claim, some having claimed before, all come back right."""
+    store = pools()
+    tids = [f"t{i:04d}" for i in range(1201)]
+
+    async def available(tid: str) -> None:
+        await store.put_profile(profile(tid))
+        await store.connect(tid, Role.THERAPIST, "k-" + tid, "s0", T0)
+        assert await store.set_available(tid, True)
+
+    for i in range(0, len(tids), 100):
+        await asyncio.gather(*(available(tid) for tid in tids[i : i + 100]))
+    # t0700 claimed and let go (it has a last claim); t0501 holds a claim.
+    await store.create(DRAFT, "c1", "r1", T0)
+    await store.claim("r1", profile("t0700"), T0 + 1)
+    await store.release("r1", "t0700", T0 + 2)
+    await store.claim("r1", profile("t0501"), T0 + 3)
+    got = await store.offer_candidates()
+    assert [c.profile.id for c in got] == [t for t in tids if t != "t0501"]
+    lasts = {c.profile.id: c.last_claim_at for c in got if c.last_claim_at is not None}
+    assert lasts == {"t0700": T0 + 1}
+    assert got[1200 - 1].profile == profile(tids[-1])
+
+
 async def test_prefixes_keep_pools_apart(pools: Pools) -> None:
     a, b = pools(prefix="qc"), pools(prefix="other")
     await a.create(DRAFT, "c1", "r1", T0)

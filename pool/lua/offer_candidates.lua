@@ -14,18 +14,29 @@
 -- without a digest (before put_profile.lua kept one): each server keeps the
 -- profiles it parsed by digest and fetches the few it does not know, so a
 -- choice does not copy every available therapist's profile.
+--
+-- The available therapists are looked up a chunk at a time, three commands
+-- a chunk (HMGET holds, HMGET profver, ZMSCORE lastclaim: Redis 6.2+), not
+-- three commands a therapist; a chunk stays well inside what unpack takes.
 
+local CHUNK = 500
 local out = {}
-for _, tid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('HEXISTS', KEYS[2], tid) == 0 then
-    local digest = redis.call('HGET', KEYS[4], tid)
-    local last = redis.call('ZSCORE', KEYS[3], tid) or ''
-    if digest then
-      out[#out + 1] = {tid, digest, last, ''}
-    else
-      local profile = redis.call('GET', ARGV[1] .. 'profile:' .. tid)
-      if profile then
-        out[#out + 1] = {tid, '', last, profile}
+local available = redis.call('SMEMBERS', KEYS[1])
+for first = 1, #available, CHUNK do
+  local ids = {unpack(available, first, math.min(first + CHUNK - 1, #available))}
+  local holds = redis.call('HMGET', KEYS[2], unpack(ids))
+  local digests = redis.call('HMGET', KEYS[4], unpack(ids))
+  local lasts = redis.call('ZMSCORE', KEYS[3], unpack(ids))
+  for i, tid in ipairs(ids) do
+    if not holds[i] then
+      local last = lasts[i] or ''
+      if digests[i] then
+        out[#out + 1] = {tid, digests[i], last, ''}
+      else
+        local profile = redis.call('GET', ARGV[1] .. 'profile:' .. tid)
+        if profile then
+          out[#out + 1] = {tid, '', last, profile}
+        end
       end
     end
   end
