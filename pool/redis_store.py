@@ -278,7 +278,8 @@ class RedisPool:
             raise _redis_scripts.error(code)
         before = decode_request(reply[1])
         assert before is not None  # an "ok" step always found the request
-        after = rules.claim(before, therapist, None, now, self.timeouts)
+        # The script checked and wrote the claim: describe it, do not judge it again.
+        after = rules.claimed(before, therapist, now, self.timeouts)
         return Change(before, after, therapist=therapist)
 
     @unavailable_when_down

@@ -318,7 +318,13 @@ def claim(
 ) -> Request:
     """After this returns, the request is claimed by ``therapist``; else it
     raised, as :func:`check_claim` does."""
-    request = check_claim(request, therapist, hold, now)
+    return claimed(check_claim(request, therapist, hold, now), therapist, now, t)
+
+
+def claimed(request: Request, therapist: TherapistProfile, now: float, t: Timeouts) -> Request:
+    """``request`` as ``therapist``'s claim makes it, unchecked: for an
+    adapter whose own step has already checked and written the claim
+    (``claim.lua``), so that the request it reports is the one it stored."""
     return request.replace(
         state=State.CLAIMED,
         claimed_by=therapist.id,
