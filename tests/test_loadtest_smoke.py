@@ -45,18 +45,18 @@ def _run(module: str, args: list[str], out: Path, timeout_s: float = 80) -> dict
     return report
 
 
-#: The fan-out at a tiny size (what each fan-out smoke test adds to).
-FANOUT_TINY = ["--consoles", str(CONSOLES), "--servers", "2", "--requests", str(REQUESTS)]
-FANOUT_TINY += [
-    "--interval",
-    "0.1",
-    "--settle",
-    "10",
-    "--connect-timeout",
-    "15",
-    "--deadline",
-    "45",
-]
+def fanout_tiny(
+    consoles: int = CONSOLES, requests: int = REQUESTS, interval: str = "0.1"
+) -> list[str]:
+    """The fan-out's arguments at a tiny size (what each fan-out smoke test adds to)."""
+    return [
+        *("--consoles", str(consoles), "--servers", "2", "--requests", str(requests)),
+        *("--interval", interval, "--settle", "10", "--connect-timeout", "15"),
+        *("--deadline", "45"),
+    ]
+
+
+FANOUT_TINY = fanout_tiny()
 
 
 @pytest.mark.integration
@@ -128,27 +128,7 @@ def test_floor_smoke_loses_nothing(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_fanout_with_floor_reports_ratios(tmp_path: Path) -> None:
-    report = _run(
-        "fanout",
-        [
-            "--consoles",
-            "10",
-            "--servers",
-            "2",
-            "--requests",
-            "3",
-            "--interval",
-            "0.05",
-            "--settle",
-            "10",
-            "--connect-timeout",
-            "15",
-            "--deadline",
-            "45",
-            "--floor",
-        ],
-        tmp_path / "fanout.json",
-    )
+    report = _run("fanout", [*fanout_tiny(10, 3, "0.05"), "--floor"], tmp_path / "fanout.json")
     assert report["request_new"]["lost"] == 0
     assert report["floor"]["lost"] == 0
     assert report["floor"]["received"] == 30
