@@ -17,6 +17,7 @@ MAX_CONSOLES: Final = 5000
 MAX_SERVERS: Final = 8
 MAX_REQUESTS: Final = 2000
 MIN_INTERVAL_S: Final = 0.01
+MAX_CLIENT_PROCS: Final = 16
 MAX_SECONDS: Final = 3600.0
 #: With ``--offer-fanout``, the widening interval the servers get unless
 #: ``--server-env`` names one: the longest the service takes, so that no offer
@@ -48,6 +49,8 @@ class Config:
     profile: Path | None = None
     #: ``DISPATCH_OFFER_FANOUT`` of the servers (0: every request to every console).
     offer_fanout: int = 0
+    #: Client processes the consoles are spread over (:mod:`loadtest._fleet`).
+    client_procs: int = 2
 
     def offered_per_request(self, ready: int) -> int:
         """How many of ``ready`` available consoles (every one eligible) a
@@ -124,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
         f"(no widening during the run: DISPATCH_OFFER_WIDEN_S={QUIET_WIDEN_S} unless "
         "--server-env sets it); 0, the default: to every console",
     )
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=2,
+        metavar="N",
+        help=f"client processes driving the consoles, 1..{MAX_CLIENT_PROCS} (2); "
+        "the floor (--floor) uses as many",
+    )
     return p
 
 
@@ -148,6 +159,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         if not sep or not key.startswith("DISPATCH_"):
             parser.error(f"--server-env wants DISPATCH_NAME=VALUE, not {item!r}")
         env.append((key, value))
+    if not 1 <= a.client_procs <= MAX_CLIENT_PROCS:
+        parser.error(f"--client-procs must be 1..{MAX_CLIENT_PROCS}")
     if not 0 <= a.offer_fanout <= MAX_CONSOLES:
         parser.error(f"--offer-fanout must be 0..{MAX_CONSOLES}")
     if a.offer_fanout > 0:
@@ -172,6 +185,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         floor=a.floor,
         profile=a.profile,
         offer_fanout=a.offer_fanout,
+        client_procs=a.client_procs,
     )
     deadline = a.deadline if a.deadline is not None else cfg.default_deadline()
     if not _seconds_ok(deadline):

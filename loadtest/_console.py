@@ -30,16 +30,27 @@ GONE = "request.gone"
 
 
 class Tally:
-    """First arrivals of each kind across every console; wakes whoever waits
-    for a count to be reached, so a phase ends as soon as it is complete."""
+    """First arrivals of each kind across every console (and of each kind per
+    key, under ``"<kind>:<key>"``: a request.new per marker); wakes whoever
+    waits for a count to be reached, so a phase ends as soon as it is complete."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self._goal: tuple[str, int] | None = None
         self._reached = asyncio.Event()
 
-    def add(self, kind: str) -> None:
+    def add(self, kind: str, key: str | None = None) -> None:
         self.counts[kind] += 1
+        if key is not None:
+            self.counts[f"{kind}:{key}"] += 1
+        self._check()
+
+    def set_counts(self, counts: Counter[str]) -> None:
+        """Replace every count (the sums a :class:`loadtest._fleet.Fleet` gathers)."""
+        self.counts = Counter(counts)
+        self._check()
+
+    def _check(self) -> None:
         if self._goal is not None and self.counts[self._goal[0]] >= self._goal[1]:
             self._reached.set()
 
@@ -95,7 +106,7 @@ class Console:
                 self.new_duplicates += 1
             else:
                 self.new_at[marker] = now
-                self.tally.add(NEW)
+                self.tally.add(NEW, marker)
         elif kind == GONE:
             rid = frame.get("request_id")
             if not isinstance(rid, str):

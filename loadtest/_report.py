@@ -258,6 +258,7 @@ def build(r: Results, command: str) -> dict[str, Any]:
             "deadline_s": cfg.deadline_s,
             "server_env": dict(cfg.server_env),
             "offer_fanout": cfg.offer_fanout,
+            "client_procs": cfg.client_procs,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -355,7 +356,7 @@ def human(report: dict[str, Any]) -> str:
         f"{cfg['requests']} requests every {cfg['interval_s']} s, codec {cfg['codec']}"
         + (" + deflate" if cfg["compression"] else "")
         + (f", offered to {cfg['offer_fanout']} each" if cfg["offer_fanout"] else "")
-        + f" ({report['machine']['cpus']} CPUs)",
+        + f", {cfg['client_procs']} client process(es) ({report['machine']['cpus']} CPUs)",
         f"  setup: processes ready in {phases.get('start_s', 0):.1f} s, "
         f"profiles in {phases.get('profiles_s', 0):.1f} s",
         f"  connect: {con['ready']}/{con['consoles']} available in {con['all_ready_s']:.2f} s; "

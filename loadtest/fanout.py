@@ -2,7 +2,7 @@
 
     python -m loadtest.fanout [--consoles 1000] [--servers 2] [--interval 0.3]
                               [--requests 100] [--codec json|msgpack] [--out FILE.json]
-                              [--offer-fanout K]
+                              [--offer-fanout K] [--client-procs N]
 
 It starts its own ``redis-server`` (append-only file on) on a free 127.0.0.1
 port in a temporary directory and ``--servers`` ``dispatch serve`` processes
@@ -34,9 +34,10 @@ run has a hard deadline (``--deadline``; a watchdog kills everything a minute
 past it), only 127.0.0.1 is used, and the processes it started are always
 stopped (SIGTERM, then SIGKILL; the kernel kills them if this script dies).
 
-The timings are those of one Python process driving every console on the
-same machine as the servers, so they include the client's own scheduling
-delay: they compare runs on one machine, they promise nothing elsewhere.
+The consoles are driven from ``--client-procs`` processes (2;
+:mod:`loadtest._fleet`), so one client's scheduling delay does not land in
+every delivery; they share the machine with the servers all the same, so the
+timings compare runs on one machine and promise nothing elsewhere.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ from typing import Any, Final
 
 import httpx
 
-from loadtest import _hist, _report
+from loadtest import _fleet, _hist, _report
 from loadtest._config import Config, parse_args
-from loadtest._console import GONE, NEW, Console, Tally, run_console
+from loadtest._console import GONE, NEW, Console, Tally
 from loadtest._procs import Proc, metric_values
 from loadtest._report import Posted, Results
 from loadtest._stack import (
@@ -101,7 +102,8 @@ class Run:
         # Tokens outlive the run: it stops at its deadline.
         self.stack = Stack(cfg.servers, workdir, cfg.server_env, ttl_s=int(cfg.deadline_s) + 600)
         self.tally = Tally()
-        self.tasks: list[asyncio.Task[None]] = []
+        self.fleet: _fleet.Fleet | None = None
+        self.shares: list[list[int]] = []
         self.profiler: Proc | None = None
         self.r = Results(
             cfg=cfg,
@@ -155,26 +157,36 @@ class Run:
 
     # -- the measured phases ----------------------------------------------------------
     async def connect_consoles(self) -> None:
-        tokens = [self.stack.token("therapist", c.user_id) for c in self.r.consoles]
-        events = [asyncio.Event() for _ in self.r.consoles]
-        burst_start = time.monotonic()
-        self.tasks = [
-            asyncio.create_task(
-                run_console(
-                    c,
-                    self.stack.ws_url(c.server),
-                    token,
-                    codec=self.cfg.codec,
-                    compression=self.cfg.compression,
-                    timeout_s=self.cfg.connect_timeout_s,
-                    burst_start=burst_start,
-                    ready=ready,
+        """Spread the consoles over ``--client-procs`` worker processes
+        (:mod:`loadtest._fleet`) and connect them all at once."""
+        cfg = self.cfg
+        self.shares = _fleet.split(len(self.r.consoles), cfg.client_procs)
+        jobs = [
+            _fleet.Job(
+                worker=w,
+                kind="service",
+                specs=tuple(
+                    _fleet.Spec(
+                        index=c.index,
+                        url=self.stack.ws_url(c.server),
+                        user_id=c.user_id,
+                        server=c.server,
+                        token=self.stack.token("therapist", c.user_id),
+                    )
+                    for c in (self.r.consoles[i] for i in share)
                 ),
-                name=f"console-{c.index}",
+                codec=cfg.codec,
+                compression=cfg.compression,
+                timeout_s=cfg.connect_timeout_s,
+                deadline_s=cfg.deadline_s + 30.0,
             )
-            for c, token, ready in zip(self.r.consoles, tokens, events, strict=True)
+            for w, share in enumerate(self.shares)
         ]
-        await asyncio.gather(*(ev.wait() for ev in events))
+        self.fleet = _fleet.Fleet(jobs, self.tally)
+        await self.fleet.start()
+        burst_start = time.monotonic()
+        connected = await self.fleet.connect(burst_start, cfg.connect_timeout_s)
+        _fleet.copy_into(self.r.consoles, connected, self.shares)
         self.r.phases["connect_all_s"] = time.monotonic() - burst_start
 
     async def paced(self, name: str, items: Sequence[Posted], step: _Step) -> None:
@@ -250,20 +262,17 @@ class Run:
             self.r.server_metrics.append(values)
 
     async def close_consoles(self) -> None:
-        for c in self.r.consoles:
-            c.stopping = True
-
-        async def close(c: Console) -> None:
-            if c.ws is not None:
-                with contextlib.suppress(Exception):
-                    await c.ws.close()
-
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(20):
-                await asyncio.gather(*(close(c) for c in self.r.consoles))
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """The workers close their consoles and send back what each saw."""
+        if self.fleet is None:
+            return
+        try:
+            records = await self.fleet.close()
+            _fleet.copy_into(self.r.consoles, records, self.shares)
+            self.r.cpu_s["client_workers"] = round(sum(self.fleet.cpu_s.values()), 2)
+        except (TimeoutError, RuntimeError) as exc:
+            self._error(f"closing the console workers: {exc}")
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self.fleet.stop)
 
     # -- main ------------------------------------------------------------------------
     async def main(self) -> None:
@@ -306,12 +315,14 @@ class Run:
             await self.settle(NEW, len(created) * self.cfg.offered_per_request(ready))
 
             await self.paced("cancel", created, lambda p: self.cancel_one(client, p))
-            consoles = [c for c in self.r.consoles if c.ready_s is not None]
-            # Each request.gone goes to the consoles its request.new went to.
-            gone_for = sum(
-                len(_report.recipients(self.cfg, consoles, p.marker))
-                for p in created
-                if p.cancel_status == 200
+            ready = sum(1 for c in self.r.consoles if c.ready_s is not None)
+            cancelled = [p for p in created if p.cancel_status == 200]
+            # Each request.gone goes to the consoles its request.new went to
+            # (with --offer-fanout: as many as got it, counted by the workers).
+            gone_for = (
+                sum(self.tally.counts[f"{NEW}:{p.marker}"] for p in cancelled)
+                if self.cfg.offer_fanout > 0
+                else ready * len(cancelled)
             )
             await self.settle(GONE, gone_for)
             cpu1 = stack.cpu_s()
@@ -373,7 +384,7 @@ def _delivery_hist(r: Results) -> _hist.Hist:
 def _add_floor(cfg: Config, report: dict[str, Any], hists: dict[str, _hist.Hist]) -> None:
     """Run the floor at the same size (same invocation) and add it and the ratios."""
     try:
-        floor = run_floor(cfg.consoles, cfg.servers, cfg.requests, cfg.interval_s)
+        floor = run_floor(cfg.consoles, cfg.servers, cfg.requests, cfg.interval_s, cfg.client_procs)
     except Exception as exc:
         report["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
         report["problems"].append(f"the floor run failed: {exc}")

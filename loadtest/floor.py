@@ -1,15 +1,16 @@
 """The floor: bare ``websockets`` servers and Redis pub/sub, nothing else.
 
     python -m loadtest.floor [--consoles 1000] [--servers 2] [--broadcasts 20]
-                             [--interval 0.3] [--out FILE.json]
+                             [--interval 0.3] [--client-procs 2] [--out FILE.json]
     python -m loadtest.floor serve --port P --redis-port R     (one floor server)
 
 What a fan-out could cost at best in Python on this machine: each floor
 server accepts websockets (no auth, no pool, no per-connection queue),
 subscribes to one Redis channel and hands every message it gets to all its
 sockets with ``websockets.broadcast``. A run starts its own ``redis-server``
-and ``--servers`` of these, connects the consoles round-robin (one client
-process, as :mod:`loadtest.fanout` does), reads the servers' RSS before and
+and ``--servers`` of these, connects the consoles round-robin from
+``--client-procs`` processes (:mod:`loadtest._fleet`, as :mod:`loadtest.fanout`
+does), reads the servers' RSS before and
 after, then publishes a request-sized frame (the shape of ``request.new``:
 a request object R with a unique marker as its notes) every ``--interval``
 seconds and records when each console gets it. Reported as fan-out is:
@@ -37,10 +38,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
 
+from loadtest._console import NEW, Tally
+from loadtest._fleet import Fleet, Job, Spec, split
 from loadtest._hist import Hist, plot, progress
 from loadtest._procs import HOST, Proc, free_port, start_redis
 from loadtest._stack import proc_cpu_s, proc_rss_kib, raise_nofile, run_async, write_report
@@ -99,37 +100,6 @@ async def _serve(port: int, redis_port: int) -> None:
 
 
 # -- a run ---------------------------------------------------------------------------------
-class _Console:
-    def __init__(self) -> None:
-        self.at: dict[str, float] = {}
-        self.dups = 0
-        self.ws: ClientConnection | None = None
-
-    async def run(self, url: str, ready: asyncio.Event) -> None:
-        try:
-            self.ws = await connect(url, compression=None, ping_interval=None, max_queue=4096)
-            await self.ws.recv()  # welcome: the server has it in its set
-        finally:
-            ready.set()
-        with contextlib.suppress(ConnectionClosed):
-            async for data in self.ws:
-                now = time.monotonic()
-                marker = json.loads(data)["request"]["notes"]
-                if marker in self.at:
-                    self.dups += 1
-                else:
-                    self.at[marker] = now
-
-
-async def _settle(cs: list[_Console], expected: int) -> None:
-    """Poll (every 50 ms, at most :data:`SETTLE_S`) until every delivery came."""
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline:
-        if sum(len(c.at) for c in cs) >= expected:
-            return
-        await asyncio.sleep(0.05)
-
-
 def _wait_port(port: int, proc: Proc, timeout_s: float = 30.0) -> None:
     import socket
 
@@ -142,11 +112,19 @@ def _wait_port(port: int, proc: Proc, timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def run_floor(consoles: int, servers: int, broadcasts: int, interval_s: float) -> dict[str, Any]:
-    """One floor run; the report (``_hist`` holds the delivery histogram)."""
+def run_floor(
+    consoles: int, servers: int, broadcasts: int, interval_s: float, client_procs: int = 2
+) -> dict[str, Any]:
+    """One floor run, its consoles driven from ``client_procs`` processes
+    (:mod:`loadtest._fleet`); the report (``_hist`` holds the delivery histogram)."""
     workdir = Path(tempfile.mkdtemp(prefix="qc-floor-"))
     procs: list[Proc] = []
-    out: dict[str, Any] = {"consoles": consoles, "servers": servers, "broadcasts": broadcasts}
+    out: dict[str, Any] = {
+        "consoles": consoles,
+        "servers": servers,
+        "broadcasts": broadcasts,
+        "client_procs": client_procs,
+    }
     hist = Hist()
     try:
         redis, redis_port = start_redis(workdir)
@@ -165,23 +143,41 @@ def run_floor(consoles: int, servers: int, broadcasts: int, interval_s: float) -
             procs.append(proc)
             _wait_port(port, proc)
         floors = procs[1:]
+        pids = {p.name: p.popen.pid for p in floors if p.popen is not None}
+        before: dict[str, int] = {}
 
         async def main() -> None:
+            await asyncio.sleep(0.5)
+            before.update({k: proc_rss_kib(pid) or 0 for k, pid in pids.items()})
+            shares = split(consoles, client_procs)
+            jobs = [
+                Job(
+                    worker=w,
+                    kind="floor",
+                    specs=tuple(
+                        Spec(index=i, url=f"ws://{HOST}:{ports[i % servers]}/") for i in share
+                    ),
+                    deadline_s=600.0,
+                )
+                for w, share in enumerate(shares)
+            ]
+            tally = Tally()
+            fleet = Fleet(jobs, tally)
+            try:
+                await fleet.start()
+                t0 = time.monotonic()
+                connected = await fleet.connect(t0, 60.0)
+                out["connect_all_s"] = round(time.monotonic() - t0, 3)
+                out["connected"] = sum(
+                    1 for recs in connected.values() for rec in recs if rec["connected"]
+                )
+                await measure(fleet, tally)
+            finally:
+                await asyncio.get_running_loop().run_in_executor(None, fleet.stop)
+
+        async def measure(fleet: Fleet, tally: Tally) -> None:
             import redis.asyncio as aioredis
 
-            await asyncio.sleep(0.5)
-            pids = {p.name: p.popen.pid for p in floors if p.popen is not None}
-            before = {k: proc_rss_kib(pid) or 0 for k, pid in pids.items()}
-            cs = [_Console() for _ in range(consoles)]
-            events = [asyncio.Event() for _ in cs]
-            tasks = [
-                asyncio.create_task(c.run(f"ws://{HOST}:{ports[i % servers]}/", ev))
-                for i, (c, ev) in enumerate(zip(cs, events, strict=True))
-            ]
-            t0 = time.monotonic()
-            await asyncio.gather(*(ev.wait() for ev in events))
-            out["connect_all_s"] = round(time.monotonic() - t0, 3)
-            out["connected"] = sum(1 for c in cs if c.ws is not None)
             await asyncio.sleep(2.0)
             after = {k: proc_rss_kib(pid) or 0 for k, pid in pids.items()}
             held = {f"floor{i}": len(range(i, consoles, servers)) for i in range(servers)}
@@ -203,22 +199,24 @@ def run_floor(consoles: int, servers: int, broadcasts: int, interval_s: float) -
                     await r.publish(CHANNEL, data)
                     bar.update(1)
             expected = broadcasts * out["connected"]
-            await _settle(cs, expected)
+            await tally.wait_for(NEW, expected, SETTLE_S)
             cpu1 = {k: proc_cpu_s(pid) or 0.0 for k, pid in pids.items()}
             await r.aclose()
+            records = [rec for recs in (await fleet.close()).values() for rec in recs]
+            out["client_workers_cpu_s"] = round(sum(fleet.cpu_s.values()), 2)
             lasts = []
             for marker, t in sent.items():
-                times = [c.at[marker] - t for c in cs if marker in c.at]
+                times = [rec["at"][marker] - t for rec in records if marker in rec["at"]]
                 hist.extend_s(times)
                 if times:
                     lasts.append(max(times))
-            received = sum(len(c.at) for c in cs)
+            received = sum(len(rec["at"]) for rec in records)
             out.update(
                 {
                     "expected": expected,
                     "received": received,
                     "lost": expected - received,
-                    "duplicates": sum(c.dups for c in cs),
+                    "duplicates": sum(rec["dups"] for rec in records),
                     "last_console_ms": {
                         "median": round(1000 * statistics.median(lasts), 2) if lasts else None,
                         "max": round(1000 * max(lasts), 2) if lasts else None,
@@ -227,13 +225,6 @@ def run_floor(consoles: int, servers: int, broadcasts: int, interval_s: float) -
                     "cpu_s": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
                 }
             )
-            for c in cs:
-                if c.ws is not None:
-                    with contextlib.suppress(Exception):
-                        await c.ws.close()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
         def kill() -> None:
             for proc in procs:
@@ -263,12 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--broadcasts", type=int, default=20)
     p.add_argument("--interval", type=float, default=0.3)
+    p.add_argument("--client-procs", type=int, default=2)
     p.add_argument("--out", type=Path)
     a = p.parse_args(args)
     if not (1 <= a.consoles <= 5000 and 1 <= a.servers <= 8 and 1 <= a.broadcasts <= 2000):
         p.error("--consoles 1..5000, --servers 1..8, --broadcasts 1..2000")
+    if not 1 <= a.client_procs <= 16:
+        p.error("--client-procs 1..16")
     raise_nofile(2 * a.consoles + 1024)
-    rep = run_floor(a.consoles, a.servers, a.broadcasts, a.interval)
+    rep = run_floor(a.consoles, a.servers, a.broadcasts, a.interval, a.client_procs)
     hist = rep.pop("_hist")
     rep = {"scenario": "floor", "command": " ".join(["python -m loadtest.floor", *args]), **rep}
     rep["ok"] = rep.get("lost") == 0 and rep.get("duplicates") == 0

@@ -1,6 +1,6 @@
 """Idle consoles: the servers' resident memory per connected, idle console.
 
-    python -m loadtest.idle [--consoles 2000] [--servers 2] [--out FILE.json]
+    python -m loadtest.idle [--consoles 2000] [--servers 2] [--client-procs 2] [--out FILE.json]
 
 Starts its own Redis and ``--servers`` servers, creates the therapist
 profiles, reads each server's VmRSS (/proc/<pid>/status), connects every
@@ -10,6 +10,8 @@ growth over the consoles it holds (issue #16: at most 20 KiB). With
 ``--broadcasts N`` it then creates N requests one after another and times
 each until the last console has its ``request.new``, and the servers' CPU per
 delivery: the measure :mod:`loadtest.scaleout` repeats with more servers.
+The consoles run in ``--client-procs`` processes (:mod:`loadtest._fleet`),
+250 connecting at a time over all of them.
 
 With ``--tracemalloc FRAMES`` server 0 runs with
 ``DISPATCH_TRACEMALLOC_FRAMES`` and is sent ``SIGUSR2`` just before the
@@ -36,44 +38,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtest._hist import Hist, plot, progress
-from loadtest._peer import Peer, close_all, notes_is, open_all
+from loadtest._console import NEW, Console, Tally
+from loadtest._fleet import Fleet, Job, Spec, copy_into, split
+from loadtest._hist import Hist, plot
 from loadtest._stack import LANGUAGE, REGION, Stack, raise_nofile, run_async, write_report
 
 SETTLE_S = 3.0
 TIMEOUT_S = 30.0
 
 
-async def _open_in_batches(peers: list[Peer], batch: int = 250) -> list[str]:
-    failures: list[str] = []
-    with progress(len(peers), "connect") as bar:
-        for i in range(0, len(peers), batch):
-            failures += await open_all(peers[i : i + batch], 60.0, available=True)
-            bar.update(len(peers[i : i + batch]))
-    return failures
+#: Consoles connecting at once, over all client processes.
+BATCH = 250
 
 
 async def _broadcasts(
     stack: Stack,
     http: Any,
-    peers: list[Peer],
+    tally: Tally,
+    live: int,
     n: int,
     held: dict[str, int],
     out: dict[str, Any],
-    hist: Hist,
-) -> None:
-    """Create ``n`` requests one at a time; time each to its last console, and
-    each server's CPU per delivery it made (``held`` consoles per server; the
-    CPU also covers each request's ``request.gone`` when it is cancelled)."""
+) -> list[tuple[str, float]]:
+    """Create ``n`` requests one at a time, each once the one before reached
+    its last console (or ``TIMEOUT_S`` passed), and each server's CPU per
+    delivery it made (``held`` consoles per server; the CPU also covers each
+    request's ``request.gone`` when it is cancelled). Each request's marker
+    and when it was posted (the deliveries are read when the consoles close)."""
     run_id = secrets.token_hex(3)
-    lasts: list[float] = []
-    lost = 0
+    posted: list[tuple[str, float]] = []
     clients = [f"lt-ic-{run_id}-{r}" for r in range(n)]
     await stack.fund(http, clients)
     cpu0 = stack.cpu_s()
     for r, client in enumerate(clients):
         marker = f"lt-idle-{run_id}-{r}"
-        ws = [p.waiter("request.new", notes_is(marker)) for p in peers]
         body = {"region": REGION, "language": LANGUAGE, "topics": [], "notes": marker}
         t0 = time.monotonic()
         resp = await http.post(
@@ -83,33 +81,45 @@ async def _broadcasts(
         )
         if resp.status_code != 201:
             raise RuntimeError(f"POST {resp.status_code} {resp.text[:200]}")
-        got = await asyncio.gather(
-            *(asyncio.wait_for(w, TIMEOUT_S) for w in ws), return_exceptions=True
-        )
-        times = [g[1] - t0 for g in got if not isinstance(g, BaseException)]
-        lost += len(got) - len(times)
-        hist.extend_s(times)
-        if times:
-            lasts.append(max(times))
+        posted.append((marker, t0))
+        await tally.wait_for(f"{NEW}:{marker}", live, TIMEOUT_S)
         rid = resp.json()["request"]["id"]
         await http.delete(
             f"{stack.base(r % stack.n)}/v1/requests/{rid}", headers=stack.auth("client", client)
         )
-        for p, w in zip(peers, ws, strict=True):
-            p.drop(w)
         await asyncio.sleep(0.05)
     cpu1 = stack.cpu_s()
     out["broadcasts"] = {
         "requests": n,
-        "lost": lost,
-        "last_console_median_ms": round(1000 * statistics.median(lasts), 2) if lasts else None,
-        "delivery_ms": hist.summary(),
         "server_cpu_ms_per_1000_deliveries": {
             k: round(1e6 * (cpu1[k] - cpu0.get(k, 0.0)) / (n * held[k]), 2)
             for k in cpu1
             if held.get(k)
         },
     }
+    return posted
+
+
+def _deliveries(
+    posted: list[tuple[str, float]], consoles: list[Console], out: dict[str, Any], hist: Hist
+) -> None:
+    """Each broadcast's deliveries to the ready consoles, after its POST."""
+    live = [c for c in consoles if c.ready_s is not None]
+    lasts: list[float] = []
+    lost = 0
+    for marker, t0 in posted:
+        times = [c.new_at[marker] - t0 for c in live if marker in c.new_at]
+        lost += len(live) - len(times)
+        hist.extend_s(times)
+        if times:
+            lasts.append(max(times))
+    out["broadcasts"].update(
+        {
+            "lost": lost,
+            "last_console_median_ms": round(1000 * statistics.median(lasts), 2) if lasts else None,
+            "delivery_ms": hist.summary(),
+        }
+    )
 
 
 async def _snapshot(stack: Stack, n: int) -> Path:
@@ -161,32 +171,60 @@ def measure(
     hist: Hist | None = None,
     connect: Hist | None = None,
     tracemalloc_frames: int = 0,
+    client_procs: int = 2,
 ) -> dict[str, Any]:
-    """One run of ``servers`` servers with ``consoles`` idle consoles; see the
-    module doc. ``hist`` gets the broadcasts' deliveries, ``connect`` each
-    console's connect-to-``status.ok`` time."""
+    """One run of ``servers`` servers with ``consoles`` idle consoles driven
+    from ``client_procs`` processes (:mod:`loadtest._fleet`); see the module
+    doc. ``hist`` gets the broadcasts' deliveries, ``connect`` each console's
+    connect-to-``status.ok`` time (from its batch's start)."""
     workdir = Path(tempfile.mkdtemp(prefix="qc-idle-"))
     env = [("DISPATCH_TRACEMALLOC_FRAMES", str(tracemalloc_frames))] if tracemalloc_frames else []
     stack = Stack(servers, workdir, env=env)
-    out: dict[str, Any] = {"consoles": consoles, "servers": servers}
+    out: dict[str, Any] = {"consoles": consoles, "servers": servers, "client_procs": client_procs}
     hist = hist if hist is not None else Hist()
 
     async def main() -> None:
         tids = [f"lt-it-{i:05d}" for i in range(consoles)]
-        peers = [
-            Peer(t, "therapist", stack.ws_url(i % servers), stack.token("therapist", t))
-            for i, t in enumerate(tids)
+        tally = Tally()
+        cs = [
+            Console(index=i, user_id=t, server=i % servers, tally=tally) for i, t in enumerate(tids)
         ]
+        shares = split(consoles, client_procs)
+        jobs = [
+            Job(
+                worker=w,
+                kind="service",
+                specs=tuple(
+                    Spec(
+                        index=i,
+                        url=stack.ws_url(cs[i].server),
+                        user_id=cs[i].user_id,
+                        server=cs[i].server,
+                        token=stack.token("therapist", cs[i].user_id),
+                    )
+                    for i in share
+                ),
+                timeout_s=60.0,
+                deadline_s=1800.0,
+                batch=max(1, BATCH // len(shares)),
+            )
+            for w, share in enumerate(shares)
+        ]
+        fleet = Fleet(jobs, tally)
+        batches = -(-len(shares[0]) // jobs[0].batch)  # the most any worker connects in turn
+        posted: list[tuple[str, float]] = []
         try:
             async with stack.client() as http:
                 await stack.wait_ready(http)
                 await stack.put_profiles(http, tids)
+                await fleet.start()
                 await asyncio.sleep(SETTLE_S)
                 before = stack.rss_kib()
                 snaps = [await _snapshot(stack, 1)] if tracemalloc_frames else []
-                failures = await _open_in_batches(peers)
+                copy_into(cs, await fleet.connect(time.monotonic(), 60.0 * batches), shares)
+                failures = [f"{c.user_id}: {c.failure}" for c in cs if c.ready_s is None]
                 if connect is not None:
-                    connect.extend_s(p.open_s for p in peers if p.open_s is not None)
+                    connect.extend_s(c.ready_s for c in cs if c.ready_s is not None)
                 await asyncio.sleep(SETTLE_S)
                 after = stack.rss_kib()
                 if snaps:
@@ -207,16 +245,18 @@ def measure(
                 total = sum(after.values()) - sum(before.values())
                 out["kib_per_console_all"] = round(total / max(1, consoles), 2)
                 if broadcasts:
-                    live = [p for p in peers if p.ready]
                     held = {
-                        f"server{i}": sum(
-                            1 for j, p in enumerate(peers) if p.ready and j % servers == i
-                        )
+                        f"server{i}": sum(1 for c in cs if c.ready_s is not None and c.server == i)
                         for i in range(servers)
                     }
-                    await _broadcasts(stack, http, live, broadcasts, held, out, hist)
+                    live = out["connected"]
+                    posted = await _broadcasts(stack, http, tally, live, broadcasts, held, out)
+            copy_into(cs, await fleet.close(), shares)
+            out["client_workers_cpu_s"] = round(sum(fleet.cpu_s.values()), 2)
+            if posted:
+                _deliveries(posted, cs, out, hist)
         finally:
-            await close_all(peers)
+            await asyncio.get_running_loop().run_in_executor(None, fleet.stop)
 
     gc.collect()
     try:
@@ -246,8 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--broadcasts", type=int, default=0)
     p.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES")
+    p.add_argument("--client-procs", type=int, default=2)
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    if not 1 <= a.client_procs <= 16:
+        p.error("--client-procs 1..16")
     if not (1 <= a.consoles <= 5000 and 1 <= a.servers <= 8 and 0 <= a.broadcasts <= 200):
         p.error("--consoles 1..5000, --servers 1..8, --broadcasts 0..200")
     if not 0 <= a.tracemalloc <= 100:
@@ -256,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     hist, connect = Hist(), Hist()
     problems: list[str] = []
     try:
-        m = measure(a.consoles, a.servers, a.broadcasts, hist, connect, a.tracemalloc)
+        m = measure(
+            a.consoles, a.servers, a.broadcasts, hist, connect, a.tracemalloc, a.client_procs
+        )
         m["connect_ms"] = connect.summary()
         problems = problems_of(m)
     except (Exception, KeyboardInterrupt) as exc:
@@ -271,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "servers": a.servers,
             "broadcasts": a.broadcasts,
             "tracemalloc": a.tracemalloc,
+            "client_procs": a.client_procs,
         },
         "ok": not problems,
         "problems": problems,

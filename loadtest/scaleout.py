@@ -50,8 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--consoles", type=int, default=1500)
     p.add_argument("--broadcasts", type=int, default=10)
     p.add_argument("--servers", default="2,3", help="server counts to compare (2,3)")
+    p.add_argument("--client-procs", type=int, default=2, help="client processes (2)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    if not 1 <= a.client_procs <= 16:
+        p.error("--client-procs 1..16")
     counts = [int(x) for x in a.servers.split(",")]
     if not (
         1 <= a.consoles <= 5000 and 1 <= a.broadcasts <= 100 and all(1 <= c <= 8 for c in counts)
@@ -64,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in counts:
         hists[f"{n} servers"] = Hist()
         try:
-            m = measure(a.consoles, n, a.broadcasts, hists[f"{n} servers"])
+            hist = hists[f"{n} servers"]
+            m = measure(a.consoles, n, a.broadcasts, hist, client_procs=a.client_procs)
         except (Exception, KeyboardInterrupt) as exc:
             problems.append(f"{n} servers: aborted: {type(exc).__name__}: {exc}")
             continue
@@ -84,7 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = {
         "scenario": "scaleout",
         "command": " ".join(["python -m loadtest.scaleout", *args]),
-        "config": {"consoles": a.consoles, "broadcasts": a.broadcasts, "servers": counts},
+        "config": {
+            "consoles": a.consoles,
+            "broadcasts": a.broadcasts,
+            "servers": counts,
+            "client_procs": a.client_procs,
+        },
         "ok": not problems,
         "problems": problems,
         "per_process": per,

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # loadtest/ is run from the checkout and is not part of the installed package.
 sys.path.insert(0, str(ROOT))
 from loadtest import bench  # noqa: E402 (importable only once ROOT is on the path)
+from loadtest._fleet import split  # noqa: E402 (likewise)
 from loadtest._hist import Hist  # noqa: E402 (likewise)
 
 CONSOLES = 20
@@ -59,6 +60,13 @@ def fanout_tiny(
 FANOUT_TINY = fanout_tiny()
 
 
+def test_consoles_split_round_robin_over_client_processes() -> None:
+    assert split(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    # Never an empty share: fewer consoles than processes uses fewer processes.
+    assert split(2, 5) == [[0], [1]]
+    assert split(4, 1) == [[0, 1, 2, 3]]
+
+
 @pytest.mark.integration
 def test_fanout_smoke_loses_nothing(tmp_path: Path) -> None:
     report = _run("fanout", FANOUT_TINY, tmp_path / "fanout.json", timeout_s=55)
@@ -74,6 +82,9 @@ def test_fanout_smoke_loses_nothing(tmp_path: Path) -> None:
     assert gone["reasons"] == {"cancelled": CONSOLES * REQUESTS}
     assert report["closed_by_server"]["count"] == 0
     assert report["http_errors"] == []
+    # The consoles were driven from two client processes, which said what they used.
+    assert report["config"]["client_procs"] == 2
+    assert report["cpu_s"]["client_workers"] > 0
     # Both servers carried consoles and fanned out.
     assert len(report["server_metrics"]) == 2
     for metrics in report["server_metrics"]:
@@ -89,9 +100,11 @@ def test_fanout_smoke_with_an_offer_to_a_few(tmp_path: Path) -> None:
     against those 3 (the other consoles are not losses), and the report says
     what a request cost."""
     fanout = 3
-    args = [*FANOUT_TINY, "--offer-fanout", str(fanout)]
+    # Three client processes: 20 consoles do not split evenly (7, 7, 6).
+    args = [*FANOUT_TINY, "--offer-fanout", str(fanout), "--client-procs", "3"]
     report = _run("fanout", args, tmp_path / "fanout-few.json", timeout_s=55)
     assert report["config"]["offer_fanout"] == fanout
+    assert report["config"]["client_procs"] == 3
     assert report["config"]["server_env"]["DISPATCH_OFFER_FANOUT"] == str(fanout)
     new, gone = report["request_new"], report["request_gone"]
     assert new["expected"] == new["received"] == fanout * REQUESTS
@@ -114,9 +127,14 @@ def test_fanout_smoke_with_an_offer_to_a_few(tmp_path: Path) -> None:
 def test_floor_smoke_loses_nothing(tmp_path: Path) -> None:
     report = _run(
         "floor",
-        ["--consoles", "20", "--servers", "2", "--broadcasts", "5", "--interval", "0.05"],
+        [
+            *("--consoles", "20", "--servers", "2", "--broadcasts", "5", "--interval", "0.05"),
+            *("--client-procs", "3"),
+        ],
         tmp_path / "floor.json",
     )
+    assert report["client_procs"] == 3
+    assert report["client_workers_cpu_s"] > 0
     assert report["connected"] == 20
     assert report["expected"] == report["received"] == 100
     assert report["lost"] == report["duplicates"] == 0
@@ -140,15 +158,19 @@ def test_fanout_with_floor_reports_ratios(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_race_smoke_one_winner_each_round(tmp_path: Path) -> None:
-    report = _run(
-        "race", ["--therapists", "6", "--servers", "2", "--rounds", "3"], tmp_path / "race.json"
-    )
-    assert report["rounds"] == 3
-    assert report["winners_per_round"] == {"1": 3}
-    assert report["answers"] == {"claim.ok": 3, "error:taken": 15}
+    therapists, rounds = 7, 3
+    # Three client processes: 7 consoles do not split evenly (3, 2, 2).
+    args = ["--therapists", str(therapists), "--servers", "2", "--rounds", str(rounds)]
+    report = _run("race", [*args, "--client-procs", "3"], tmp_path / "race.json")
+    assert report["config"]["client_procs"] == 3
+    assert report["client_workers_cpu_s"] > 0
+    assert report["rounds"] == rounds
+    # The bursts were split over the processes, and still one claim won each round.
+    assert report["winners_per_round"] == {"1": rounds}
+    assert report["answers"] == {"claim.ok": rounds, "error:taken": (therapists - 1) * rounds}
     assert report["lost"] == {}
-    assert report["latency_ms"]["claim"]["count"] == 18
-    assert report["latency_ms"]["ping"]["count"] == 18
+    assert report["latency_ms"]["claim"]["count"] == therapists * rounds
+    assert report["latency_ms"]["ping"]["count"] == therapists * rounds
     assert report["ratio_claim_p99_to_ping_p99"] is not None
 
 
@@ -211,8 +233,12 @@ asyncio.run(main())
 @pytest.mark.timeout(120)
 def test_idle_smoke_measures_memory(tmp_path: Path) -> None:
     report = _run(
-        "idle", ["--consoles", "10", "--servers", "2", "--broadcasts", "2"], tmp_path / "idle.json"
+        "idle",
+        ["--consoles", "10", "--servers", "2", "--broadcasts", "2", "--client-procs", "3"],
+        tmp_path / "idle.json",
     )
+    assert report["config"]["client_procs"] == 3
+    assert report["client_workers_cpu_s"] > 0
     assert report["connected"] == 10
     assert set(report["kib_per_console"]) == {"server0", "server1"}
     assert report["broadcasts"]["lost"] == 0
