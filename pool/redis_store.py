@@ -59,6 +59,7 @@ from pool.model import (
     Hold,
     OfferCandidate,
     PoolStats,
+    Reason,
     Request,
     Session,
     SessionState,
@@ -366,13 +367,17 @@ class RedisPool:
     async def release(self, request_id: str, therapist_id: str, now: float) -> Change:
         args = [request_id, therapist_id, num(now), num(self.timeouts.request_max_wait_s)]
         before = await self._step("release", self._back_keys(request_id), args)
-        return Change(before, rules.release(before, therapist_id, now, self.timeouts))
+        return Change(before, self._back(before, Reason.RELEASED, now))
 
     @unavailable_when_down
     async def decline(self, request_id: str, client_id: str, now: float) -> Change:
         args = [request_id, client_id, num(now), num(self.timeouts.request_max_wait_s)]
         before = await self._step("decline", self._back_keys(request_id), args)
-        return Change(before, rules.decline(before, client_id, now, self.timeouts))
+        return Change(before, self._back(before, Reason.DECLINED, now))
+
+    def _back(self, before: Request, reason: Reason, now: float) -> Request:
+        """What release.lua / decline.lua wrote (they checked; this does not judge again)."""
+        return rules.back_to_waiting(before, reason, now, self.timeouts)
 
     @unavailable_when_down
     async def accept(self, request_id: str, client_id: str, session_id: str, now: float) -> Change:
@@ -398,7 +403,7 @@ class RedisPool:
         assert before is not None  # an "ok" step always found the request
         raw = reply[2] if len(reply) > 2 else None
         therapist = TherapistProfile.from_record(json.loads(raw)) if raw else None
-        after = rules.accept(before, client_id, session_id, now)
+        after = rules.matched(before, session_id, now)  # accept.lua checked it
         assert before.claimed_by is not None  # the script found it claimed
         session = Session(
             id=session_id,
@@ -427,7 +432,7 @@ class RedisPool:
             ],
             [request_id, client_id, num(now), FINISHED_TTL_S],
         )
-        return Change(before, rules.cancel(before, client_id, now))
+        return Change(before, rules.cancelled(before, now))  # cancel.lua checked it
 
     @unavailable_when_down
     async def fire_due(self, now: float, limit: int = 100) -> list[Change | Session]:

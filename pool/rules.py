@@ -375,7 +375,10 @@ def check_claim(
 
 
 def back_to_waiting(request: Request, reason: Reason, now: float, t: Timeouts) -> Request:
-    """A claimed request returns to the pool (decline, release, therapist lost)."""
+    """A claimed request returns to the pool (decline, release, therapist lost),
+    unchecked: :func:`release` and :func:`decline` check first; an adapter
+    whose own step checked and wrote it (``release.lua``, ``decline.lua``)
+    builds its report with this alone."""
     declined = request.declined
     if reason is Reason.DECLINED and request.claimed_by is not None:
         declined = declined | {request.claimed_by}
@@ -430,8 +433,14 @@ def ended_by(session: Session, user_id: str) -> EndReason:
 
 def accept(request: Request | None, client_id: str, session_id: str, now: float) -> Request:
     """The client accepts the offer; the request is matched to a new session."""
-    req = _own_claimed(request, client_id, now)
-    return req.replace(
+    return matched(_own_claimed(request, client_id, now), session_id, now)
+
+
+def matched(request: Request, session_id: str, now: float) -> Request:
+    """``request`` as an accepted offer leaves it, unchecked: for an adapter
+    whose own step has already checked and written the acceptance
+    (``accept.lua``), so that the request it reports is the one it stored."""
+    return request.replace(
         state=State.MATCHED,
         session_id=session_id,
         notes="",
@@ -447,6 +456,12 @@ def cancel(request: Request | None, client_id: str, now: float) -> Request:
         raise NotFound("no such request")
     if request.state not in (State.WAITING, State.CLAIMED):
         raise Taken("the request can no longer be cancelled")
+    return cancelled(request, now)
+
+
+def cancelled(request: Request, now: float) -> Request:
+    """``request`` as its client's cancellation leaves it, unchecked (for an
+    adapter whose ``cancel.lua`` has checked and written it)."""
     return request.replace(
         state=State.CANCELLED,
         notes="",
