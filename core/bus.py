@@ -14,6 +14,11 @@ channel carries the pool's hash tag, so its messages stay on the shard that
 owns the pool's slot instead of being broadcast over the whole cluster bus as
 a classic ``PUBLISH`` is. Every process subscribes on that shard's primary.
 
+A message may also be handed, encoded (:meth:`RedisBus.outgoing`), to a Lua
+step of the pool that publishes it itself, in the same atomic step as the
+change it announces: no crash between the change and its announcement then
+leaves a change nobody was told of.
+
 Redis pub/sub forgets what it could not deliver. When the subscription is
 lost and regained (Redis restarted, network blip, a failover moved the slot)
 the bus calls ``on_resync`` so the hub re-sends snapshots from the pool,
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgpack
@@ -53,9 +59,24 @@ log = get_logger(component="bus")
 _DATA_TYPES = frozenset({"message", "smessage"})
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """Messages encoded for a Redis script to publish as the bus would:
+    ``command`` (``PUBLISH``, or ``SPUBLISH`` on a cluster) on ``channel``."""
+
+    command: str
+    channel: str
+    payload: bytes
+
+
 class Bus(Protocol[M]):
     async def start(self, handler: Handler[M], on_resync: Resync) -> None: ...
     async def publish(self, messages: list[M]) -> None: ...
+    def outgoing(self, messages: list[M]) -> Outgoing | None:
+        """``messages`` as another party may publish them on this bus; None
+        when only the bus itself can deliver them (one process)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -71,6 +92,9 @@ class LocalBus(Generic[M]):
     async def publish(self, messages: list[M]) -> None:
         if messages and self._handler is not None:
             await self._handler(messages)
+
+    def outgoing(self, messages: list[M]) -> Outgoing | None:
+        return None  # delivered in the publishing task: nobody else can
 
     async def aclose(self) -> None:
         self._handler = None
@@ -100,10 +124,17 @@ class RedisBus(Generic[M]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), timeout=10)
 
+    def outgoing(self, messages: list[M]) -> Outgoing:
+        return Outgoing(
+            "SPUBLISH" if isinstance(self._client, RedisCluster) else "PUBLISH",
+            self._channel,
+            msgpack.packb([m.to_wire() for m in messages], use_bin_type=True),
+        )
+
     async def publish(self, messages: list[M]) -> None:
         if not messages:
             return
-        payload = msgpack.packb([m.to_wire() for m in messages], use_bin_type=True)
+        payload = self.outgoing(messages).payload
         try:
             if isinstance(self._client, RedisCluster):
                 await self._client.spublish(self._channel, payload)

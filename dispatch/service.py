@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
-from core.bus import Bus
+from core.bus import Bus, Outgoing
 from core.errors import (
     DispatchError,
     Forbidden,
@@ -247,12 +247,21 @@ class Dispatcher:
         draft = await self._with_head_start(user.id, draft)
         draft = await self._with_offers(user.id, draft)
         request, change = await self.store.create(
-            draft, user.id, new_id("req"), self.clock(), idempotency_key
+            draft, user.id, new_id("req"), self.clock(), idempotency_key, self._announcement
         )
         if change is not None:
             self.metrics.requests_created.inc()
-            await self.publish(change)
+            if change.announced:  # published by the creating step itself
+                self._log_change(change)
+            else:
+                await self.publish(change)
         return request, change
+
+    def _announcement(self, change: Change) -> Outgoing | None:
+        """A creation's effects, encoded for the pool to publish in the
+        creating step (:meth:`pool.store.PoolStore.create`). A creation opens
+        no session: no ICE servers, no origin to answer."""
+        return self.bus.outgoing(fx.effects(change))
 
     async def _with_head_start(self, client_id: str, draft: Draft) -> Draft:
         """``draft`` with its referring therapist's head start (PROTOCOL.md §10)

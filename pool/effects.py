@@ -30,6 +30,10 @@ class Change:
     #: the step knew it (a creation: the script's own ZRANK), so that no server
     #: has to read it again to announce the request.
     position: int | None = None
+    #: The step published the change's effects itself, in the same atomic
+    #: step (a creation on Redis, :meth:`pool.store.PoolStore.create`'s
+    #: ``announce``): nobody else must publish them again.
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from pool.model import (
     pack_frame,
     unpack_frame,
 )
-from pool.store import Claimed
+from pool.store import Announce, Claimed
 
 _IDEMPOTENCY_TTL_S = 24 * 3600.0
 _STATS_WINDOW_S = 15 * 60.0
@@ -100,7 +100,9 @@ class MemoryPool:
         request_id: str,
         now: float,
         idempotency_key: str | None = None,
+        announce: Announce | None = None,
     ) -> tuple[Request, Change | None]:
+        del announce  # one process: the caller's bus delivers in its own task
         if client_id in self._open_session_by_user:
             raise RequestExists(IN_SESSION)
         if idempotency_key is not None:

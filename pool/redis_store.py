@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -68,9 +69,11 @@ from pool.model import (
     pack_frame,
     unpack_frame,
 )
-from pool.store import Claimed, PoolStore
+from pool.store import Announce, Claimed, PoolStore
 
 _IDEMPOTENCY_TTL_S = 24 * 3600
+#: Placeholder places in an announced creation are this or above (a MessagePack uint32).
+_PLACEHOLDER_BASE = 1 << 31
 _STATS_WINDOW_S = 15 * 60.0
 #: Stats entries older than the window by this much are dropped on create; the
 #: slack keeps ``stats`` exact for callers whose clocks lag a little.
@@ -168,7 +171,10 @@ class RedisPool:
         request_id: str,
         now: float,
         idempotency_key: str | None = None,
+        announce: Announce | None = None,
     ) -> tuple[Request, Change | None]:
+        """create.lua; with ``announce``, it also publishes the creation's
+        effects, its place filled in (see :func:`_announcement`)."""
         k = self._keys
         req = rules.new_request(draft, request_id, client_id, now, self.timeouts)
         assert req.expires_at is not None
@@ -193,6 +199,7 @@ class RedisPool:
             _IDEMPOTENCY_TTL_S,
             num(now - _STATS_WINDOW_S - _STATS_SLACK_S),
             "" if req.widened_at is None else num(req.widened_at),
+            *_announcement(req, announce),
             *fields,
         ]
         reply = await self._run("create", keys, args)
@@ -203,7 +210,7 @@ class RedisPool:
             return first, None
         if code != "ok":
             raise _redis_scripts.error(code)
-        return req, Change(None, req, position=int(reply[1]) + 1)
+        return req, Change(None, req, position=int(reply[1]) + 1, announced=int(reply[2]) == 1)
 
     @unavailable_when_down
     async def get(self, request_id: str) -> Request | None:
@@ -726,6 +733,27 @@ class RedisPool:
 
 if TYPE_CHECKING:
     _: type[PoolStore] = RedisPool
+
+
+def _announcement(req: Request, announce: Announce | None) -> list[str | bytes]:
+    """create.lua's ARGV[9..12]: the creation's effects as the bus publishes
+    them, the bytes standing for its place in them, the publish command and
+    the channel; four empty strings without ``announce``.
+
+    The place is only known inside the script (its ZRANK). So the effects
+    are encoded with a random placeholder place between 2**31 and 2**32,
+    which MessagePack writes as a uint32 (0xce and four bytes), and the
+    script puts the real place (also a uint32) over those five bytes: the
+    same length, so the rest of the encoding stands. Should the five bytes
+    occur anywhere else in the payload, the script publishes nothing (and
+    says so) and the caller publishes as usual."""
+    if announce is None:
+        return ["", "", "", ""]
+    placeholder = _PLACEHOLDER_BASE | secrets.randbits(31)
+    out = announce(Change(None, req, position=placeholder))
+    if out is None:
+        return ["", "", "", ""]
+    return [out.payload, b"\xce" + placeholder.to_bytes(4, "big"), out.command, out.channel]
 
 
 def _digest(raw: str) -> str:

@@ -11,8 +11,10 @@ drive the clocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from core.bus import Outgoing
 from core.errors import Taken
 from core.identity import Role
 from pool.effects import Change
@@ -41,6 +43,13 @@ class Claimed(Taken):
         self.request = request
 
 
+#: ``change -> its effects encoded for the bus`` (None: the bus cannot hand
+#: them over). The change is the creation, its ``position`` an integer
+#: between 2**31 and 2**32 that the encoding must carry exactly once as a
+#: MessagePack uint32, for the adapter to replace with the real place.
+Announce = Callable[[Change], Outgoing | None]
+
+
 class PoolStore(Protocol):
     timeouts: Timeouts
 
@@ -56,9 +65,19 @@ class PoolStore(Protocol):
         request_id: str,
         now: float,
         idempotency_key: str | None = None,
+        announce: Announce | None = None,
     ) -> tuple[Request, Change | None]:
         """Create a waiting request. Returns ``(request, change)``; the
         change's ``position`` is the request's place in the queue then.
+
+        ``announce`` encodes a creation's effects for the bus (given the
+        change with a placeholder ``position``, which the adapter then fills
+        in the encoded bytes; see :data:`Announce`). An adapter that can
+        publish in the creating step does, and says so in the change's
+        ``announced``: the request and its announcement are then one atomic
+        step, and no crash between them leaves a request nobody was told of.
+        One that cannot (the in-process pool: its bus delivers in the
+        publishing task) leaves ``announced`` False and the caller publishes.
 
         With an ``idempotency_key`` already used by this client, returns the
         request first created under it and ``None`` (no new change); the key

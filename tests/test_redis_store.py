@@ -32,11 +32,13 @@ from conftest import _fresh as fresh_redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from core.errors import DispatchError, Taken, Unavailable
+from core.bus import Outgoing, RedisBus
+from core.errors import DispatchError, RequestExists, Taken, Unavailable
 from core.identity import Role
 from pool import _redis_scripts
+from pool import effects as fx
 from pool._redis_keys import Keys
-from pool.effects import Change
+from pool.effects import Change, Effect
 from pool.memory import MemoryPool
 from pool.model import (
     Draft,
@@ -744,6 +746,58 @@ async def test_offer_candidates_parse_each_profile_version_once(pools: Pools) ->
     await b.put_profile(profile("t1", name="Dr New"))
     assert [c.profile.name for c in await a.offer_candidates()] == ["Dr New", "t2", "Dr Legacy"]
     assert parsed[3:] == ["t1"]
+
+
+async def test_a_creation_is_announced_in_its_own_step(pools: Pools) -> None:
+    """Given an ``announce``, create.lua publishes the creation's effects on
+    the bus itself, in the step that writes the request, its place put over
+    the placeholder; a replay, a refusal, an encoding that holds the
+    placeholder twice and a bus that hands nothing over publish nothing (the
+    caller then publishes, as ``announced`` says)."""
+    store = pools()
+    bus: RedisBus[Effect] = RedisBus(store.client, Effect.from_wire)
+    got: list[list[Effect]] = []
+
+    async def handler(effects: list[Effect]) -> None:
+        got.append(effects)
+
+    async def resync() -> None:
+        return None
+
+    def announce(change: Change) -> Outgoing | None:
+        return bus.outgoing(fx.effects(change))
+
+    await bus.start(handler, resync)
+    try:
+        for n in range(2):  # the announced request is third in the queue
+            await store.create(DRAFT, f"c{n}", f"req_{n}", T0 + n)
+        req, change = await store.create(DRAFT, "c2", "req_2", T0 + 2, "key-1", announce)
+        assert change is not None and change.announced and change.position == 3
+        for _ in range(500):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        # Exactly the effects the caller would have published, with the real place.
+        assert got == [fx.effects(change)]
+        assert [e.position for e in got[0] if e.kind == "new"] == [3]
+
+        again, replay = await store.create(DRAFT, "c2", "req_3", T0 + 3, "key-1", announce)
+        assert replay is None and again.id == req.id
+        with pytest.raises(RequestExists):
+            await store.create(DRAFT, "c2", "req_4", T0 + 4, None, announce)
+
+        def twice(change: Change) -> Outgoing | None:
+            new = Effect("new", request=change.after, position=change.position)
+            return bus.outgoing([*fx.effects(change), new])
+
+        _, doubled = await store.create(DRAFT, "c5", "req_5", T0 + 5, None, twice)
+        assert doubled is not None and not doubled.announced and doubled.position == 4
+        _, local = await store.create(DRAFT, "c6", "req_6", T0 + 6, None, lambda change: None)
+        assert local is not None and not local.announced and local.position == 5
+        await asyncio.sleep(0.3)
+        assert len(got) == 1  # nothing else was published
+    finally:
+        await bus.aclose()
 
 
 async def test_offer_candidates_past_one_chunk_of_the_script(pools: Pools) -> None:

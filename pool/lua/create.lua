@@ -20,9 +20,15 @@
 -- ARGV[6]  idempotency key TTL, whole seconds
 -- ARGV[7]  stats entries scored below this are dropped
 -- ARGV[8]  widened_at when offered to a few (DISPATCH_OFFER_FANOUT), else ''
--- ARGV[9..] the request's hash: field, value, field, value, ...
+-- ARGV[9]  the creation's effects as the bus publishes them (MessagePack), or ''
+-- ARGV[10] the five bytes in ARGV[9] that stand for the request's place (a
+--          MessagePack uint32 placeholder: redis_store._announcement)
+-- ARGV[11] PUBLISH, or SPUBLISH on a cluster (the bus's channel carries {pool})
+-- ARGV[12] the bus's channel
+-- ARGV[13..] the request's hash: field, value, field, value, ...
 --
--- Returns {'ok', <0-based rank in waiting>}; {'in_session'} while the client is in an open session
+-- Returns {'ok', <0-based rank in waiting>, <1 if it published ARGV[9], else
+-- 0>}; {'in_session'} while the client is in an open session
 -- (pool.rules.check_may_ask); {'dup', <flat hash of the first request>} for a
 -- live idempotency key of this client; {'request_exists'}; {'id_used'}.
 
@@ -54,7 +60,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'id_used'}
 end
 
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 redis.call('ZADD', KEYS[3], now, rid)
 redis.call('ZADD', KEYS[4], ARGV[4], rid)
 redis.call('SET', KEYS[2], rid)
@@ -68,4 +74,23 @@ end
 if idem then
   redis.call('SET', idem, ARGV[5] .. '|' .. rid, 'EX', ARGV[6])
 end
-return {'ok', redis.call('ZRANK', KEYS[3], rid)}
+local rank = redis.call('ZRANK', KEYS[3], rid)
+
+-- The announcement, published in this same step: no crash between the
+-- request and its request.new leaves a request nobody was told of. Its
+-- place goes over the placeholder (same length: the encoding stands), only
+-- when the placeholder is there exactly once; else the caller publishes.
+local announced = 0
+local payload, placeholder = ARGV[9], ARGV[10]
+if payload ~= '' then
+  local at = string.find(payload, placeholder, 1, true)
+  if at and not string.find(payload, placeholder, at + 1, true) then
+    local p = rank + 1
+    local place = string.char(0xce, math.floor(p / 16777216) % 256,
+      math.floor(p / 65536) % 256, math.floor(p / 256) % 256, p % 256)
+    redis.call(ARGV[11], ARGV[12],
+      string.sub(payload, 1, at - 1) .. place .. string.sub(payload, at + 5))
+    announced = 1
+  end
+end
+return {'ok', rank, announced}
