@@ -251,6 +251,13 @@ class Hub:
     # -- delivery ----------------------------------------------------------
     async def deliver(self, effects: list[Effect]) -> None:
         """Send each effect to the local connections it concerns."""
+        # A creation's message carries the new request's place (its "new"
+        # effect): the creating client's request.state uses it too.
+        placed = {
+            e.request.id: e.position
+            for e in effects
+            if e.kind == "new" and e.request is not None and e.position is not None
+        }
         for effect in effects:
             if effect.kind == "new" and effect.request is not None:
                 await self._broadcast_new(effect.request, position=effect.position)
@@ -260,7 +267,7 @@ class Hub:
             elif effect.kind == "gone" and effect.request is not None:
                 self._broadcast_gone(effect.request, effect.reason or "claimed")
             elif effect.kind == "client_state" and effect.request is not None:
-                await self._client_state(effect)
+                await self._client_state(effect, placed.get(effect.request.id))
             elif effect.kind == "user" and effect.to is not None:
                 await self._to_user(effect)
             elif effect.kind == "positions":
@@ -368,13 +375,21 @@ class Hub:
                 break
             del left[rid]
 
-    async def _client_state(self, effect: Effect) -> None:
+    async def _client_state(self, effect: Effect, placed: int | None = None) -> None:
+        """``request.state`` to the client's local connections; ``placed``:
+        the request's place as its creating step read it (else, waiting, its
+        place is read here; so too for one this server saw leave the queue)."""
         assert effect.request is not None
         conns = self.conns_of(effect.request.client_id)
         if not conns:
             return
         req = effect.request
-        position = await self._store.position(req.id) if req.state is State.WAITING else None
+        position = None
+        if req.state is State.WAITING:
+            if placed is not None and req.id not in self._left:
+                position = placed
+            else:
+                position = await self._store.position(req.id)
         public = req.public(position)
         plain = Encoded({"type": "request.state", "request": public})
         for conn in conns:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hubkit import DRAFT, T0, client_conn, hub_with, profile, sent
 
 from pool.effects import Effect, effects
@@ -45,6 +46,28 @@ async def test_a_creation_is_announced_at_the_place_it_took() -> None:
     for conn in (a, b):
         [frame] = news(conn)
         assert frame["request"]["id"] == "r1" and frame["request"]["position"] == 1
+
+
+async def test_the_creating_client_is_told_its_place_without_a_read() -> None:
+    """The client's own request.state for a creation uses the place the
+    creation's message carries (one read fewer per request); a later
+    request.state, with no place handed, reads it."""
+    store = NoReads(Timeouts())
+    hub, _ = hub_with(store)
+    conn = client_conn("c2")
+    hub.add(conn)
+    await store.create(DRAFT, "c1", "r1", T0)
+    _, change = await store.create(DRAFT, "c2", "r2", T0 + 1)
+    assert change is not None and change.position == 2
+    await hub.deliver(effects(change))
+    assert states(conn) == [("waiting", 2)] and conn.last_position == 2
+    # Declined back to waiting: no place in the message, so it is read.
+    claimed = await store.claim("r2", profile("t1"), T0 + 2)
+    await hub.deliver([e for e in effects(claimed) if e.kind == "client_state"])
+    assert states(conn) == [("claimed", None)]
+    declined = await store.decline("r2", "c2", T0 + 3)
+    with pytest.raises(AssertionError, match="read a position"):
+        await hub.deliver([e for e in effects(declined) if e.kind == "client_state"])
 
 
 async def test_a_creation_arriving_after_its_request_left_is_not_announced() -> None:
