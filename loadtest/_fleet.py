@@ -27,7 +27,7 @@ import os
 import resource
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -82,6 +82,36 @@ def split(n: int, procs: int) -> list[list[int]]:
     """Indexes 0..n-1 round-robin over ``procs`` (at most ``n``) non-empty shares."""
     procs = max(1, min(procs, n))
     return [list(range(i, n, procs)) for i in range(procs)]
+
+
+def service_jobs(
+    consoles: Sequence[Console],
+    shares: Sequence[Sequence[int]],
+    url: Callable[[int], str],
+    token: Callable[[str], str],
+    **settings: Any,
+) -> list[Job]:
+    """One ``service`` job per share of ``consoles`` (by index): each console
+    connects to ``url(server)`` with ``token(user id)``; ``settings`` are the
+    other :class:`Job` fields, the same for every worker."""
+    return [
+        Job(
+            worker=w,
+            kind="service",
+            specs=tuple(
+                Spec(
+                    index=c.index,
+                    url=url(c.server),
+                    user_id=c.user_id,
+                    server=c.server,
+                    token=token(c.user_id),
+                )
+                for c in (consoles[i] for i in share)
+            ),
+            **settings,
+        )
+        for w, share in enumerate(shares)
+    ]
 
 
 # -- the worker process --------------------------------------------------------------------

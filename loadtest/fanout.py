@@ -161,27 +161,16 @@ class Run:
         (:mod:`loadtest._fleet`) and connect them all at once."""
         cfg = self.cfg
         self.shares = _fleet.split(len(self.r.consoles), cfg.client_procs)
-        jobs = [
-            _fleet.Job(
-                worker=w,
-                kind="service",
-                specs=tuple(
-                    _fleet.Spec(
-                        index=c.index,
-                        url=self.stack.ws_url(c.server),
-                        user_id=c.user_id,
-                        server=c.server,
-                        token=self.stack.token("therapist", c.user_id),
-                    )
-                    for c in (self.r.consoles[i] for i in share)
-                ),
-                codec=cfg.codec,
-                compression=cfg.compression,
-                timeout_s=cfg.connect_timeout_s,
-                deadline_s=cfg.deadline_s + 30.0,
-            )
-            for w, share in enumerate(self.shares)
-        ]
+        jobs = _fleet.service_jobs(
+            self.r.consoles,
+            self.shares,
+            self.stack.ws_url,
+            lambda user_id: self.stack.token("therapist", user_id),
+            codec=cfg.codec,
+            compression=cfg.compression,
+            timeout_s=cfg.connect_timeout_s,
+            deadline_s=cfg.deadline_s + 30.0,
+        )
         self.fleet = _fleet.Fleet(jobs, self.tally)
         await self.fleet.start()
         burst_start = time.monotonic()

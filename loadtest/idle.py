@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest._console import NEW, Console, Tally
-from loadtest._fleet import Fleet, Job, Spec, copy_into, split
+from loadtest._fleet import Fleet, copy_into, service_jobs, split
 from loadtest._hist import Hist, plot
 from loadtest._stack import LANGUAGE, REGION, Stack, raise_nofile, run_async, write_report
 
@@ -190,26 +190,15 @@ def measure(
             Console(index=i, user_id=t, server=i % servers, tally=tally) for i, t in enumerate(tids)
         ]
         shares = split(consoles, client_procs)
-        jobs = [
-            Job(
-                worker=w,
-                kind="service",
-                specs=tuple(
-                    Spec(
-                        index=i,
-                        url=stack.ws_url(cs[i].server),
-                        user_id=cs[i].user_id,
-                        server=cs[i].server,
-                        token=stack.token("therapist", cs[i].user_id),
-                    )
-                    for i in share
-                ),
-                timeout_s=60.0,
-                deadline_s=1800.0,
-                batch=max(1, BATCH // len(shares)),
-            )
-            for w, share in enumerate(shares)
-        ]
+        jobs = service_jobs(
+            cs,
+            shares,
+            stack.ws_url,
+            lambda user_id: stack.token("therapist", user_id),
+            timeout_s=60.0,
+            deadline_s=1800.0,
+            batch=max(1, BATCH // len(shares)),
+        )
         fleet = Fleet(jobs, tally)
         batches = -(-len(shares[0]) // jobs[0].batch)  # the most any worker connects in turn
         posted: list[tuple[str, float]] = []
