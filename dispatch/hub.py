@@ -492,8 +492,18 @@ class Hub:
         return {cid for cid in client_ids if rules.paused_for(profile, cid in known)}
 
     async def refresh_positions(self) -> None:
-        """Send ``request.state`` to each local waiting client whose place moved."""
-        conns = [c for c in self._by_id.values() if c.request_id is not None]
+        """Send ``request.state`` to each local waiting client whose place moved.
+
+        Only connections last told a place are asked about: one told none
+        holds a claimed request (no place to move), or one that has left the
+        queue; a request that comes back to waiting does so with its own
+        request.state (a ``client_state`` effect, which reads its place). So
+        a server whose clients' requests are all claimed reads nothing."""
+        conns = [
+            c
+            for c in self._by_id.values()
+            if c.request_id is not None and c.last_position is not None
+        ]
         if not conns:
             return
         # The place each request was last told at (None when its consoles

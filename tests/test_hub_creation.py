@@ -135,3 +135,14 @@ async def test_waiting_clients_are_told_their_new_place_in_one_read() -> None:
         "c3": [("waiting", 2)],
     }
     assert states(second) == [("waiting", 2)]
+    # Every local client's request claimed: no place can move, nothing is read.
+    for n, rid in enumerate(("r2", "r3"), start=2):
+        await hub.deliver(effects(await store.claim(rid, profile(f"t{n}"), T0 + 10 + n)))
+    assert [c.last_position for c in [*clients.values(), second]] == [None] * 4
+    reads.clear()
+    await store.create(DRAFT, "c9", "r9", T0 + 20)  # a client of another server
+    await hub.deliver(effects(await store.cancel("r9", "c9", T0 + 21)))
+    assert reads == []
+    # One back in the queue is told its place with its own request.state.
+    await hub.deliver(effects(await store.decline("r3", "c3", T0 + 22)))
+    assert states(clients["c3"])[-1] == ("waiting", 1)
