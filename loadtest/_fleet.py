@@ -307,8 +307,15 @@ class Fleet:
                 self._changed.set()  # a worker died: let the waiter see it
 
     def _died(self) -> list[int]:
-        """Workers that exited before saying they were done."""
-        return [w for w in self._workers.exited() if w not in self._seen["done"]]
+        """Workers that failed: exited with an error before saying they were
+        done. (One that exited cleanly has said so; its message may still be
+        on the queue, behind the reader.)"""
+        procs = self._workers.procs
+        return [
+            w
+            for w in self._workers.exited()
+            if procs[w].exitcode != 0 and w not in self._seen["done"]
+        ]
 
     async def _until(self, kind: str, timeout_s: float) -> None:
         """Wait until every worker has said ``kind``."""
