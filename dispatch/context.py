@@ -199,10 +199,10 @@ class AppContext:
                     conn.send_frame(fx.claim_ok_frame(req))
         elif user.role is Role.CLIENT:
             req = await store.active_request_of(user.id)
-            conn.request_id = req.id if req is not None else None
+            conn.told(req.id if req is not None else None, None)
             if req is not None:
                 position = await store.position(req.id)
-                conn.last_position = position
+                conn.told(req.id, position)
                 conn.send_frame({"type": "request.state", "request": req.public(position)})
                 offer = await self.offer_frame(req)
                 if offer is not None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import DispatchError
 from core.identity import Role, User
 from core.logs import get_logger
 from core.wire import Codec, Encoded
@@ -35,6 +36,9 @@ CLOSE_SLOW_CONSUMER = 1013
 #: How long a process remembers that a request left the queue (seconds): far
 #: longer than two publishes can cross on the bus.
 LEFT_MEMORY_S = 60.0
+#: How long the queue's moves are gathered before the waiting clients' new
+#: places are read (seconds): one read for every departure in the window.
+POSITIONS_WINDOW_S = 0.025
 
 Closer = Callable[[int, str], Coroutine[None, None, None]]
 #: Writes one encoded frame on the socket.
@@ -81,9 +85,13 @@ class Conn:
     profile: TherapistProfile | None = None
     available: bool = False
     busy: bool = False
-    #: The client's active request and the last position sent for it.
+    #: The client's active request and the last position sent for it
+    #: (set together by :meth:`told`).
     request_id: str | None = None
     last_position: int | None = None
+    #: Bumped by every :meth:`told`: a positions read that began before it
+    #: is stale for this connection (:meth:`Hub.refresh_positions`).
+    told_seq: int = 0
     #: Frames waiting behind a write that had to wait (None: none ever did).
     pending: deque[str | bytes] | None = None
     #: The task finishing a write that had to wait, then the pending frames.
@@ -119,6 +127,12 @@ class Conn:
 
     def send_frame(self, frame: dict[str, Any]) -> bool:
         return self.send(Encoded(frame))
+
+    def told(self, request_id: str | None, position: int | None) -> None:
+        """Record the client's active request and the place it was last told."""
+        self.request_id = request_id
+        self.last_position = position
+        self.told_seq += 1
 
     def _write_now(self, sender: Sender, data: str | bytes) -> None:
         """Run the write in the caller's step; hand it to a drain task only
@@ -194,6 +208,7 @@ class Hub:
         guarded: GuardedIds | None = None,
         clock: Callable[[], float] = time.time,
         known_to: KnownTherapists | None = None,
+        positions_window_s: float = POSITIONS_WINDOW_S,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -219,6 +234,11 @@ class Hub:
         #: for LEFT_MEMORY_S, oldest first: a creation announced after it (the
         #: two steps' publishes crossed on the bus) is not offered.
         self._left: dict[str, float] = {}
+        #: The queue moved since the last positions read began.
+        self._positions_due = False
+        #: The task that gathers moves and reads the new places (None: idle).
+        self._positions: asyncio.Task[None] | None = None
+        self._positions_window_s = positions_window_s
 
     # -- registry ----------------------------------------------------------
     def add(self, conn: Conn) -> None:
@@ -271,7 +291,7 @@ class Hub:
             elif effect.kind == "user" and effect.to is not None:
                 await self._to_user(effect)
             elif effect.kind == "positions":
-                await self.refresh_positions()
+                self._queue_moved()
             elif effect.kind == "profile" and effect.to is not None:
                 await self._reload_profile(effect.to)
             elif effect.kind == "operators":
@@ -392,9 +412,9 @@ class Hub:
                 position = await self._store.position(req.id)
         public = req.public(position)
         plain = Encoded({"type": "request.state", "request": public})
+        active = req.id if req.state in (State.WAITING, State.CLAIMED) else None
         for conn in conns:
-            conn.request_id = req.id if req.state in (State.WAITING, State.CLAIMED) else None
-            conn.last_position = position
+            conn.told(active, position)
             if effect.ref is not None and conn.id == effect.conn:
                 conn.send_frame({"type": "request.state", "request": public, "ref": effect.ref})
             else:
@@ -491,6 +511,35 @@ class Hub:
         )
         return {cid for cid in client_ids if rules.paused_for(profile, cid in known)}
 
+    def _queue_moved(self) -> None:
+        """The queue moved (a request left it): the waiting clients' new
+        places are read once the window has gathered what else moves with
+        it, off the bus's delivery path (which goes on meanwhile)."""
+        self._positions_due = True
+        if self._positions is None:
+            self._positions = asyncio.get_running_loop().create_task(
+                self._gather_moves(), name="hub-positions"
+            )
+
+    async def _gather_moves(self) -> None:
+        try:
+            while self._positions_due:
+                await asyncio.sleep(self._positions_window_s)
+                self._positions_due = False
+                try:
+                    await self.refresh_positions()
+                except DispatchError as exc:  # the next move reads again; a resync resends all
+                    log.warning("positions.unread", code=exc.code)
+                except Exception:  # a bug: said, and the next move tries again
+                    log.exception("positions.failed")
+        finally:
+            self._positions = None
+
+    async def positions_settled(self) -> None:
+        """Wait until no moves are waiting to be read (tests, shutdown)."""
+        while (task := self._positions) is not None:
+            await asyncio.shield(task)
+
     async def refresh_positions(self) -> None:
         """Send ``request.state`` to each local waiting client whose place moved.
 
@@ -498,9 +547,13 @@ class Hub:
         holds a claimed request (no place to move), or one that has left the
         queue; a request that comes back to waiting does so with its own
         request.state (a ``client_state`` effect, which reads its place). So
-        a server whose clients' requests are all claimed reads nothing."""
+        a server whose clients' requests are all claimed reads nothing.
+
+        A connection told anything while the read was under way (its
+        request claimed, cancelled, back with a place of its own) keeps
+        that: the read began before it and is stale for it."""
         conns = [
-            c
+            (c, c.told_seq)
             for c in self._by_id.values()
             if c.request_id is not None and c.last_position is not None
         ]
@@ -509,19 +562,20 @@ class Hub:
         # The place each request was last told at (None when its consoles
         # disagree: then it is sent whatever it is).
         last: dict[str, int | None] = {}
-        for conn in conns:
+        for conn, _ in conns:
             assert conn.request_id is not None
             told = last.setdefault(conn.request_id, conn.last_position)
             if told != conn.last_position:
                 last[conn.request_id] = None
         moved = await self._store.moved(last)
-        for conn in conns:
-            assert conn.request_id is not None
+        for conn, seq in conns:
+            if conn.told_seq != seq or conn.request_id is None:
+                continue
             hit = moved.get(conn.request_id)
             if hit is None or hit[0] == conn.last_position:
                 continue
             pos, req = hit
-            conn.last_position = pos
+            conn.told(req.id, pos)
             conn.send_frame({"type": "request.state", "request": req.public(pos)})
 
     async def _reload_profile(self, therapist_id: str) -> None:
@@ -538,6 +592,10 @@ class Hub:
             conn.send(encoded)
 
     async def close_all(self, code: int, reason: str) -> None:
+        if self._positions is not None:
+            self._positions.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._positions
         for conn in self.all():
             with contextlib.suppress(Exception):
                 await conn.closer(code, reason)

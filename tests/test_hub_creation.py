@@ -33,6 +33,19 @@ def states(conn: Any) -> list[tuple[str, int | None]]:
     ]
 
 
+def count_moves(store: MemoryPool) -> list[dict[str, int | None]]:
+    """Records what each ``store.moved`` read is asked (one entry per read)."""
+    reads: list[dict[str, int | None]] = []
+    real = store.moved
+
+    async def counted(last: dict[str, int | None]) -> dict[str, tuple[int, Any]]:
+        reads.append(dict(last))
+        return await real(last)
+
+    store.moved = counted  # type: ignore[method-assign]
+    return reads
+
+
 def news(conn: Any) -> list[dict[str, Any]]:
     return [f for f in sent(conn) if f["type"] == "request.new"]
 
@@ -118,16 +131,11 @@ async def test_waiting_clients_are_told_their_new_place_in_one_read() -> None:
         [state] = sent(conn)
         assert state["type"] == "request.state"
     assert [c.last_position for c in clients.values()] == [1, 2, 3]
-    reads: list[dict[str, int | None]] = []
-    real = store.moved
-
-    async def counted(last: dict[str, int | None]) -> dict[str, Any]:
-        reads.append(dict(last))
-        return await real(last)
-
-    store.moved = counted  # type: ignore[method-assign]
+    reads = count_moves(store)
     await hub.deliver(effects(await store.claim("r1", profile("t1"), T0 + 10)))
-    assert reads == [{"r1": 1, "r2": 2, "r3": 3}]  # one step for every waiting client
+    await hub.positions_settled()
+    # One step for every client still waiting (c1 was told its claim before).
+    assert reads == [{"r2": 2, "r3": 3}]
     got = {cid: states(c) for cid, c in clients.items()}
     assert got == {
         "c1": [("claimed", None)],
@@ -138,11 +146,65 @@ async def test_waiting_clients_are_told_their_new_place_in_one_read() -> None:
     # Every local client's request claimed: no place can move, nothing is read.
     for n, rid in enumerate(("r2", "r3"), start=2):
         await hub.deliver(effects(await store.claim(rid, profile(f"t{n}"), T0 + 10 + n)))
+    await hub.positions_settled()
     assert [c.last_position for c in [*clients.values(), second]] == [None] * 4
     reads.clear()
     await store.create(DRAFT, "c9", "r9", T0 + 20)  # a client of another server
     await hub.deliver(effects(await store.cancel("r9", "c9", T0 + 21)))
+    await hub.positions_settled()
     assert reads == []
     # One back in the queue is told its place with its own request.state.
     await hub.deliver(effects(await store.decline("r3", "c3", T0 + 22)))
     assert states(clients["c3"])[-1] == ("waiting", 1)
+
+
+async def test_moves_within_the_window_are_read_once_off_the_delivery_path() -> None:
+    """Departures close together cost one positions read between them, and
+    delivering them does not wait for it (the bus goes on meanwhile)."""
+    store = MemoryPool(Timeouts())
+    hub, _ = hub_with(store)
+    clients = {f"c{i}": client_conn(f"c{i}") for i in range(1, 6)}
+    for i, (cid, conn) in enumerate(clients.items(), start=1):
+        hub.add(conn)
+        _, change = await store.create(DRAFT, cid, f"r{i}", T0 + i)
+        assert change is not None
+        await hub.deliver(effects(change))
+    reads = count_moves(store)
+    for n in (1, 2):
+        await hub.deliver(effects(await store.claim(f"r{n}", profile(f"t{n}"), T0 + 10 + n)))
+    assert reads == []  # delivered; the read waits for the window
+    await hub.positions_settled()
+    assert reads == [{"r3": 3, "r4": 4, "r5": 5}]
+    assert [states(clients[c])[-1] for c in ("c3", "c4", "c5")] == [
+        ("waiting", 1),
+        ("waiting", 2),
+        ("waiting", 3),
+    ]
+
+
+async def test_a_client_told_something_during_the_read_keeps_it() -> None:
+    """A positions read under way when the client's request is claimed (its
+    request.state arrives meanwhile) is stale for that client: no waiting
+    frame after its claimed one."""
+    store = MemoryPool(Timeouts())
+    hub, _ = hub_with(store)
+    a, b = client_conn("c1"), client_conn("c2")
+    for i, conn in enumerate((a, b), start=1):
+        hub.add(conn)
+        _, change = await store.create(DRAFT, conn.user.id, f"r{i}", T0 + i)
+        assert change is not None
+        await hub.deliver(effects(change))
+    real = store.moved
+    claimed_meanwhile: list[Any] = []
+
+    async def slow(last: dict[str, int | None]) -> dict[str, Any]:
+        got = await real(last)  # read: r2 has moved to 1
+        claimed = await store.claim("r2", profile("t2"), T0 + 20)
+        await hub.deliver([e for e in effects(claimed) if e.kind == "client_state"])
+        claimed_meanwhile.append(claimed)
+        return got
+
+    store.moved = slow  # type: ignore[method-assign]
+    await hub.deliver(effects(await store.cancel("r1", "c1", T0 + 10)))
+    await hub.positions_settled()
+    assert claimed_meanwhile and states(b) == [("waiting", 2), ("claimed", None)]
