@@ -8,8 +8,10 @@ Two kinds, in ``consents`` (:mod:`care.tables`):
 * ``guardian``: a guardian agreed to a minor's quick-connect request
   (``guardian_consent: true`` with an ``age`` under 18); ``about_id`` is the
   request's id and ``version`` the consent form's version at the time.
-  Written once per request (:meth:`Consents.give_once`: a replayed request
-  adds none).
+  Written just before the request enters the pool, under the id it will
+  have, so that no request exists without it; removed again when the pool
+  makes no request under that id (:meth:`Consents.forget_unmade`: refused,
+  or a replay answered the first request), so a request has one.
 
 A record holds who, what, which version and when; no content to encrypt.
 """
@@ -20,7 +22,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from care.tables import consents
@@ -89,19 +91,18 @@ class Consents:
         async with self.db.session() as own, own.begin():
             await own.execute(stmt)
 
-    async def give_once(
-        self, client_id: str, kind: str, version: int, about_id: str, now: float
-    ) -> bool:
-        """Record an agreement about ``about_id`` unless one of that kind is
-        there already (a request replayed with its ``Idempotency-Key``);
-        True when written now."""
+    async def forget_unmade(self, client_id: str, kind: str, about_ids: list[str]) -> None:
+        """Remove the records of ``kind`` written about ``about_ids`` that
+        were never made (a request the pool refused, or a replay that
+        answered the first request): a consent about nothing."""
+        if not about_ids:
+            return
         t = consents.c
-        seen = select(t.id).where(t.about_id == about_id, t.kind == kind).limit(1)
-        async with self.db.session() as s, s.begin():
-            if (await s.execute(seen)).first() is not None:
-                return False
-            await self.give(client_id, kind, version, about_id, now, s=s)
-        return True
+        stmt = delete(consents).where(
+            t.client_id == client_id, t.kind == kind, t.about_id.in_(about_ids)
+        )
+        async with self.db.write_one() as conn:
+            await conn.execute(stmt)
 
     async def of_client(self, client_id: str, *, limit: int = LIST_MAX) -> list[Consent]:
         """The client's records, oldest first."""

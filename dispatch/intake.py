@@ -5,10 +5,10 @@ themselves are :mod:`care.forms`'.
   books it: the client, its therapist, an operator) answers 422
   ``intake_required`` with ``forms`` (the names still to fill) while the
   client's forms are not complete. An intro call needs none.
-* :func:`after_request`: a minor's request made with
+* :func:`make_request`: a minor's request made with
   ``guardian_consent: true`` is recorded as a ``guardian`` consent (its
-  ``about_id`` the request, its version the consent form's), once per
-  request; then the welcome email.
+  ``about_id`` the request, its version the consent form's) before the
+  request enters the pool, once per request; then the welcome email.
 * :func:`welcome`: after a client's first request or booking, the welcome
   email (:mod:`care.welcome`), queued once ever, only when emails are on and
   the client gave an address. A failure to queue it is logged and never
@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Final
 from care.consents import GUARDIAN
 from care.forms import FormStore, form_named, load_forms
 from care.welcome import welcome_email
-from core.errors import DispatchError, IntakeRequired
+from core.errors import Conflict, DispatchError, IntakeRequired
+from core.identity import User
 from core.logs import get_logger
-from pool.model import Request
+from pool.effects import Change
+from pool.model import Draft, Request
 
 if TYPE_CHECKING:
     from dispatch.context import AppContext
 
-__all__ = ["after_request", "forms_of", "require_forms", "welcome"]
+__all__ = ["forms_of", "make_request", "require_forms", "welcome"]
 
 log = get_logger(component="forms")
 
@@ -78,20 +80,49 @@ async def welcome(ctx: AppContext, client_id: str) -> None:
         log.info("forms.welcome_queued", user_id=client_id, forms_to_fill=len(to_fill))
 
 
-async def after_request(ctx: AppContext, request: Request) -> None:
-    """What a client's quick-connect request records besides itself: a
-    guardian's consent for a minor, and the welcome email. Called for a
-    replayed request too (both are written once)."""
-    if request.age is not None and request.age < 18 and request.guardian_consent:
+async def make_request(
+    ctx: AppContext, user: User, draft: Draft, idempotency_key: str | None
+) -> tuple[Request, Change | None]:
+    """``POST /v1/requests`` past its body: the request (or the replay of the
+    first under ``idempotency_key``), then the welcome email.
+
+    A minor's request made with ``guardian_consent: true`` has its
+    ``guardian`` consent recorded *before* the pool step (its ``about_id``
+    the request's id, its version the consent form's): a request never
+    exists without it, and when the record cannot be written no request is
+    made (the error is answered). When the pool then makes none (it refused:
+    ``409``; or a replay answered the first request, which has its own),
+    the record is removed again; when the pool's answer is unknown (Redis
+    down mid-step) it stays, since the request may exist."""
+    written: list[str] = []
+
+    async def guardian_first(request_id: str) -> None:
+        if not (draft.minor and draft.guardian_consent):
+            return
         version = form_named(GUARDIAN_FORM).version
-        written = await forms_of(ctx).consents.give_once(
-            request.client_id, GUARDIAN, version, request.id, ctx.clock()
+        await forms_of(ctx).consents.give(user.id, GUARDIAN, version, request_id, ctx.clock())
+        written.append(request_id)
+
+    try:
+        req, created = await ctx.dispatcher.create_request(
+            user, draft, idempotency_key, before_pool=guardian_first
         )
-        if written:
-            log.info(
-                "forms.guardian_consent",
-                request_id=request.id,
-                user_id=request.client_id,
-                version=version,
-            )
-    await welcome(ctx, request.client_id)
+    except Conflict:
+        await _forget_unmade(ctx, user.id, written)
+        raise
+    if created is None:
+        await _forget_unmade(ctx, user.id, written)
+    elif written:
+        log.info("forms.guardian_consent", request_id=req.id, user_id=user.id)
+    await welcome(ctx, user.id)
+    return req, created
+
+
+async def _forget_unmade(ctx: AppContext, client_id: str, request_ids: list[str]) -> None:
+    """Remove guardian consents written for requests the pool did not make;
+    a failure leaves a record about a request that does not exist (said in
+    the log), never fails the answer."""
+    try:
+        await forms_of(ctx).consents.forget_unmade(client_id, GUARDIAN, request_ids)
+    except DispatchError as exc:
+        log.warning("forms.guardian_consent_left", user_id=client_id, code=exc.code)

@@ -51,9 +51,9 @@ async def create_request(request: HttpRequest) -> Response:
     user = signed_in(request, Role.CLIENT)
     key = parse_idempotency_key(request.headers.get("idempotency-key"))
     draft = validation.parse_draft(await _body(request))
-    req, created = await ctx.dispatcher.create_request(user, draft, key)
-    # A guardian's consent recorded, the welcome email queued (each once, §10).
-    await intake.after_request(ctx, req)
+    # A minor's guardian consent recorded before the request exists, the
+    # welcome email queued after (each once, §10).
+    req, created = await intake.make_request(ctx, user, draft, key)
     # Its place when it was created (the creating step read it); a replay's now.
     position = (
         created.position

@@ -228,7 +228,11 @@ class Dispatcher:
 
     # -- clients -------------------------------------------------------------
     async def create_request(
-        self, user: User, draft: Draft, idempotency_key: str | None
+        self,
+        user: User,
+        draft: Draft,
+        idempotency_key: str | None,
+        before_pool: Callable[[str], Awaitable[None]] | None = None,
     ) -> tuple[Request, Change | None]:
         """Returns the request and its creation, or ``None`` for a replay of
         the same idempotency key (the change carries the request's place in
@@ -236,7 +240,12 @@ class Dispatcher:
 
         A client in an open session may not ask for another therapist: the
         pool refuses it in the same atomic step that creates the request.
-        Money held for bookings does not count (PROTOCOL.md §8)."""
+        Money held for bookings does not count (PROTOCOL.md §8).
+
+        ``before_pool`` is awaited with the new request's id once every
+        check before the pool's has passed, just before the pool step: what
+        must exist before the request does (a minor's guardian consent). If
+        it raises, no request is made."""
         balance = await self.ledger.available(user.id)
         if balance < self.min_balance_minor:
             raise InsufficientFunds(
@@ -246,8 +255,11 @@ class Dispatcher:
             )
         draft = await self._with_head_start(user.id, draft)
         draft = await self._with_offers(user.id, draft)
+        request_id = new_id("req")
+        if before_pool is not None:
+            await before_pool(request_id)
         request, change = await self.store.create(
-            draft, user.id, new_id("req"), self.clock(), idempotency_key, self._announcement
+            draft, user.id, request_id, self.clock(), idempotency_key, self._announcement
         )
         if change is not None:
             self.metrics.requests_created.inc()

@@ -20,7 +20,9 @@ from test_client_contact import ADDRESS, mailing
 from test_forms import BILLING, CONSENT, FORM_ANSWERS, INTAKE
 
 from care.audit import Record
+from care.consents import Consents
 from care.tables import consents, form_answers
+from core.errors import Unavailable
 from dispatch.demo import seed
 from dispatch.intake import forms_of
 from pool.model import Session
@@ -307,6 +309,45 @@ async def test_a_minors_guardian_consent_is_recorded_once_per_request(world: Wor
     async with world.ctx.db.reading() as conn:
         rows = (await conn.execute(select(consents.c.client_id))).scalars().all()
     assert rows == ["c1"]
+
+
+async def _guardian_rows(world: World) -> list[tuple[str, str | None]]:
+    async with world.ctx.db.reading() as conn:
+        rows = (await conn.execute(select(consents.c.client_id, consents.c.about_id))).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+async def test_no_minors_request_exists_without_its_guardian_consent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consent is written before the request enters the pool: when it
+    cannot be, the request is not made (the error is answered, a retry makes
+    both)."""
+
+    async def down(*_: Any, **__: Any) -> None:
+        raise Unavailable("the database is down")
+
+    real = Consents.give
+    monkeypatch.setattr(Consents, "give", down)
+    await world.error(
+        "POST", "/v1/requests", C1, 503, "unavailable", json=_draft(age=15, guardian_consent=True)
+    )
+    assert await world.ctx.store.active_request_of("c1") is None
+    assert await _guardian_rows(world) == []
+    monkeypatch.setattr(Consents, "give", real)
+    made = await world.ok(
+        "POST", "/v1/requests", C1, 201, json=_draft(age=15, guardian_consent=True)
+    )
+    assert await _guardian_rows(world) == [("c1", made["request"]["id"])]
+
+
+async def test_a_request_the_pool_refuses_leaves_no_guardian_consent(world: World) -> None:
+    """Written under the id the request would have had, the record goes
+    again when the pool makes no request (409: one is waiting already)."""
+    minor = _draft(age=15, guardian_consent=True)
+    made = await world.ok("POST", "/v1/requests", C1, 201, json=minor)
+    await world.error("POST", "/v1/requests", C1, 409, "request_exists", json=minor)
+    assert await _guardian_rows(world) == [("c1", made["request"]["id"])]
 
 
 async def test_the_welcome_email_once_and_only_with_an_address(database_url: str) -> None:
