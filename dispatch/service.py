@@ -311,14 +311,15 @@ class Dispatcher:
         return dataclasses.replace(draft, referred_to=tid, head_start_s=self.head_start_s)
 
     # -- offer to a few at a time (DISPATCH_OFFER_FANOUT) ---------------------
-    async def offer_candidates(self, client_id: str) -> list[OfferCandidate]:
-        """The therapists a request of ``client_id`` could be offered now:
-        available and free (the pool's :meth:`~pool.store.PoolStore.offer_candidates`),
+    async def offer_candidates(self, client_id: str, region: str) -> list[OfferCandidate]:
+        """The therapists a request of ``client_id`` in ``region`` could be
+        offered now: available, free and licensed there (the pool's
+        :meth:`~pool.store.PoolStore.offer_candidates`),
         neither guarded near a booked session nor paused for this client
         (the same as who gets ``request.new``); qualification is the rule's.
         A bounded number of round trips whatever the number of therapists: one
         to the pool, the guard's (cached), and one query when any is paused."""
-        candidates = await self.store.offer_candidates()
+        candidates = await self.store.offer_candidates(region)
         if not candidates:
             return []
         guarded = set() if self.guarded is None else await self.guarded(self.clock())
@@ -335,7 +336,7 @@ class Dispatcher:
         is off."""
         if self.offer_fanout <= 0:
             return draft
-        candidates = await self.offer_candidates(client_id)
+        candidates = await self.offer_candidates(client_id, draft.region)
         offered = rules.next_offers(draft, frozenset(), candidates, self.offer_fanout)
         self.metrics.offers_first.labels(to="everyone" if offered is None else "few").inc()
         if offered is not None:
@@ -369,7 +370,7 @@ class Dispatcher:
         for req in await self.store.due_widenings(upto, limit):
             if not rules.widen_due(req, now, self.offer_widen_s) or req.widened_at is None:
                 continue
-            candidates = await self.offer_candidates(req.client_id)
+            candidates = await self.offer_candidates(req.client_id, req.region)
             wider = rules.widened(req, candidates, self.offer_fanout, now)
             change = await self.store.widen(req.id, req.widened_at, wider.offered, now)
             if change is None:

@@ -56,6 +56,10 @@ class Keys:
         #: choosing whom to offer a request reads these, and a profile's JSON
         #: only when the process has not parsed that version yet.
         self.profile_versions = b + "profver"
+        #: string, expiring: the availability index by region (``avail``)
+        #: was built from every available therapist less than its time ago
+        #: (offer_candidates.lua builds it again when it is gone).
+        self.avail_index = b + "availidx"
         #: zset therapist id -> when it last claimed a request (the offer
         #: ranking's "longest idle", pool.rules.offer_rank).
         self.last_claim = b + "lastclaim"
@@ -110,6 +114,12 @@ class Keys:
     def profile(self, therapist_id: str) -> str:
         """string: the therapist's profile as JSON."""
         return f"{self.base}profile:{therapist_id}"
+
+    def avail(self, region: str) -> str:
+        """set of therapist ids: at least every available therapist whose
+        profile names ``region`` (offer_candidates.lua: the choice of a
+        region's first few reads only these)."""
+        return f"{self.base}avail:{region}"
 
     def stat(self, name: str) -> str:
         """zset member -> time, for the 15-minute counts (created, matched, ...)."""

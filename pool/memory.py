@@ -165,11 +165,13 @@ class MemoryPool:
         self._last_claim[therapist.id] = now
         return Change(before, after, therapist=therapist)
 
-    async def offer_candidates(self) -> list[OfferCandidate]:
+    async def offer_candidates(self, region: str) -> list[OfferCandidate]:
         return [
             OfferCandidate(self._profiles[tid], self._last_claim.get(tid))
             for tid in sorted(self._available)
-            if tid in self._profiles and tid not in self._holds
+            if tid in self._profiles
+            and tid not in self._holds
+            and region in self._profiles[tid].regions
         ]
 
     async def widen(

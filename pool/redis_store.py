@@ -82,6 +82,10 @@ _STATS_SLACK_S = 3600.0
 FINISHED_TTL_S = 7 * 24 * 3600
 #: Parsed profiles kept per process (RedisPool._remember), by their digest.
 PROFILE_CACHE_MAX = 20_000
+#: The availability index by region is built again from every available
+#: therapist this often (offer_candidates.lua; adding only): what a server of
+#: an earlier version, which does not keep it, made available joins then.
+AVAIL_INDEX_REBUILD_S = 600
 #: Any error of a ping means "not ready"; a Cluster's are not all RedisErrors.
 _PING_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.RedisError, *DOWN_ERRORS)
 
@@ -153,8 +157,8 @@ class RedisPool:
         raw = json.dumps(profile.to_record())
         await self._run(
             "put_profile",
-            [k.profile(profile.id), k.profile_versions],
-            [profile.id, raw, _digest(raw)],
+            [k.profile(profile.id), k.profile_versions, k.available],
+            [profile.id, raw, _digest(raw), k.base],
         )
 
     @unavailable_when_down
@@ -291,14 +295,21 @@ class RedisPool:
         return Change(before, after, therapist=therapist)
 
     @unavailable_when_down
-    async def offer_candidates(self) -> list[OfferCandidate]:
-        """One script, one round trip (``offer_candidates.lua``), however many
-        therapists are available."""
+    async def offer_candidates(self, region: str) -> list[OfferCandidate]:
+        """One script, one round trip (``offer_candidates.lua``), reading the
+        region's availability index, not every available therapist."""
         k = self._keys
         rows = await self._run(
             "offer_candidates",
-            [k.available, k.holds, k.last_claim, k.profile_versions],
-            [k.base],
+            [
+                k.available,
+                k.holds,
+                k.last_claim,
+                k.profile_versions,
+                k.avail(region),
+                k.avail_index,
+            ],
+            [k.base, AVAIL_INDEX_REBUILD_S],
         )
         cache = self._profiles_by_digest
         found: list[tuple[str, TherapistProfile | None, str]] = []
@@ -322,10 +333,11 @@ class RedisPool:
                 if raw is not None
             }
             found = [(tid, p or fetched.get(tid), at) for tid, p, at in found]
+        # The index may still hold one whose profile has left the region.
         return [
             OfferCandidate(profile, float(at) if at else None)
             for _, profile, at in sorted(found, key=lambda row: row[0])
-            if profile is not None
+            if profile is not None and region in profile.regions
         ]
 
     def _remember(self, digest: str, raw: str) -> TherapistProfile:
@@ -642,8 +654,8 @@ class RedisPool:
         k = self._keys
         now_available = await self._run(
             "set_available",
-            [k.available, k.conns(therapist_id)],
-            [therapist_id, "1" if available else "0"],
+            [k.available, k.conns(therapist_id), k.profile(therapist_id)],
+            [therapist_id, "1" if available else "0", k.base],
         )
         return bool(now_available)
 

@@ -115,12 +115,15 @@ class PoolStore(Protocol):
 
     async def release(self, request_id: str, therapist_id: str, now: float) -> Change: ...
 
-    async def offer_candidates(self) -> list[OfferCandidate]:
-        """Every therapist who could be offered a request now, ordered by id:
-        available (a console connected and available), holding no claim and
-        no open session, with a profile; each with when it last claimed a
-        request (``DISPATCH_OFFER_FANOUT``, :func:`pool.rules.next_offers`).
-        A read, not a step: the offer it informs is stored with the request."""
+    async def offer_candidates(self, region: str) -> list[OfferCandidate]:
+        """Every therapist who could be offered a request of ``region`` now,
+        ordered by id: available (a console connected and available),
+        holding no claim and no open session, with a profile naming the
+        region; each with when it last claimed a request
+        (``DISPATCH_OFFER_FANOUT``, :func:`pool.rules.next_offers`, which
+        weighs the rest of the qualification). A read, not a step: the offer
+        it informs is stored with the request. The Redis adapter reads the
+        region's availability index, not every available therapist."""
         ...
 
     async def widen(

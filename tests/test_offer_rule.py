@@ -226,25 +226,51 @@ async def _available(store: PoolStore, *tids: str) -> None:
         assert await store.set_available(tid, True)
 
 
+async def test_both_adapters_list_only_the_regions_therapists(pool_store: PoolStore) -> None:
+    """Candidates for a region are the available therapists licensed there,
+    whatever else is available; a profile changed to another region moves
+    its therapist with it."""
+    await _available(pool_store, "t-gb")
+    for tid, regions in (("t-us", ("US-CA",)), ("t-both", ("GB", "US-CA"))):
+        await pool_store.put_profile(profile(tid, regions=regions))
+        await pool_store.connect(tid, Role.THERAPIST, "conn-" + tid, "srv-1", T0)
+        assert await pool_store.set_available(tid, True)
+
+    async def ids(region: str) -> list[str]:
+        return [c.profile.id for c in await pool_store.offer_candidates(region)]
+
+    assert await ids("GB") == ["t-both", "t-gb"]
+    assert await ids("US-CA") == ["t-both", "t-us"]
+    assert await ids("FR") == []
+    # While available, licensed elsewhere: now in US-CA only.
+    await pool_store.put_profile(profile("t-gb", regions=("US-CA",)))
+    assert await ids("GB") == ["t-both"]
+    assert await ids("US-CA") == ["t-both", "t-gb", "t-us"]
+    await pool_store.set_available("t-both", False)
+    assert await ids("GB") == [] and await ids("US-CA") == ["t-gb", "t-us"]
+    assert await pool_store.set_available("t-both", True)
+    assert await ids("GB") == ["t-both"]
+
+
 async def test_both_adapters_list_the_free_available_therapists(pool_store: PoolStore) -> None:
-    assert await pool_store.offer_candidates() == []
+    assert await pool_store.offer_candidates("GB") == []
     await _available(pool_store, "t-b", "t-a", "t-c")
     await pool_store.put_profile(profile("t-away"))
-    assert [c.profile.id for c in await pool_store.offer_candidates()] == ["t-a", "t-b", "t-c"]
-    assert all(c.last_claim_at is None for c in await pool_store.offer_candidates())
+    assert [c.profile.id for c in await pool_store.offer_candidates("GB")] == ["t-a", "t-b", "t-c"]
+    assert all(c.last_claim_at is None for c in await pool_store.offer_candidates("GB"))
     # A claim: t-a holds it (not a candidate) and has claimed at T0 + 1.
     await pool_store.create(DRAFT, "c1", "r1", T0)
     await pool_store.claim("r1", profile("t-a"), T0 + 1)
-    assert [c.profile.id for c in await pool_store.offer_candidates()] == ["t-b", "t-c"]
+    assert [c.profile.id for c in await pool_store.offer_candidates("GB")] == ["t-b", "t-c"]
     await pool_store.release("r1", "t-a", T0 + 2)
-    got = {c.profile.id: c.last_claim_at for c in await pool_store.offer_candidates()}
+    got = {c.profile.id: c.last_claim_at for c in await pool_store.offer_candidates("GB")}
     assert got == {"t-a": T0 + 1, "t-b": None, "t-c": None}
     await pool_store.set_available("t-b", False)
-    assert [c.profile.id for c in await pool_store.offer_candidates()] == ["t-a", "t-c"]
+    assert [c.profile.id for c in await pool_store.offer_candidates("GB")] == ["t-a", "t-c"]
     # A changed profile is what the next choice weighs (the Redis adapter
     # keeps parsed profiles by their JSON: a change is another JSON).
     await pool_store.put_profile(profile("t-c", topics=("grief",), name="Dr C"))
-    after = {c.profile.id: c.profile for c in await pool_store.offer_candidates()}
+    after = {c.profile.id: c.profile for c in await pool_store.offer_candidates("GB")}
     assert after["t-c"] == profile("t-c", topics=("grief",), name="Dr C")
     assert after["t-a"] == profile("t-a")
 

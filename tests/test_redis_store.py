@@ -50,7 +50,7 @@ from pool.model import (
     TherapistProfile,
     Timeouts,
 )
-from pool.redis_store import FINISHED_TTL_S, RedisPool
+from pool.redis_store import AVAIL_INDEX_REBUILD_S, FINISHED_TTL_S, RedisPool
 from pool.rules import may_see
 
 T = Timeouts(claim_confirm_s=60.0, request_max_wait_s=600.0, reconnect_grace_s=15.0)
@@ -737,15 +737,43 @@ async def test_offer_candidates_parse_each_profile_version_once(pools: Pools) ->
         return real(digest, raw)
 
     a._remember = counting  # type: ignore[method-assign]
-    first = await a.offer_candidates()
+    first = await a.offer_candidates("GB")
     assert [c.profile for c in first] == [profile("t1"), profile("t2"), legacy]
     assert sorted(parsed) == ["t1", "t2", "t3"]
-    assert await a.offer_candidates() == first and len(parsed) == 3  # nothing parsed again
-    assert await b.offer_candidates() == first  # another process, cold: fetched
+    assert await a.offer_candidates("GB") == first and len(parsed) == 3  # nothing parsed again
+    assert await b.offer_candidates("GB") == first  # another process, cold: fetched
     # A change made on b is what a weighs next: one profile parsed again.
     await b.put_profile(profile("t1", name="Dr New"))
-    assert [c.profile.name for c in await a.offer_candidates()] == ["Dr New", "t2", "Dr Legacy"]
+    assert [c.profile.name for c in await a.offer_candidates("GB")] == ["Dr New", "t2", "Dr Legacy"]
     assert parsed[3:] == ["t1"]
+
+
+async def test_offer_candidates_read_the_regions_index_only(pools: Pools) -> None:
+    """offer_candidates.lua reads the region's availability index, not every
+    available therapist: one no longer available is dropped from it as it is
+    met; an index missing (data written before it, or its time is up) is
+    built again from every available therapist, adding only."""
+    store = pools()
+    k = store._keys
+    for tid, regions in (("t1", ("GB",)), ("t2", ("GB", "US-CA")), ("t3", ("US-CA",))):
+        await store.put_profile(profile(tid, regions=regions))
+        await store.connect(tid, Role.THERAPIST, "k-" + tid, "s0", T0)
+        assert await store.set_available(tid, True)
+    members = store.client.smembers
+    assert await members(k.avail("GB")) == {b"t1", b"t2"}
+    assert await members(k.avail("US-CA")) == {b"t2", b"t3"}
+    # Unavailable: still indexed until a choice for the region meets it.
+    await store.set_available("t1", False)
+    assert await members(k.avail("GB")) == {b"t1", b"t2"}
+    assert [c.profile.id for c in await store.offer_candidates("GB")] == ["t2"]
+    assert await members(k.avail("GB")) == {b"t2"}
+    # Written by a server of an earlier version: available, never indexed.
+    await store.client.sadd(k.available, "t1")
+    assert [c.profile.id for c in await store.offer_candidates("GB")] == ["t2"]  # not yet
+    await store.client.delete(k.avail_index)  # the index's time is up
+    assert [c.profile.id for c in await store.offer_candidates("GB")] == ["t1", "t2"]
+    assert await members(k.avail("US-CA")) == {b"t2", b"t3"}
+    assert 0 < await store.client.ttl(k.avail_index) <= AVAIL_INDEX_REBUILD_S
 
 
 async def test_a_creation_is_announced_in_its_own_step(pools: Pools) -> None:
@@ -818,7 +846,7 @@ async def test_offer_candidates_past_one_chunk_of_the_script(pools: Pools) -> No
     await store.claim("r1", profile("t0700"), T0 + 1)
     await store.release("r1", "t0700", T0 + 2)
     await store.claim("r1", profile("t0501"), T0 + 3)
-    got = await store.offer_candidates()
+    got = await store.offer_candidates("GB")
     assert [c.profile.id for c in got] == [t for t in tids if t != "t0501"]
     lasts = {c.profile.id: c.last_claim_at for c in got if c.last_claim_at is not None}
     assert lasts == {"t0700": T0 + 1}
