@@ -190,7 +190,7 @@ class AppContext:
         offer, either its open session."""
         store, user = self.store, conn.user
         if user.role is Role.THERAPIST:
-            conn.send_frame(await self.hub.snapshot(conn.profile))
+            await self.hub.send_snapshot([conn])
             hold = await store.hold_of(user.id)
             conn.busy = hold is not None
             if hold is not None and hold.kind == "claim":

@@ -92,6 +92,10 @@ class Conn:
     #: Bumped by every :meth:`told`: a positions read that began before it
     #: is stale for this connection (:meth:`Hub.refresh_positions`).
     told_seq: int = 0
+    #: While a snapshot for this console is being read, the request.new and
+    #: request.gone frames sent to it meanwhile, one list per read
+    #: (:meth:`Hub.send_snapshot` sends them again after the snapshot).
+    catches: list[list[Encoded]] | None = None
     #: Frames waiting behind a write that had to wait (None: none ever did).
     pending: deque[str | bytes] | None = None
     #: The task finishing a write that had to wait, then the pending frames.
@@ -370,6 +374,9 @@ class Hub:
         frame = Encoded({"type": "request.new", "request": request.public(position)})
         for conn in targets:
             conn.send(frame)
+            if conn.catches:
+                for caught in conn.catches:
+                    caught.append(frame)
         self._metrics.frames_out.labels(type="request.new").inc(len(targets))
 
     def _broadcast_gone(self, request: Request, reason: str) -> None:
@@ -381,6 +388,9 @@ class Hub:
             if conn.profile is not None and rules.may_take(conn.profile, request):
                 conn.send(frame)
                 n += 1
+                if conn.catches:
+                    for caught in conn.catches:
+                        caught.append(frame)
         self._metrics.frames_out.labels(type="request.gone").inc(n)
 
     def _note_left(self, request_id: str) -> None:
@@ -442,11 +452,36 @@ class Hub:
                 conn.send(plain)
         if freed:
             # While busy or away the console got no request.new: the pool as it is now.
-            snapshot = Encoded(await self.snapshot(freed[0].profile))
-            for conn in freed:
-                conn.send(snapshot)
+            await self.send_snapshot(freed)
         if conns and ftype is not None:
             self._metrics.frames_out.labels(type=str(ftype)).inc(len(conns))
+
+    async def send_snapshot(self, conns: list[Conn]) -> None:
+        """Send ``pool.snapshot`` to these consoles of one therapist.
+
+        A console replaces its list with a snapshot, and the snapshot is read
+        before it is sent: a ``request.new`` or ``request.gone`` sent to the
+        console while the read was under way (from another task: a bus
+        delivery while a console opens, a guard's resnapshot) may be newer
+        than what was read, and the snapshot would undo it (a request just
+        announced dropped from the list, one just gone put back). So what is
+        sent meanwhile is caught and sent again after the snapshot: at worst
+        a frame arrives twice."""
+        if not conns:
+            return
+        caught: list[Encoded] = []
+        for conn in conns:
+            conn.catches = [*(conn.catches or ()), caught]
+        try:
+            snapshot = Encoded(await self.snapshot(conns[0].profile))
+        finally:
+            for conn in conns:
+                rest = [c for c in conn.catches or () if c is not caught]
+                conn.catches = rest or None
+        for conn in conns:
+            conn.send(snapshot)
+            for frame in caught:
+                conn.send(frame)
 
     async def snapshot(self, profile: TherapistProfile | None) -> dict[str, Any]:
         """``pool.snapshot``: every waiting request this therapist may take
@@ -499,7 +534,7 @@ class Hub:
                 conn.user.id in therapist_ids
                 and rules.Presence(conn.available, conn.busy).gets_offers
             ):
-                conn.send_frame(await self.snapshot(conn.profile))
+                await self.send_snapshot([conn])
 
     async def _paused(self, profile: TherapistProfile, client_ids: list[str]) -> set[str]:
         """Those of ``client_ids`` whose requests the therapist's pause on new
