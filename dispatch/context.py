@@ -187,30 +187,51 @@ class AppContext:
     async def resume(self, conn: Conn) -> None:
         """Send a console everything it needs to pick up where the pool is:
         a therapist its snapshot and its claim, a client its request and
-        offer, either its open session."""
+        offer, either its open session.
+
+        What is read here may be overtaken while it is read: the bus's
+        deliveries run on meanwhile (a console opening, a resync from the
+        heartbeat). So frames delivered to the console during the reads
+        wait and go out after what was read (:meth:`Conn.hold_back`), and
+        what was read does not overwrite what a delivery set meanwhile (the
+        therapist's busy flag, the client's request and place): the newer
+        state wins on the console and here. Two resumes of one console (a
+        resync while it opens) run one after the other, each reading afresh."""
+        while conn.resuming is not None:  # one at a time per console
+            await conn.resuming.wait()
+        conn.resuming = done = asyncio.Event()
         store, user = self.store, conn.user
-        if user.role is Role.THERAPIST:
-            await self.hub.send_snapshot([conn])
-            hold = await store.hold_of(user.id)
-            conn.busy = hold is not None
-            if hold is not None and hold.kind == "claim":
-                req = await store.get(hold.id)
-                if req is not None and req.state is State.CLAIMED:
-                    conn.send_frame(fx.claim_ok_frame(req))
-        elif user.role is Role.CLIENT:
-            req = await store.active_request_of(user.id)
-            conn.told(req.id if req is not None else None, None)
-            if req is not None:
-                position = await store.position(req.id)
-                conn.told(req.id, position)
-                conn.send_frame({"type": "request.state", "request": req.public(position)})
-                offer = await self.offer_frame(req)
-                if offer is not None:
-                    conn.send_frame(offer)
-        session = await store.open_session_of(user.id)
-        if session is not None:
-            ice = await self.ice.ice_servers()
-            conn.send_frame(fx.session_ready_frame(session, ice))
+        out: list[dict[str, Any]] = []
+        told, presence = conn.told_seq, conn.presence_seq
+        conn.hold_back()
+        try:
+            if user.role is Role.THERAPIST:
+                out.append(await self.hub.snapshot(conn.profile))
+                hold = await store.hold_of(user.id)
+                if conn.presence_seq == presence:
+                    conn.busy = hold is not None
+                if hold is not None and hold.kind == "claim":
+                    req = await store.get(hold.id)
+                    if req is not None and req.state is State.CLAIMED:
+                        out.append(fx.claim_ok_frame(req))
+            elif user.role is Role.CLIENT:
+                req = await store.active_request_of(user.id)
+                position = None if req is None else await store.position(req.id)
+                if conn.told_seq == told:
+                    conn.told(req.id if req is not None else None, position)
+                if req is not None:
+                    out.append({"type": "request.state", "request": req.public(position)})
+                    offer = await self.offer_frame(req)
+                    if offer is not None:
+                        out.append(offer)
+            session = await store.open_session_of(user.id)
+            if session is not None:
+                ice = await self.ice.ice_servers()
+                out.append(fx.session_ready_frame(session, ice))
+        finally:
+            conn.release(out)
+            conn.resuming = None
+            done.set()
 
     async def resync(self) -> None:
         """After the bus missed events: re-send every local console its state."""

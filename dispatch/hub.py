@@ -92,6 +92,17 @@ class Conn:
     #: Bumped by every :meth:`told`: a positions read that began before it
     #: is stale for this connection (:meth:`Hub.refresh_positions`).
     told_seq: int = 0
+    #: Bumped whenever a delivered frame changes ``available`` / ``busy``
+    #: (:meth:`Hub._to_user`): a hold read before it is stale for this
+    #: console (:meth:`dispatch.context.AppContext.resume`).
+    presence_seq: int = 0
+    #: While the console's state is being read to be sent to it (resume),
+    #: what is delivered to it meanwhile waits here, to go out after that
+    #: state (None: not resuming).
+    held_back: list[Encoded] | None = None
+    #: Set while a resume reads this console's state; a second one waits
+    #: for it to end, then reads afresh (they never hold back together).
+    resuming: asyncio.Event | None = None
     #: While a snapshot for this console is being read, the request.new and
     #: request.gone frames sent to it meanwhile, one list per read
     #: (:meth:`Hub.send_snapshot` sends them again after the snapshot).
@@ -106,9 +117,14 @@ class Conn:
 
     def send(self, frame: Encoded) -> bool:
         """Write or queue a frame; never waits. False (and the connection is
-        being closed) when the console is too slow to keep up."""
+        being closed) when the console is too slow to keep up. While the
+        console is resuming, the frame waits until its state has gone out
+        (:meth:`hold_back`)."""
         if self.closing:
             return False
+        if self.held_back is not None:
+            self.held_back.append(frame)
+            return True
         if self.drain is None and self.sender is not None:
             if self.dead:
                 return True
@@ -131,6 +147,21 @@ class Conn:
 
     def send_frame(self, frame: dict[str, Any]) -> bool:
         return self.send(Encoded(frame))
+
+    def hold_back(self) -> None:
+        """From now, what is sent waits (:meth:`release`)."""
+        assert self.held_back is None, "one resume at a time (Conn.resuming)"
+        self.held_back = []
+
+    def release(self, first: list[dict[str, Any]]) -> None:
+        """Send ``first`` (the state read while holding back), then what
+        waited, in the order it came: a frame delivered during the read is
+        newer than what was read, so it goes after it."""
+        waited, self.held_back = self.held_back or [], None
+        for frame in first:
+            self.send_frame(frame)
+        for encoded in waited:
+            self.send(encoded)
 
     def told(self, request_id: str | None, position: int | None) -> None:
         """Record the client's active request and the place it was last told."""
@@ -443,7 +474,9 @@ class Hub:
                 presence, back = rules.presence_after(
                     rules.Presence(conn.available, conn.busy), effect.frame
                 )
-                conn.available, conn.busy = presence.available, presence.busy
+                if (presence.available, presence.busy) != (conn.available, conn.busy):
+                    conn.available, conn.busy = presence.available, presence.busy
+                    conn.presence_seq += 1
                 if back:
                     freed.append(conn)
             if effect.ref is not None and conn.id == effect.conn:
