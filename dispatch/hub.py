@@ -604,7 +604,8 @@ class Hub:
             self._positions = None
 
     async def positions_settled(self) -> None:
-        """Wait until no moves are waiting to be read (tests, shutdown)."""
+        """Wait until no moves are waiting to be read (tests; shutdown
+        cancels the task instead, :meth:`close_all`)."""
         while (task := self._positions) is not None:
             await asyncio.shield(task)
 
