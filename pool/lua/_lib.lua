@@ -23,6 +23,18 @@ local function num(x)
   return string.format('%.17g', x)
 end
 
+-- Put an available therapist in the availability index of each region its
+-- profile's JSON names (avail:<region>, read by offer_candidates.lua); a
+-- profile that does not parse indexes nothing.
+local function index_available(base, tid, profile_json)
+  local ok, p = pcall(cjson.decode, profile_json)
+  if ok and type(p) == 'table' and type(p.regions) == 'table' then
+    for _, region in ipairs(p.regions) do
+      redis.call('SADD', base .. 'avail:' .. region, tid)
+    end
+  end
+end
+
 -- The hash at key as (map, flat), or (nil, {}) when it does not exist.
 local function load(key)
   local flat = redis.call('HGETALL', key)

@@ -32,18 +32,14 @@
 -- (SMISMEMBER available, HMGET holds, HMGET profver, ZMSCORE lastclaim:
 -- Redis 6.2+), not four commands a therapist; a chunk stays well inside what
 -- unpack takes.
+-- uses _lib.lua
 
 local base = ARGV[1]
 if redis.call('EXISTS', KEYS[6]) == 0 then
   for _, tid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local raw = redis.call('GET', base .. 'profile:' .. tid)
     if raw then
-      local ok, p = pcall(cjson.decode, raw)
-      if ok and type(p) == 'table' and type(p.regions) == 'table' then
-        for _, region in ipairs(p.regions) do
-          redis.call('SADD', base .. 'avail:' .. region, tid)
-        end
-      end
+      index_available(base, tid, raw)
     end
   end
   redis.call('SET', KEYS[6], '1', 'EX', ARGV[2])

@@ -3,6 +3,7 @@
 -- available therapist joins the availability index of each region of the
 -- new profile (avail:<region>; a region it left keeps it until
 -- offer_candidates.lua finds it unavailable, and the reader checks regions).
+-- uses _lib.lua
 --
 -- KEYS[1]  profile:<therapist>  string, the profile as JSON
 -- KEYS[2]  profver              hash therapist -> digest of that JSON
@@ -15,8 +16,6 @@
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
-  for _, region in ipairs(cjson.decode(ARGV[2]).regions or {}) do
-    redis.call('SADD', ARGV[4] .. 'avail:' .. region, ARGV[1])
-  end
+  index_available(ARGV[4], ARGV[1], ARGV[2])
 end
 return 1
