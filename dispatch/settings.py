@@ -99,7 +99,8 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///./dispatch.db"
     #: PostgreSQL connections each process keeps open, and how many more it
     #: may open for a burst (closed again once returned while the pool is full).
-    database_pool_size: int = 10
+    #: 20: a server at ~45 lifecycles/s held up to 21 at once (docs/benchmarks.md).
+    database_pool_size: int = 20
     database_max_overflow: int = 10
     claim_confirm_timeout_s: float = 60.0
     request_max_wait_s: float = 600.0
