@@ -24,6 +24,7 @@ from core.db import Database
 from core.errors import BadInput, DispatchError
 from core.identity import Role, User
 from core.logs import get_logger
+from core.wire import Encoded
 from dispatch import frames
 from dispatch.guard import Guard
 from dispatch.hub import Conn, Hub
@@ -196,14 +197,15 @@ class AppContext:
         what was read does not overwrite what a delivery set meanwhile (the
         therapist's busy flag, the client's request and place): the newer
         state wins on the console and here. Two resumes of one console (a
-        resync while it opens) run one after the other, each reading afresh."""
+        resync while it opens) run one after the other, each reading afresh
+        (the state each writes back is then the newer read's)."""
         while conn.resuming is not None:  # one at a time per console
             await conn.resuming.wait()
         conn.resuming = done = asyncio.Event()
         store, user = self.store, conn.user
         out: list[dict[str, Any]] = []
         told, presence = conn.told_seq, conn.presence_seq
-        conn.hold_back()
+        slot = conn.hold_back()
         try:
             if user.role is Role.THERAPIST:
                 out.append(await self.hub.snapshot(conn.profile))
@@ -229,7 +231,7 @@ class AppContext:
                 ice = await self.ice.ice_servers()
                 out.append(fx.session_ready_frame(session, ice))
         finally:
-            conn.release(out)
+            conn.release(slot, [Encoded(frame) for frame in out])
             conn.resuming = None
             done.set()
 

@@ -54,6 +54,16 @@ KnownClients = Callable[[str, list[str]], Awaitable[set[str]]]
 KnownTherapists = Callable[[str, list[str]], Awaitable[set[str]]]
 
 
+class Held:
+    """The place, among frames held back for a console, of what one read
+    will send (:meth:`Conn.hold_back`)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames: list[Encoded] = []
+
+
 @dataclass(eq=False)
 class Conn:
     """One authenticated connection of this process.
@@ -96,17 +106,17 @@ class Conn:
     #: (:meth:`Hub._to_user`): a hold read before it is stale for this
     #: console (:meth:`dispatch.context.AppContext.resume`).
     presence_seq: int = 0
-    #: While the console's state is being read to be sent to it (resume),
-    #: what is delivered to it meanwhile waits here, to go out after that
-    #: state (None: not resuming).
-    held_back: list[Encoded] | None = None
+    #: While something is being read to be sent to this console (its state
+    #: on a resume, a snapshot), what is delivered to it meanwhile waits here,
+    #: each read holding its place with a :class:`Held` slot, and all goes
+    #: out in order when the last read ends (None: nothing is being read).
+    held_back: list[Encoded | Held] | None = None
+    #: How many reads are holding back (slots not yet released).
+    holding: int = 0
     #: Set while a resume reads this console's state; a second one waits
-    #: for it to end, then reads afresh (they never hold back together).
+    #: for it to end, then reads afresh (the state each writes back here,
+    #: ``busy`` and the client's request, is the newer read's).
     resuming: asyncio.Event | None = None
-    #: While a snapshot for this console is being read, the request.new and
-    #: request.gone frames sent to it meanwhile, one list per read
-    #: (:meth:`Hub.send_snapshot` sends them again after the snapshot).
-    catches: list[list[Encoded]] | None = None
     #: Frames waiting behind a write that had to wait (None: none ever did).
     pending: deque[str | bytes] | None = None
     #: The task finishing a write that had to wait, then the pending frames.
@@ -148,20 +158,33 @@ class Conn:
     def send_frame(self, frame: dict[str, Any]) -> bool:
         return self.send(Encoded(frame))
 
-    def hold_back(self) -> None:
-        """From now, what is sent waits (:meth:`release`)."""
-        assert self.held_back is None, "one resume at a time (Conn.resuming)"
-        self.held_back = []
+    def hold_back(self) -> Held:
+        """From now, what is sent waits, behind a slot for what is being
+        read (:meth:`release` fills it). Reads may overlap (a snapshot during
+        a resume): each has its own slot, where its read began."""
+        if self.held_back is None:
+            self.held_back = []
+        slot = Held()
+        self.held_back.append(slot)
+        self.holding += 1
+        return slot
 
-    def release(self, first: list[dict[str, Any]]) -> None:
-        """Send ``first`` (the state read while holding back), then what
-        waited, in the order it came: a frame delivered during the read is
-        newer than what was read, so it goes after it."""
+    def release(self, slot: Held, read: list[Encoded]) -> None:
+        """Put ``read`` (what was read while holding back) in its slot; when
+        no read holds back any longer, send everything in the order it came.
+        A frame delivered during a read is newer than what was read, so it
+        goes after it; one delivered before the read began goes before."""
+        slot.frames = read
+        self.holding -= 1
+        if self.holding:
+            return
         waited, self.held_back = self.held_back or [], None
-        for frame in first:
-            self.send_frame(frame)
-        for encoded in waited:
-            self.send(encoded)
+        for item in waited:
+            if isinstance(item, Held):
+                for frame in item.frames:
+                    self.send(frame)
+            else:
+                self.send(item)
 
     def told(self, request_id: str | None, position: int | None) -> None:
         """Record the client's active request and the place it was last told."""
@@ -405,9 +428,6 @@ class Hub:
         frame = Encoded({"type": "request.new", "request": request.public(position)})
         for conn in targets:
             conn.send(frame)
-            if conn.catches:
-                for caught in conn.catches:
-                    caught.append(frame)
         self._metrics.frames_out.labels(type="request.new").inc(len(targets))
 
     def _broadcast_gone(self, request: Request, reason: str) -> None:
@@ -419,9 +439,6 @@ class Hub:
             if conn.profile is not None and rules.may_take(conn.profile, request):
                 conn.send(frame)
                 n += 1
-                if conn.catches:
-                    for caught in conn.catches:
-                        caught.append(frame)
         self._metrics.frames_out.labels(type="request.gone").inc(n)
 
     def _note_left(self, request_id: str) -> None:
@@ -493,28 +510,22 @@ class Hub:
         """Send ``pool.snapshot`` to these consoles of one therapist.
 
         A console replaces its list with a snapshot, and the snapshot is read
-        before it is sent: a ``request.new`` or ``request.gone`` sent to the
-        console while the read was under way (from another task: a bus
+        before it is sent: a ``request.new`` or ``request.gone`` delivered to
+        the console while the read was under way (from another task: a bus
         delivery while a console opens, a guard's resnapshot) may be newer
-        than what was read, and the snapshot would undo it (a request just
-        announced dropped from the list, one just gone put back). So what is
-        sent meanwhile is caught and sent again after the snapshot: at worst
-        a frame arrives twice."""
+        than what was read, and sent first the snapshot would undo it (a
+        request just announced dropped from the list, one just gone put
+        back). So what is delivered meanwhile is held back and goes out
+        after the snapshot (:meth:`Conn.hold_back`)."""
         if not conns:
             return
-        caught: list[Encoded] = []
-        for conn in conns:
-            conn.catches = [*(conn.catches or ()), caught]
+        slots = [conn.hold_back() for conn in conns]
+        read: list[Encoded] = []
         try:
-            snapshot = Encoded(await self.snapshot(conns[0].profile))
+            read = [Encoded(await self.snapshot(conns[0].profile))]
         finally:
-            for conn in conns:
-                rest = [c for c in conn.catches or () if c is not caught]
-                conn.catches = rest or None
-        for conn in conns:
-            conn.send(snapshot)
-            for frame in caught:
-                conn.send(frame)
+            for conn, slot in zip(conns, slots, strict=True):
+                conn.release(slot, read)
 
     async def snapshot(self, profile: TherapistProfile | None) -> dict[str, Any]:
         """``pool.snapshot``: every waiting request this therapist may take

@@ -1,7 +1,7 @@
 """A console replaces its list with each ``pool.snapshot``, and a snapshot is
-read before it is sent: what the console was sent while the read was under
-way (``request.new``, ``request.gone`` from another task's delivery) is sent
-again after it, so the snapshot never undoes a newer frame."""
+read before it is sent: what is delivered to the console while the read is
+under way (``request.new``, ``request.gone`` from another task's delivery)
+is held back and sent after it, so the snapshot never undoes a newer frame."""
 
 from __future__ import annotations
 
@@ -47,11 +47,11 @@ async def test_what_is_sent_during_a_snapshots_read_is_not_undone_by_it() -> Non
     await hub.send_snapshot([a])
     frames = sent(a)
     new, gone, snap = "request.new", "request.gone", "pool.snapshot"
-    assert [f["type"] for f in frames] == [new, gone, snap, new, gone]
+    assert [f["type"] for f in frames] == [snap, new, gone]
     assert listed(frames) == ["r2"]
-    # A console not being snapshotted got each frame once, and nothing is caught after.
+    # A console not being snapshotted got each frame at once, and nothing is held after.
     assert [f["type"] for f in sent(b)] == ["request.new", "request.gone"]
-    assert a.catches is None
+    assert a.held_back is None and a.holding == 0
     store.waiting = real  # type: ignore[method-assign]
     _, third = await store.create(DRAFT, "c3", "r3", T0 + 3)
     assert third is not None
@@ -59,7 +59,7 @@ async def test_what_is_sent_during_a_snapshots_read_is_not_undone_by_it() -> Non
     assert [f["type"] for f in sent(a)] == ["request.new"]
 
 
-async def test_two_reads_at_once_each_send_again_only_what_came_during_its_own() -> None:
+async def test_two_reads_at_once_each_go_out_where_their_read_began() -> None:
     store = MemoryPool(Timeouts())
     hub, (a,) = hub_with(store, "t-a")
     real = store.waiting
@@ -81,10 +81,10 @@ async def test_two_reads_at_once_each_send_again_only_what_came_during_its_own()
     store.waiting = racing  # type: ignore[method-assign]
     await hub.send_snapshot([a])
     frames = sent(a)
-    # The new came before the inner read began: the inner snapshot has r1
-    # and sends nothing again; the outer one, read before, is stale and is
-    # followed by the new it caught.
+    # The outer snapshot was read before the new: it goes first, then the
+    # new, then the inner snapshot (read after the new, so with r1); all at
+    # once, when the outer read ends.
     new, snap = "request.new", "pool.snapshot"
-    assert [f["type"] for f in frames] == [new, snap, snap, new]
-    assert [len(f["requests"]) for f in frames if f["type"] == "pool.snapshot"] == [1, 0]
-    assert listed(frames) == ["r1"] and a.catches is None
+    assert [f["type"] for f in frames] == [snap, new, snap]
+    assert [len(f["requests"]) for f in frames if f["type"] == "pool.snapshot"] == [0, 1]
+    assert listed(frames) == ["r1"] and a.held_back is None and a.holding == 0
