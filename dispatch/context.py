@@ -27,7 +27,7 @@ from core.logs import get_logger
 from core.wire import Encoded
 from dispatch import frames
 from dispatch.guard import Guard
-from dispatch.hub import Conn, Hub
+from dispatch.hub import Conn, Held, Hub, PoolRead
 from dispatch.loops import Loops
 from dispatch.metrics import Metrics
 from dispatch.ratelimit import KeyedLimiter
@@ -56,6 +56,35 @@ log = get_logger(component="context")
 TEXT_STATS_WINDOW_S: Final = 900.0
 #: A text that went out (whatever the network made of it since).
 SENT_STATES: Final = ("sent", "delivered", "undelivered")
+#: How many consoles a resync reads at once: each resume is a few reads, and
+#: the bus delivers nothing until the resync is done. Well under the Redis
+#: and database pools (64; 20 + 10 by default).
+RESYNC_AT_ONCE: Final = 16
+
+
+@dataclass(slots=True)
+class _Resume:
+    """One console's resume under way (:meth:`AppContext.resume`): what it
+    holds back, and the console's sequence numbers when it began."""
+
+    conn: Conn
+    slot: Held
+    told: int
+    presence: int
+    done: asyncio.Event
+
+    @classmethod
+    def begin(cls, conn: Conn) -> _Resume:
+        """Mark ``conn`` resuming (it must not be) and hold back its frames."""
+        assert conn.resuming is None, "one resume at a time per console"
+        done = conn.resuming = asyncio.Event()
+        return cls(conn, conn.hold_back(), conn.told_seq, conn.presence_seq, done)
+
+    def end(self, out: list[dict[str, Any]]) -> None:
+        """Send ``out`` (what was read), then what was held back meanwhile."""
+        self.conn.release(self.slot, [Encoded(frame) for frame in out])
+        self.conn.resuming = None
+        self.done.set()
 
 
 @dataclass
@@ -201,16 +230,19 @@ class AppContext:
         (the state each writes back is then the newer read's)."""
         while conn.resuming is not None:  # one at a time per console
             await conn.resuming.wait()
-        conn.resuming = done = asyncio.Event()
-        store, user = self.store, conn.user
+        await self._read_state(_Resume.begin(conn), None)
+
+    async def _read_state(self, r: _Resume, pool: PoolRead | None) -> None:
+        """Read ``r``'s console's state (the snapshot from ``pool`` when
+        given, read after ``r`` began), send it and what was held back
+        meanwhile, and end the resume."""
+        conn, store, user = r.conn, self.store, r.conn.user
         out: list[dict[str, Any]] = []
-        told, presence = conn.told_seq, conn.presence_seq
-        slot = conn.hold_back()
         try:
             if user.role is Role.THERAPIST:
-                out.append(await self.hub.snapshot(conn.profile))
+                out.append(await self.hub.snapshot(conn.profile, pool))
                 hold = await store.hold_of(user.id)
-                if conn.presence_seq == presence:
+                if conn.presence_seq == r.presence:
                     conn.busy = hold is not None
                 if hold is not None and hold.kind == "claim":
                     req = await store.get(hold.id)
@@ -219,7 +251,7 @@ class AppContext:
             elif user.role is Role.CLIENT:
                 req = await store.active_request_of(user.id)
                 position = None if req is None else await store.position(req.id)
-                if conn.told_seq == told:
+                if conn.told_seq == r.told:
                     conn.told(req.id if req is not None else None, position)
                 if req is not None:
                     out.append({"type": "request.state", "request": req.public(position)})
@@ -231,12 +263,45 @@ class AppContext:
                 ice = await self.ice.ice_servers()
                 out.append(fx.session_ready_frame(session, ice))
         finally:
-            conn.release(slot, [Encoded(frame) for frame in out])
-            conn.resuming = None
-            done.set()
+            r.end(out)
 
     async def resync(self) -> None:
-        """After the bus missed events: re-send every local console its state."""
+        """After the bus missed events: re-send every local console its state
+        (as :meth:`resume`). The bus awaits this before it delivers again, so
+        it is read in bulk: every console's resume begins (holding back what
+        is delivered to it) before the waiting requests are read, once for
+        all snapshots; then the rest of each console's state is read,
+        :data:`RESYNC_AT_ONCE` consoles at a time. A console already resuming
+        (one opening) resumes again after, reading afresh. The first failure
+        stops the pass (each console then gets what was held back for it)
+        and is raised as itself: the bus then subscribes again and resyncs
+        anew."""
+        begun: list[_Resume] = []
+        later: list[Conn] = []
         for conn in self.hub.all():
-            if conn.user.role is not Role.OPERATOR:
-                await self.resume(conn)
+            if conn.user.role is Role.OPERATOR:
+                continue
+            if conn.resuming is None:
+                begun.append(_Resume.begin(conn))
+            else:
+                later.append(conn)
+        todo, again = iter(begun), iter(later)
+        try:
+            therapists = any(r.conn.user.role is Role.THERAPIST for r in begun)
+            pool = await self.hub.read_pool() if therapists else None
+
+            async def worker() -> None:
+                for r in todo:  # iterators shared: each console read once
+                    await self._read_state(r, pool)
+                for conn in again:  # each after the resume under way ends
+                    await self.resume(conn)
+
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(min(RESYNC_AT_ONCE, len(begun) + len(later))):
+                        tg.create_task(worker())
+            except* Exception as group:
+                raise group.exceptions[0] from None
+        finally:
+            for r in todo:  # never read (a failure): what was held back goes out
+                r.end([])

@@ -16,7 +16,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import DispatchError
@@ -62,6 +62,25 @@ class Held:
 
     def __init__(self) -> None:
         self.frames: list[Encoded] = []
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRead:
+    """What a ``pool.snapshot`` is made from (:meth:`Hub.read_pool`): the
+    waiting requests in queue order and the therapists the guard keeps off
+    quick connect now. Each request's public form is made once per read,
+    shared by every snapshot made from it."""
+
+    waiting: list[Request]
+    guarded: set[str]
+    publics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def public(self, place: int, req: Request) -> dict[str, Any]:
+        """``req.public(place)``, made once per read."""
+        made = self.publics.get(req.id)
+        if made is None:
+            made = self.publics[req.id] = req.public(place)
+        return made
 
 
 @dataclass(eq=False)
@@ -527,14 +546,23 @@ class Hub:
             for conn, slot in zip(conns, slots, strict=True):
                 conn.release(slot, read)
 
-    async def snapshot(self, profile: TherapistProfile | None) -> dict[str, Any]:
+    async def snapshot(
+        self, profile: TherapistProfile | None, pool: PoolRead | None = None
+    ) -> dict[str, Any]:
         """``pool.snapshot``: every waiting request this therapist may take
-        (none while it is guarded near a booked session)."""
+        (none while it is guarded near a booked session); from ``pool`` when
+        given (one read for many consoles), else read here."""
         requests: list[dict[str, Any]] = []
-        if profile is not None and profile.id not in await self.guarded_now():
+        if profile is None:
+            return {"type": "pool.snapshot", "requests": requests}
+        if pool is None:
+            guarded = await self.guarded_now()
+            if profile.id not in guarded:
+                pool = PoolRead(await self._store.waiting(), guarded)
+        if pool is not None and profile.id not in pool.guarded:
             now = self._clock()
             seen: list[tuple[int, Request]] = []
-            for i, req in enumerate(await self._store.waiting(), start=1):
+            for i, req in enumerate(pool.waiting, start=1):
                 if not rules.may_see(profile, req) or not rules.offered_to(req, profile.id):
                     continue
                 if rules.eligible_during_head_start(req, profile.id, now):
@@ -543,7 +571,7 @@ class Hub:
                     # Held back for its referring therapist: offered at the end.
                     self._head_starts[req.id] = req.head_start_until
             paused = await self._paused(profile, [req.client_id for _, req in seen])
-            requests = [req.public(i) for i, req in seen if req.client_id not in paused]
+            requests = [pool.public(i, req) for i, req in seen if req.client_id not in paused]
         return {"type": "pool.snapshot", "requests": requests}
 
     async def head_starts_ended(self) -> int:
@@ -564,6 +592,11 @@ class Hub:
             await self._broadcast_new(req, skip=[req.referred_to] if req.referred_to else [])
             offered += 1
         return offered
+
+    async def read_pool(self) -> PoolRead:
+        """What every snapshot reads: the waiting requests in order and the
+        guarded therapists."""
+        return PoolRead(await self._store.waiting(), await self.guarded_now())
 
     async def guarded_now(self) -> set[str]:
         """The therapists the guard near a booked session keeps off quick

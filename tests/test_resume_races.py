@@ -6,15 +6,19 @@ overwrite what the delivery set (AppContext.resume)."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from hubkit import DRAFT, client_conn, console, profile, sent
 from test_booking_http import World, serve
 
+from core.errors import Unavailable
+from dispatch.context import RESYNC_AT_ONCE
 from pool.effects import effects
-from pool.model import Hold
+from pool.model import Hold, Request
 
 
 @pytest_asyncio.fixture
@@ -107,3 +111,109 @@ async def test_two_resumes_of_one_console_run_one_after_the_other(world: World) 
     assert states == ["waiting"]  # the second read found none: nothing to say
     assert reads == 2 and conn.held_back is None and conn.resuming is None
     assert conn.request_id is None
+
+
+async def test_a_resync_reads_a_few_consoles_at_once_each_once(world: World) -> None:
+    """The bus delivers nothing until its resync is done: consoles are read
+    RESYNC_AT_ONCE at a time, not one after the other, and each once."""
+    ctx, now = world.ctx, world.clock.now
+    store = ctx.store
+    await store.create(DRAFT, "c1", "r1", now)
+    conns = [client_conn(f"c{i}") for i in range(3 * RESYNC_AT_ONCE)]
+    for conn in conns:
+        ctx.hub.add(conn)
+    real = store.active_request_of
+    reads: Counter[str] = Counter()
+    in_flight = peak = 0
+
+    async def counted(client_id: str) -> Request | None:
+        nonlocal in_flight, peak
+        reads[client_id] += 1
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await real(client_id)
+        finally:
+            in_flight -= 1
+
+    store.active_request_of = counted  # type: ignore[method-assign]
+    await ctx.resync()
+    assert peak == RESYNC_AT_ONCE
+    assert reads == Counter({c.user.id: 1 for c in conns})
+    assert [f["request"]["id"] for f in sent(conns[1])] == ["r1"]  # c1's request
+    assert [sent(c) for c in conns if c is not conns[1]] == [[]] * (len(conns) - 1)
+    assert all(c.held_back is None and c.resuming is None for c in conns)
+
+
+async def test_a_resync_stops_at_the_first_failure_and_raises_it(world: World) -> None:
+    """The bus meets the failure as after any other (it subscribes again and
+    resyncs anew): the error itself, not a group; nothing is left held back."""
+    ctx = world.ctx
+    store = ctx.store
+    conns = [client_conn(f"c{i}") for i in range(2 * RESYNC_AT_ONCE)]
+    for conn in conns:
+        ctx.hub.add(conn)
+    real = store.active_request_of
+    started: list[str] = []
+
+    async def failing(client_id: str) -> Request | None:
+        started.append(client_id)
+        if client_id == "c3":
+            raise Unavailable("redis went away")
+        await asyncio.sleep(0.05)
+        return await real(client_id)
+
+    store.active_request_of = failing  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await ctx.resync()
+    # The first RESYNC_AT_ONCE began together; the rest were never read.
+    assert len(started) == RESYNC_AT_ONCE
+    assert all(c.held_back is None and c.resuming is None for c in conns)
+
+
+async def test_a_resync_reads_the_waiting_requests_once_for_every_snapshot(world: World) -> None:
+    """Each therapist console's snapshot comes from one read of the queue,
+    made after every console began holding back; a console already resuming
+    (one opening) is resumed again after the pass, reading afresh."""
+    ctx, now = world.ctx, world.clock.now
+    store = ctx.store
+    await store.create(DRAFT, "c1", "r1", now)
+    consoles = [console(f"t{i}") for i in range(RESYNC_AT_ONCE + 4)]
+    for conn in consoles:
+        assert conn.profile is not None
+        await store.put_profile(conn.profile)
+        ctx.hub.add(conn)
+    opening = consoles[0]
+    real = store.waiting
+    reads = 0
+
+    async def counted() -> list[Request]:
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    store.waiting = counted  # type: ignore[method-assign]
+    gate = asyncio.Event()
+    real_hold = store.hold_of
+
+    async def slow_first(therapist_id: str) -> Hold | None:
+        if therapist_id == opening.user.id and not gate.is_set():
+            gate.set()
+            await asyncio.sleep(0.05)  # the resync runs meanwhile
+        return await real_hold(therapist_id)
+
+    store.hold_of = slow_first  # type: ignore[method-assign]
+    first = asyncio.create_task(ctx.resume(opening))
+    await gate.wait()
+    await ctx.resync()
+    await first
+    # One read for the opening console's own resume, one for the whole pass,
+    # one for the opening console's resume after it.
+    assert reads == 3
+    for conn in consoles:
+        snaps = [f for f in sent(conn) if f["type"] == "pool.snapshot"]
+        assert [[r["id"] for r in f["requests"]] for f in snaps] == (
+            [["r1"], ["r1"]] if conn is opening else [["r1"]]
+        )
+        assert conn.held_back is None and conn.resuming is None
