@@ -526,7 +526,8 @@ class Hub:
             self._metrics.frames_out.labels(type=str(ftype)).inc(len(conns))
 
     async def send_snapshot(self, conns: list[Conn]) -> None:
-        """Send ``pool.snapshot`` to these consoles of one therapist.
+        """Send ``pool.snapshot`` to these consoles, each its therapist's,
+        all from one read of the pool (:meth:`read_pool`).
 
         A console replaces its list with a snapshot, and the snapshot is read
         before it is sent: a ``request.new`` or ``request.gone`` delivered to
@@ -539,12 +540,15 @@ class Hub:
         if not conns:
             return
         slots = [conn.hold_back() for conn in conns]
-        read: list[Encoded] = []
+        made: dict[str, list[Encoded]] = {}
         try:
-            read = [Encoded(await self.snapshot(conns[0].profile))]
+            pool = await self.read_pool()
+            for conn in conns:
+                if conn.user.id not in made:
+                    made[conn.user.id] = [Encoded(await self.snapshot(conn.profile, pool))]
         finally:
             for conn, slot in zip(conns, slots, strict=True):
-                conn.release(slot, read)
+                conn.release(slot, made.get(conn.user.id, []))
 
     async def snapshot(
         self, profile: TherapistProfile | None, pool: PoolRead | None = None
@@ -605,13 +609,16 @@ class Hub:
 
     async def resnapshot(self, therapist_ids: set[str]) -> None:
         """Send each local console of these therapists that gets offers the
-        pool as it now is for it: their guard started or ended."""
-        for conn in list(self.therapists):
-            if (
-                conn.user.id in therapist_ids
+        pool as it now is for it: their guard started or ended (one read of
+        the pool for all of them)."""
+        await self.send_snapshot(
+            [
+                conn
+                for conn in self.therapists
+                if conn.user.id in therapist_ids
                 and rules.Presence(conn.available, conn.busy).gets_offers
-            ):
-                await self.send_snapshot([conn])
+            ]
+        )
 
     async def _paused(self, profile: TherapistProfile, client_ids: list[str]) -> set[str]:
         """Those of ``client_ids`` whose requests the therapist's pause on new

@@ -11,7 +11,7 @@ from hubkit import DRAFT, T0, hub_with, profile, sent
 
 from pool.effects import effects
 from pool.memory import MemoryPool
-from pool.model import Request, Timeouts
+from pool.model import Draft, Request, Timeouts
 
 
 def listed(frames: list[dict[str, Any]]) -> list[str]:
@@ -88,3 +88,27 @@ async def test_two_reads_at_once_each_go_out_where_their_read_began() -> None:
     assert [f["type"] for f in frames] == [snap, new, snap]
     assert [len(f["requests"]) for f in frames if f["type"] == "pool.snapshot"] == [0, 1]
     assert listed(frames) == ["r1"] and a.held_back is None and a.holding == 0
+
+
+async def test_consoles_of_several_therapists_get_their_own_snapshots_from_one_read() -> None:
+    """A guard's resnapshot of several therapists: the queue is read once,
+    and each console gets what its own therapist may take."""
+    store = MemoryPool(Timeouts())
+    hub, (a, b, c) = hub_with(store, "t-a", "t-b", "t-c")
+    c.profile = profile("t-c", topics=("grief",))
+    await store.create(DRAFT, "c1", "r1", T0)
+    await store.create(Draft(region="GB", language="en", topics=("grief",)), "c2", "r2", T0 + 1)
+    real = store.waiting
+    reads = 0
+
+    async def counted() -> list[Request]:
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    store.waiting = counted  # type: ignore[method-assign]
+    await hub.resnapshot({"t-a", "t-c"})
+    assert reads == 1
+    assert listed(sent(a)) == ["r1"] and listed(sent(c)) == ["r2"]
+    assert sent(b) == []  # not asked for
+    assert all(x.held_back is None and x.holding == 0 for x in (a, b, c))
