@@ -74,6 +74,26 @@ def client_conn(cid: str, conn_id: str | None = None) -> Conn:
     )
 
 
+class Calls:
+    """How many times an async method replaced by :func:`count_calls` was called."""
+
+    n = 0
+
+
+def count_calls(obj: Any, name: str) -> Calls:
+    """Replace ``obj``'s async method ``name`` (on that object only) by one
+    that counts its calls and awaits the real one."""
+    real = getattr(obj, name)
+    calls = Calls()
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.n += 1
+        return await real(*args, **kwargs)
+
+    setattr(obj, name, counting)
+    return calls
+
+
 def sent(conn: Conn) -> list[dict[str, Any]]:
     """The frames sent to ``conn`` since last asked, oldest first."""
     out: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubkit import DRAFT, T0, hub_with, profile, sent
+from hubkit import DRAFT, T0, count_calls, hub_with, profile, sent
 
 from pool.effects import effects
 from pool.memory import MemoryPool
@@ -98,17 +98,9 @@ async def test_consoles_of_several_therapists_get_their_own_snapshots_from_one_r
     c.profile = profile("t-c", topics=("grief",))
     await store.create(DRAFT, "c1", "r1", T0)
     await store.create(Draft(region="GB", language="en", topics=("grief",)), "c2", "r2", T0 + 1)
-    real = store.waiting
-    reads = 0
-
-    async def counted() -> list[Request]:
-        nonlocal reads
-        reads += 1
-        return await real()
-
-    store.waiting = counted  # type: ignore[method-assign]
+    reads = count_calls(store, "waiting")
     await hub.resnapshot({"t-a", "t-c"})
-    assert reads == 1
+    assert reads.n == 1
     assert listed(sent(a)) == ["r1"] and listed(sent(c)) == ["r2"]
     assert sent(b) == []  # not asked for
     assert all(x.held_back is None and x.holding == 0 for x in (a, b, c))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from hubkit import DRAFT, client_conn, console, profile, sent
+from hubkit import DRAFT, client_conn, console, count_calls, profile, sent
 from test_booking_http import World, serve
 
 from core.errors import Unavailable
@@ -185,15 +185,7 @@ async def test_a_resync_reads_the_waiting_requests_once_for_every_snapshot(world
         await store.put_profile(conn.profile)
         ctx.hub.add(conn)
     opening = consoles[0]
-    real = store.waiting
-    reads = 0
-
-    async def counted() -> list[Request]:
-        nonlocal reads
-        reads += 1
-        return await real()
-
-    store.waiting = counted  # type: ignore[method-assign]
+    reads = count_calls(store, "waiting")
     gate = asyncio.Event()
     real_hold = store.hold_of
 
@@ -210,7 +202,7 @@ async def test_a_resync_reads_the_waiting_requests_once_for_every_snapshot(world
     await first
     # One read for the opening console's own resume, one for the whole pass,
     # one for the opening console's resume after it.
-    assert reads == 3
+    assert reads.n == 3
     for conn in consoles:
         snaps = [f for f in sent(conn) if f["type"] == "pool.snapshot"]
         assert [[r["id"] for r in f["requests"]] for f in snaps] == (
